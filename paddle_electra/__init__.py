@@ -1,0 +1,1 @@
+"""Chinese ELECTRA for PaddlePaddle."""

@@ -1,0 +1,275 @@
+"""ELECTRA in Paddle dygraph, numerically the same as the original TensorFlow code.
+
+Read top to bottom: embeddings -> one transformer layer -> encoder -> ElectraModel
+(the backbone) -> the two pretraining heads -> the models users load.
+
+Sub-layer names mirror the TF variable scopes of the released checkpoints
+(`electra/encoder/layer_3/attention/self/query/kernel` is
+`electra.encoder.layer.3.attention.self.query.weight` here), so converting a
+checkpoint is a name table (see paddle_electra/conversion). TF kernels are
+[in, out], as Paddle's Linear weights are: no transposes from TF.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from .checkpoint import PretrainedMixin
+from .config import ElectraConfig
+
+
+def _init(config: ElectraConfig):
+    # BERT/ELECTRA initialise every kernel and embedding from a truncated normal (0.02).
+    return paddle.ParamAttr(initializer=nn.initializer.TruncatedNormal(std=config.initializer_range))
+
+
+def _linear(config, n_in, n_out):
+    return nn.Linear(n_in, n_out, weight_attr=_init(config))
+
+
+def _layer_norm(config, width):
+    # The original uses epsilon 1e-12; Paddle's default (1e-5) changes the outputs.
+    return nn.LayerNorm(width, epsilon=config.layer_norm_eps)
+
+
+def activation(name: str):
+    if name == "gelu":  # the erf form, as the original
+        return lambda x: F.gelu(x, approximate=False)
+    if name == "gelu_new":
+        return lambda x: F.gelu(x, approximate=True)
+    return F.relu
+
+
+class ElectraEmbeddings(nn.Layer):
+    """word + position + token type (all of width E), LayerNorm, dropout. TF scope `electra/embeddings`;
+    the generator uses this same block (the original shares it whole)."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        E = config.embedding_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, E, weight_attr=_init(config))
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, E, weight_attr=_init(config))
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E, weight_attr=_init(config))
+        self.LayerNorm = _layer_norm(config, E)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids=None, position_ids=None):
+        seq_len = input_ids.shape[1]
+        if position_ids is None:
+            position_ids = paddle.arange(seq_len, dtype="int64").unsqueeze(0)
+        if token_type_ids is None:
+            token_type_ids = paddle.zeros_like(input_ids)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids) \
+            + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class ElectraSelfAttention(nn.Layer):  # TF scope attention/self
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        H = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = H // self.num_heads
+        self.query = _linear(config, H, H)
+        self.key = _linear(config, H, H)
+        self.value = _linear(config, H, H)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def _split(self, x):  # [B, S, H] -> [B, heads, S, d]
+        return x.reshape([0, 0, self.num_heads, self.head_dim]).transpose([0, 2, 1, 3])
+
+    def forward(self, hidden, additive_mask):
+        q, k, v = self._split(self.query(hidden)), self._split(self.key(hidden)), self._split(self.value(hidden))
+        scores = paddle.matmul(q, k, transpose_y=True) * (1.0 / math.sqrt(self.head_dim)) + additive_mask
+        probs = self.dropout(F.softmax(scores, axis=-1))
+        ctx = paddle.matmul(probs, v).transpose([0, 2, 1, 3])
+        return ctx.reshape([0, 0, self.num_heads * self.head_dim])
+
+
+class ElectraDenseLayerNorm(nn.Layer):
+    """dense -> dropout -> residual add -> LayerNorm (post-LN); TF scopes attention/output and output."""
+
+    def __init__(self, config: ElectraConfig, n_in: int):
+        super().__init__()
+        self.dense = _linear(config, n_in, config.hidden_size)
+        self.LayerNorm = _layer_norm(config, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class ElectraAttention(nn.Layer):
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.self = ElectraSelfAttention(config)
+        self.output = ElectraDenseLayerNorm(config, config.hidden_size)
+
+    def forward(self, hidden, additive_mask):
+        return self.output(self.self(hidden, additive_mask), hidden)
+
+
+class ElectraIntermediate(nn.Layer):
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.dense = _linear(config, config.hidden_size, config.intermediate_size)
+        self.act = activation(config.hidden_act)  # no dropout after it, as the original
+
+    def forward(self, x):
+        return self.act(self.dense(x))
+
+
+class ElectraLayer(nn.Layer):  # TF scope encoder/layer_N
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.attention = ElectraAttention(config)
+        self.intermediate = ElectraIntermediate(config)
+        self.output = ElectraDenseLayerNorm(config, config.intermediate_size)
+
+    def forward(self, hidden, additive_mask):
+        attn = self.attention(hidden, additive_mask)
+        return self.output(self.intermediate(attn), attn)
+
+
+class ElectraEncoder(nn.Layer):
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.layer = nn.LayerList([ElectraLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, hidden, additive_mask, output_hidden_states=False):
+        states = [hidden]
+        for layer in self.layer:
+            hidden = layer(hidden, additive_mask)
+            states.append(hidden)
+        return (hidden, states) if output_hidden_states else hidden
+
+
+def additive_attention_mask(attention_mask, input_ids, dtype):
+    """[B, S] with 1 for real tokens -> [B, 1, 1, S] holding 0 or -10000 (the original's constant)."""
+    if attention_mask is None:
+        attention_mask = paddle.ones_like(input_ids)
+    mask = attention_mask.astype(dtype).unsqueeze([1, 2])
+    return (1.0 - mask) * -10000.0
+
+
+class ElectraModel(PretrainedMixin, nn.Layer):
+    """The backbone: embeddings -> (embeddings_project when E != H) -> encoder. No pooler: users take
+    `sequence_output[:, 0]`, as the original does."""
+
+    def __init__(self, config: ElectraConfig, embeddings: Optional[ElectraEmbeddings] = None):
+        super().__init__()
+        self.config = config
+        # A generator inside ElectraForPreTraining passes the discriminator's block to share it.
+        self.embeddings = embeddings if embeddings is not None else ElectraEmbeddings(config)
+        if config.embedding_size != config.hidden_size:
+            self.embeddings_project = _linear(config, config.embedding_size, config.hidden_size)
+        self.encoder = ElectraEncoder(config)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
+                output_hidden_states=False):
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        if hasattr(self, "embeddings_project"):
+            x = self.embeddings_project(x)
+        mask = additive_attention_mask(attention_mask, input_ids, x.dtype)
+        return self.encoder(x, mask, output_hidden_states)
+
+
+class DiscriminatorPredictions(nn.Layer):
+    """TF scope discriminator_predictions: dense(H->H, act) -> dense_1(H->1)."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.dense = _linear(config, config.hidden_size, config.hidden_size)
+        self.dense_1 = _linear(config, config.hidden_size, 1)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, hidden):
+        return self.dense_1(self.act(self.dense(hidden))).squeeze(-1)
+
+
+class GeneratorPredictions(nn.Layer):
+    """TF scope generator_predictions: dense(G->E, gelu) -> LayerNorm -> tied LM head + output_bias."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.dense = _linear(config, config.hidden_size, config.embedding_size)
+        self.LayerNorm = _layer_norm(config, config.embedding_size)
+        self.output_bias = self.create_parameter([config.vocab_size], is_bias=True)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, hidden, word_embeddings):
+        h = self.LayerNorm(self.act(self.dense(hidden)))
+        return paddle.matmul(h, word_embeddings, transpose_y=True) + self.output_bias
+
+
+def gather_positions(sequence, positions):
+    """sequence [B, S, H], positions [B, P] -> [B, P, H] (the original's gather_positions)."""
+    B, S = sequence.shape[0], sequence.shape[1]
+    flat = (positions + paddle.arange(B, dtype=positions.dtype).unsqueeze(1) * S).reshape([-1])
+    out = paddle.gather(sequence.reshape([B * S, -1]), flat)
+    return out.reshape([B, positions.shape[1], -1])
+
+
+class ElectraDiscriminator(PretrainedMixin, nn.Layer):
+    """Replaced-token detection: logits [B, S] (> 0 means "replaced")."""
+
+    def __init__(self, config: ElectraConfig, embeddings: Optional[ElectraEmbeddings] = None):
+        super().__init__()
+        self.config = config
+        self.electra = ElectraModel(config, embeddings)
+        self.discriminator_predictions = DiscriminatorPredictions(config)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
+        return self.discriminator_predictions(self.electra(input_ids, token_type_ids, attention_mask, position_ids))
+
+
+class ElectraGenerator(PretrainedMixin, nn.Layer):
+    """Masked LM whose output layer is tied to the word embeddings: logits [B, S, V], or
+    [B, P, V] for `masked_positions` [B, P] only (pretraining needs no logits elsewhere).
+    Its backbone is called `electra`, as in HF, and maps from the TF scope `generator`."""
+
+    def __init__(self, config: ElectraConfig, embeddings: Optional[ElectraEmbeddings] = None):
+        super().__init__()
+        self.config = config
+        self.electra = ElectraModel(config, embeddings)
+        self.generator_predictions = GeneratorPredictions(config)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
+                masked_positions=None):
+        hidden = self.electra(input_ids, token_type_ids, attention_mask, position_ids)
+        if masked_positions is not None:
+            hidden = gather_positions(hidden, masked_positions)
+        return self.generator_predictions(hidden, self.electra.embeddings.word_embeddings.weight)
+
+
+class ElectraForPreTraining(PretrainedMixin, nn.Layer):
+    """Generator and discriminator with the whole embeddings block shared, as the original.
+    The RTD objective (masking, sampling, losses) lives in paddle_electra.pretraining."""
+
+    def __init__(self, config: ElectraConfig, generator_config: ElectraConfig):
+        super().__init__()
+        if (generator_config.embedding_size, generator_config.vocab_size) != (config.embedding_size, config.vocab_size):
+            raise ValueError("generator and discriminator must have the same embedding_size and vocab_size "
+                             "to share embeddings")
+        self.config, self.generator_config = config, generator_config
+        self.discriminator = ElectraDiscriminator(config)
+        self.generator = ElectraGenerator(generator_config, embeddings=self.discriminator.electra.embeddings)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
+        """Both models on the same input (for inspection); training goes through pretraining.rtd."""
+        return (self.generator(input_ids, token_type_ids, attention_mask, position_ids),
+                self.discriminator(input_ids, token_type_ids, attention_mask, position_ids))
+
+
+def all_parameters_unique(model: nn.Layer) -> List:
+    """Parameters once each (the shared embeddings appear under two names in state_dict)."""
+    seen, out = set(), []
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out

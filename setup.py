@@ -1,0 +1,61 @@
+"""paddle-electra: Chinese ELECTRA (HFL's released models) for PaddlePaddle dygraph.
+
+GPU users: install `paddlepaddle-gpu` first (see paddlepaddle.org.cn for the CUDA
+build that matches your driver); when it is present this package does not ask
+for the CPU `paddlepaddle` wheel.
+"""
+from importlib import metadata
+
+from setuptools import find_packages, setup
+
+
+def _paddle_requirement():
+    # paddlepaddle and paddlepaddle-gpu provide the same `paddle` module; asking
+    # for the CPU wheel on a GPU machine would install a second, clashing copy.
+    try:
+        metadata.version("paddlepaddle-gpu")
+        return "paddlepaddle-gpu>=3.0"
+    except metadata.PackageNotFoundError:
+        return "paddlepaddle>=3.0,<3.4"
+
+
+HUB = [
+    "paddlehub==2.4.0",
+    "paddlenlp==2.8.1",
+    # the pins paddlehub 2.4 / paddlenlp 2.8 need on Python 3.11
+    "protobuf>=3.20,<3.21",
+    "huggingface_hub<0.26",
+    "aistudio-sdk<0.2",
+]
+TEST = [
+    "pytest>=7",
+    "pytest-timeout",
+    # reference stack for the parity tests (TF checkpoints, HF transformers 4.x)
+    "tensorflow-cpu>=2.15,<2.16",
+    "torch==2.13.0",  # pip takes the CPU build of exactly this version from local disk here
+    "transformers>=4.30,<5",
+]
+BENCH = HUB + ["torch==2.13.0", "transformers>=4.30,<5", "matplotlib"]
+
+setup(
+    name="paddle-electra",
+    version="0.1.0",
+    description="Chinese ELECTRA (HFL) for PaddlePaddle: exact model, converters, RTD pretraining, fine-tuning, PaddleHub modules",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["paddle_electra", "paddle_electra.*"]),
+    package_data={"paddle_electra": ["vocab.txt"]},
+    include_package_data=True,
+    install_requires=[
+        _paddle_requirement(),
+        "numpy>=1.21,<2",
+        "safetensors>=0.4",
+        "tokenizers>=0.15",
+        "tqdm>=4.60",
+        "visualdl>=2.5",
+    ],
+    extras_require={"hub": HUB, "test": TEST, "bench": BENCH},
+    entry_points={"console_scripts": ["paddle-electra=paddle_electra.cli:main"]},
+    license="Apache-2.0",
+)

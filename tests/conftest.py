@@ -1,0 +1,25 @@
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.environ.get("PADDLE_ELECTRA_SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long tests, left out of the default run (make test)")
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """../shared/data, or skip: the test command must pass on a machine without it."""
+    if not os.path.isdir(SHARED_DATA):
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return os.path.abspath(SHARED_DATA)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    # never touch the user's ~/.paddle_electra from a test
+    monkeypatch.setenv("PADDLE_ELECTRA_HOME", str(tmp_path / "electra_home"))
