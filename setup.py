@@ -26,6 +26,8 @@ HUB = [
     "protobuf>=3.20,<3.21",
     "huggingface_hub<0.26",
     "aistudio-sdk<0.2",
+    # paddlenlp imports `datasets` (needs pyarrow>=21); pyarrow 23+ refuses numpy 1.x
+    "pyarrow>=21,<23",
 ]
 TEST = [
     "pytest>=7",
