@@ -1,0 +1,273 @@
+"""HF Electra (safetensors and pytorch_model.bin) -> paddle-electra: parity with transformers, the
+restricted unpickler, and the errors bad input gets."""
+import collections
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from paddle_electra.checkpoint import CheckpointError, load_tensors
+from paddle_electra.conversion.hf import convert_hf
+from paddle_electra.conversion.torch_pickle import UnsafePickleError, load_torch_state_dict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+V, E, H, G = 2000, 128, 256, 64
+TOL = 1e-5
+
+
+def _perturb(model, torch, seed):
+    # HF initialises LayerNorm to 1/0 and biases to 0; random values test those mappings too
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+@pytest.fixture(scope="module")
+def hf(tmp_path_factory):
+    """A random HF discriminator (E=128 != H=256) and generator (G=64) sharing embeddings, each saved
+    as safetensors and as pytorch_model.bin."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    common = dict(vocab_size=V, embedding_size=E, num_hidden_layers=2, max_position_embeddings=64,
+                  layer_norm_eps=1e-12, hidden_act="gelu")
+    disc = transformers.ElectraForPreTraining(transformers.ElectraConfig(
+        hidden_size=H, num_attention_heads=4, intermediate_size=4 * H, **common)).eval()
+    gen = transformers.ElectraForMaskedLM(transformers.ElectraConfig(
+        hidden_size=G, num_attention_heads=1, intermediate_size=4 * G, **common)).eval()
+    _perturb(disc, torch, 1)
+    _perturb(gen, torch, 2)
+    gen.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())
+    assert gen.generator_lm_head.weight is gen.electra.embeddings.word_embeddings.weight  # still tied
+    root = tmp_path_factory.mktemp("hf")
+    dirs = {}
+    for name, model in (("disc", disc), ("gen", gen)):
+        for fmt, safe in (("st", True), ("bin", False)):
+            d = str(root / f"{name}_{fmt}")
+            model.save_pretrained(d, safe_serialization=safe)
+            dirs[name, fmt] = d
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, V, size=(2, 16))
+    mask = np.ones_like(ids)
+    mask[1, 11:] = 0
+    ids[1, 11:] = 0
+    types = np.zeros_like(ids)
+    types[:, 8:] = 1
+    t = {k: torch.tensor(v) for k, v in dict(input_ids=ids, attention_mask=mask, token_type_ids=types).items()}
+    with torch.no_grad():
+        ref = dict(disc_logits=disc(**t).logits.numpy(),
+                   disc_hidden=disc.electra(**t).last_hidden_state.numpy(),
+                   gen_logits=gen(**t).logits.numpy(),
+                   gen_hidden=gen.electra(**t).last_hidden_state.numpy())
+    return dict(dirs=dirs, root=root, inputs=dict(input_ids=ids, attention_mask=mask, token_type_ids=types),
+                ref=ref, torch=torch, transformers=transformers, disc=disc, gen=gen)
+
+
+def _paddle_inputs(inputs):
+    import paddle
+    return dict(input_ids=paddle.to_tensor(inputs["input_ids"]), token_type_ids=paddle.to_tensor(inputs["token_type_ids"]),
+                attention_mask=paddle.to_tensor(inputs["attention_mask"]))
+
+
+def _maxdiff(a, b):
+    assert a.shape == b.shape
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+
+
+@pytest.mark.parametrize("disc_fmt,gen_fmt", [("st", "bin"), ("bin", "st")])
+def test_pretraining_dir_matches_hf(hf, tmp_path, disc_fmt, gen_fmt):
+    from paddle_electra.modeling import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator, ElectraModel
+    out = convert_hf(hf["dirs"]["disc", disc_fmt], str(tmp_path / "out"), generator_dir=hf["dirs"]["gen", gen_fmt])
+    assert sorted(os.listdir(out)) == ["config.json", "generator.safetensors", "generator_config.json",
+                                       "model.safetensors", "vocab.txt"]
+    x, ref = _paddle_inputs(hf["inputs"]), hf["ref"]
+    disc = ElectraDiscriminator.from_pretrained(out).eval()
+    gen = ElectraGenerator.from_pretrained(out).eval()
+    backbone = ElectraModel.from_pretrained(out).eval()
+    both = ElectraForPreTraining.from_pretrained(out).eval()
+    diffs = {"disc_logits": _maxdiff(disc(**x).numpy(), ref["disc_logits"]),
+             "disc_hidden": _maxdiff(backbone(**x).numpy(), ref["disc_hidden"]),
+             "gen_logits": _maxdiff(gen(**x).numpy(), ref["gen_logits"]),
+             "gen_hidden": _maxdiff(gen.electra(**x).numpy(), ref["gen_hidden"])}
+    g_logits, d_logits = both(**x)
+    diffs["pretraining_gen"] = _maxdiff(g_logits.numpy(), ref["gen_logits"])
+    diffs["pretraining_disc"] = _maxdiff(d_logits.numpy(), ref["disc_logits"])
+    print(f"max abs diff vs HF ({disc_fmt}/{gen_fmt}):", json.dumps(diffs))
+    assert max(diffs.values()) < TOL, diffs
+
+
+def test_standalone_generator_and_backbone(hf, tmp_path):
+    from paddle_electra.modeling import ElectraGenerator, ElectraModel
+    x, ref = _paddle_inputs(hf["inputs"]), hf["ref"]
+    gen = ElectraGenerator.from_pretrained(convert_hf(hf["dirs"]["gen", "bin"], str(tmp_path / "g"))).eval()
+    assert _maxdiff(gen(**x).numpy(), ref["gen_logits"]) < TOL
+    # a bare HF ElectraModel (names without the `electra.` prefix)
+    bare = str(tmp_path / "bare_hf")
+    hf["disc"].electra.save_pretrained(bare)
+    model = ElectraModel.from_pretrained(convert_hf(bare, str(tmp_path / "bare"))).eval()
+    assert _maxdiff(model(**x).numpy(), ref["disc_hidden"]) < TOL
+
+
+def test_discriminator_only_and_inferred_embedding_size(hf, tmp_path):
+    from paddle_electra.modeling import ElectraDiscriminator
+    src = tmp_path / "disc"
+    os.makedirs(src)
+    for f in os.listdir(hf["dirs"]["disc", "st"]):
+        with open(os.path.join(hf["dirs"]["disc", "st"], f), "rb") as a, open(src / f, "wb") as b:
+            b.write(a.read())
+    cfg = json.loads((src / "config.json").read_text())
+    del cfg["embedding_size"]  # read off the word_embeddings shape instead
+    (src / "config.json").write_text(json.dumps(cfg))
+    out = convert_hf(str(src), str(tmp_path / "out"))
+    assert json.loads(open(os.path.join(out, "config.json")).read())["embedding_size"] == E
+    model = ElectraDiscriminator.from_pretrained(out).eval()
+    assert _maxdiff(model(**_paddle_inputs(hf["inputs"])).numpy(), hf["ref"]["disc_logits"]) < TOL
+
+
+def _copy_dir(src, dst):
+    os.makedirs(dst)
+    for f in os.listdir(src):
+        with open(os.path.join(src, f), "rb") as a, open(os.path.join(dst, f), "wb") as b:
+            b.write(a.read())
+    return str(dst)
+
+
+def test_shape_mismatch_names_file_tensor_and_shapes(hf, tmp_path):
+    src = _copy_dir(hf["dirs"]["disc", "st"], tmp_path / "disc")
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    cfg["intermediate_size"] = 512
+    json.dump(cfg, open(os.path.join(src, "config.json"), "w"))
+    with pytest.raises(CheckpointError) as e:
+        convert_hf(src, str(tmp_path / "out"))
+    msg = str(e.value)
+    assert "model.safetensors" in msg and "electra.encoder.layer.0.intermediate.dense.weight" in msg
+    assert "(256, 1024)" in msg and "(256, 512)" in msg
+    assert not os.path.exists(tmp_path / "out") and os.listdir(tmp_path) == ["disc"]
+
+
+def test_untied_lm_head_and_unshared_embeddings_are_errors(hf, tmp_path):
+    from safetensors.numpy import save_file
+    gen = _copy_dir(hf["dirs"]["gen", "st"], tmp_path / "gen")
+    w = load_tensors(os.path.join(gen, "model.safetensors"))
+    w["generator_lm_head.weight"] = w["electra.embeddings.word_embeddings.weight"] + 1
+    save_file(w, os.path.join(gen, "model.safetensors"))
+    with pytest.raises(CheckpointError, match="generator_lm_head.weight .*not tied"):
+        convert_hf(gen, str(tmp_path / "out"))
+    gen2 = _copy_dir(hf["dirs"]["gen", "st"], tmp_path / "gen2")
+    w = load_tensors(os.path.join(gen2, "model.safetensors"))
+    w["electra.embeddings.LayerNorm.bias"] = w["electra.embeddings.LayerNorm.bias"] + 1e-3
+    save_file(w, os.path.join(gen2, "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"electra.embeddings.LayerNorm.bias differs"):
+        convert_hf(hf["dirs"]["disc", "st"], str(tmp_path / "out"), generator_dir=gen2)
+    assert not os.path.exists(tmp_path / "out")
+    with pytest.raises(CheckpointError, match="must be the discriminator"):
+        convert_hf(hf["dirs"]["gen", "st"], str(tmp_path / "out"), generator_dir=hf["dirs"]["gen", "st"])
+
+
+def test_bin_converts_where_torch_cannot_be_imported(hf, tmp_path):
+    ref = convert_hf(hf["dirs"]["disc", "st"], str(tmp_path / "ref"), generator_dir=hf["dirs"]["gen", "st"])
+    out = str(tmp_path / "nt")
+    code = ("import sys; sys.modules['torch'] = None\n"  # `import torch` now raises ImportError
+            "from paddle_electra.conversion.hf import convert_hf\n"
+            f"convert_hf({hf['dirs']['disc', 'bin']!r}, {out!r}, generator_dir={hf['dirs']['gen', 'bin']!r})\n"
+            "assert sys.modules['torch'] is None\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for f in ("model.safetensors", "generator.safetensors"):
+        a, b = load_tensors(os.path.join(ref, f)), load_tensors(os.path.join(out, f))
+        assert sorted(a) == sorted(b)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_unpickler_matches_torch_on_views_dtypes_and_legacy_format(hf, tmp_path):
+    torch = hf["torch"]
+    big = torch.arange(120.0).reshape(10, 12)
+    sd = collections.OrderedDict(
+        view=big[2:5, 1::3], transposed=big.t(), whole=big, half=torch.randn(3, 4).half(),
+        bf16=torch.randn(5).bfloat16(), long=torch.arange(7), empty=torch.zeros(0, 3), scalar=torch.tensor(3.0),
+        param=torch.nn.Parameter(torch.randn(2, 2)))
+    for legacy in (False, True):
+        path = str(tmp_path / f"sd_{legacy}.bin")
+        torch.save(sd, path, _use_new_zipfile_serialization=not legacy)
+        got = load_torch_state_dict(path)
+        assert list(got) == list(sd)
+        for k, v in sd.items():
+            want = v.detach().float().numpy() if v.dtype == torch.bfloat16 else v.detach().numpy()
+            assert got[k].dtype == want.dtype and got[k].shape == want.shape, k
+            np.testing.assert_array_equal(got[k], want, err_msg=f"{k} (legacy={legacy})")
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_unpickler_refuses_code(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"w": _Evil(str(marker))}, protocol=2)
+    zpath = tmp_path / "evil_zip.bin"
+    with zipfile.ZipFile(zpath, "w") as zf:  # the layout torch.save writes
+        zf.writestr("archive/data.pkl", payload)
+        zf.writestr("archive/version", "3\n")
+    raw = tmp_path / "evil_legacy.bin"
+    raw.write_bytes(payload)  # the legacy layout starts with a pickle too
+    for path in (zpath, raw):
+        with pytest.raises(UnsafePickleError) as e:
+            load_torch_state_dict(str(path))
+        assert f"{os.system.__module__}.system" in str(e.value) and str(path) in str(e.value)
+    assert not marker.exists()
+    # through the converter: the .bin of an HF folder is never loaded with plain pickle
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "pytorch_model.bin").write_bytes(zpath.read_bytes())
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(UnsafePickleError):
+        convert_hf(str(folder), str(tmp_path / "out"))
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def _u(s):  # pickle BINUNICODE
+    b = s.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def test_unpickler_rejects_out_of_bounds_tensor(tmp_path):
+    # hand-assembled pickle opcodes: {"w": _rebuild_tensor_v2(storage of 4 floats, offset 2, size (3,),
+    # stride (1,), False, OrderedDict())}: the tensor reaches past its storage, and as_strided
+    # would read foreign memory if the reader trusted it
+    storage = b"(" + _u("storage") + b"ctorch\nFloatStorage\n" + _u("0") + _u("cpu") + b"K\x04tQ"
+    payload = (b"\x80\x02}" + _u("w") + b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage
+               + b"K\x02K\x03\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRs.")
+    path = tmp_path / "oob.bin"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", payload)
+        zf.writestr("archive/data/0", np.arange(4, dtype="<f4").tobytes())
+    with pytest.raises(CheckpointError, match="reaches element 4 of a storage of 4"):
+        load_torch_state_dict(str(path))
+    # the same file with offset 1 is in bounds and reads elements 1..3
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", payload.replace(b"tQK\x02", b"tQK\x01"))
+        zf.writestr("archive/data/0", np.arange(4, dtype="<f4").tobytes())
+    np.testing.assert_array_equal(load_torch_state_dict(str(path))["w"], [1, 2, 3])
+
+
+def test_cli_script(hf, tmp_path):
+    from paddle_electra.modeling import ElectraForPreTraining
+    script = os.path.join(ROOT, "convert", "convert_hf_checkpoint.py")
+    out = str(tmp_path / "cli")
+    r = subprocess.run([sys.executable, script, "--input", hf["dirs"]["disc", "bin"], "--generator",
+                        hf["dirs"]["gen", "st"], "--output", out], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode == 0, r.stderr[-2000:]
+    ElectraForPreTraining.from_pretrained(out)
