@@ -223,7 +223,7 @@ class PretrainedMixin:
             cfg_file, embedding_size=_embedding_size_from(weights))
         model = cls._build(path, config, **kwargs)
         weights = model._adapt_weights(weights)
-        load_state_strict(model, weights, os.path.join(path, WEIGHTS_NAME))
+        load_state_strict(model, weights, os.path.join(path, GENERATOR_WEIGHTS_NAME if use_gen else WEIGHTS_NAME))
         return model
 
     def _adapt_weights(self, weights: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ the target appears in one rename. Any network failure raises OSError naming the 
 """
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import socket
@@ -57,6 +58,8 @@ def fetch(url: str, dest: str):
         raise OSError(f"{url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise OSError(f"{url}: {e.reason}") from None
+    except http.client.HTTPException as e:  # e.g. IncompleteRead, a malformed answer
+        raise OSError(f"{url}: {type(e).__name__}: {e}") from None
     except (socket.timeout, TimeoutError):
         raise OSError(f"{url}: timed out after {_timeout():g} s (PADDLE_ELECTRA_DOWNLOAD_TIMEOUT)") from None
     except OSError as e:  # connection reset mid-transfer, disk full, ...
