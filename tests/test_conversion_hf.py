@@ -271,3 +271,45 @@ def test_cli_script(hf, tmp_path):
                        timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
     assert r.returncode == 0, r.stderr[-2000:]
     ElectraForPreTraining.from_pretrained(out)
+
+
+def test_paddlenlp_export_matches(tmp_path):
+    """export-pdparams output loads in PaddleNLP 2.8 and computes what our models compute."""
+    pytest.importorskip("paddlenlp")
+    import paddle
+    import paddlenlp.transformers as nlp
+    from paddle_electra.cli import main
+    from paddle_electra.config import ElectraConfig
+    from paddle_electra.modeling import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator, ElectraModel
+    paddle.seed(0)
+    disc_cfg = ElectraConfig(vocab_size=500, embedding_size=64, hidden_size=128, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=256, max_position_embeddings=64)
+    model = ElectraForPreTraining(disc_cfg, disc_cfg.replace(hidden_size=32, num_attention_heads=1,
+                                                             intermediate_size=128))
+    with paddle.no_grad():  # non-trivial LayerNorm and bias values
+        for p in model.parameters():
+            p.set_value(p + 0.05 * paddle.randn(p.shape))
+    src = model.save_pretrained(str(tmp_path / "src"))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 500, size=(2, 12))
+    ids[1, 8:] = 0  # padding: PaddleNLP builds its mask from pad_token_id when none is given
+    x = dict(input_ids=paddle.to_tensor(ids), token_type_ids=paddle.to_tensor((np.arange(12) >= 6).astype("int64")[None].repeat(2, 0)))
+    mask = paddle.to_tensor((ids != 0).astype("int64"))
+    diffs = {}
+    for kind, ours, theirs in (("backbone", ElectraModel, nlp.ElectraModel),
+                               ("discriminator", ElectraDiscriminator, nlp.ElectraDiscriminator),
+                               ("generator", ElectraGenerator, nlp.ElectraGenerator)):
+        out = str(tmp_path / kind)
+        assert main(["export-pdparams", "--input", src, "--output", out, "--model", kind]) == 0
+        assert sorted(os.listdir(out)) == ["config.json", "model_state.pdparams", "tokenizer_config.json", "vocab.txt"]
+        a = ours.from_pretrained(src).eval()
+        b = theirs.from_pretrained(out).eval()
+        # PaddleNLP's TransformerEncoderLayer defaults to epsilon 1e-5; its _init_weights resets it
+        assert {m._epsilon for m in b.sublayers() if isinstance(m, paddle.nn.LayerNorm)} == {1e-12}
+        want = a(**x, attention_mask=mask).numpy()
+        for name, m in (("pad-mask", None), ("2d-mask", mask)):
+            got = b(**x, attention_mask=m)
+            diffs[f"{kind}/{name}"] = _maxdiff((got[0] if isinstance(got, (tuple, list)) else got).numpy(), want)
+    print("max abs diff vs PaddleNLP:", json.dumps(diffs))
+    assert max(diffs.values()) < TOL, diffs
+    nlp.ElectraTokenizer.from_pretrained(str(tmp_path / "backbone"))  # the vocab loads too
