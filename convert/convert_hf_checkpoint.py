@@ -9,21 +9,13 @@ pytorch_model.bin files are read by a restricted unpickler (no torch needed, no 
 import argparse
 import sys
 
-from paddle_electra.conversion.hf import convert_hf
+from paddle_electra.conversion.cli import add_hf_arguments, run_hf
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True,
-                   help="HF repo folder: config.json + model.safetensors or pytorch_model.bin "
-                        "(discriminator, generator or bare ElectraModel)")
-    p.add_argument("--generator", default=None,
-                   help="the matching HF generator folder; the output then holds both (a pretraining dir)")
-    p.add_argument("--output", required=True, help="folder to write (replaced atomically)")
-    args = p.parse_args(argv)
-    out = convert_hf(args.input, args.output, generator_dir=args.generator)
-    print(f"wrote {out}")
-    return 0
+    add_hf_arguments(p)
+    return run_hf(p.parse_args(argv))
 
 
 if __name__ == "__main__":

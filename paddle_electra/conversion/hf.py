@@ -144,6 +144,8 @@ def read_hf_config(folder: str, embedding_size: Optional[int]) -> ElectraConfig:
 
 
 def _read_model(folder: str):
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"HF repo folder not found: {folder}")
     tensors, source = read_hf_weights(folder)
     kind, tensors = hf_to_paddle(tensors, source)
     word = tensors.get(("" if kind == "backbone" else "electra.") + "embeddings.word_embeddings.weight")

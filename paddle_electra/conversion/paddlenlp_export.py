@@ -138,6 +138,12 @@ def add_arguments(p):
 
 
 def run(args):
-    out = export_paddlenlp(args.input, args.output, model=args.model, allow_pickle=args.allow_pickle)
+    import sys
+    from ..config import ConfigError
+    try:
+        out = export_paddlenlp(args.input, args.output, model=args.model, allow_pickle=args.allow_pickle)
+    except (CheckpointError, ConfigError, FileNotFoundError) as e:
+        print(f"paddle-electra export-pdparams: error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote PaddleNLP {ARCHITECTURES[args.model]} to {out} "
           f"(load with paddlenlp.transformers.{ARCHITECTURES[args.model]}.from_pretrained)")
