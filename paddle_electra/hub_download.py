@@ -53,8 +53,10 @@ def fetch(url: str, dest: str):
                     done += len(chunk)
                     bar.update(len(chunk))
     except urllib.error.HTTPError as e:
-        if e.code == 404:
-            raise NotOnHub(f"{url}: not found (HTTP 404)") from None
+        # HF answers 401 + RepoNotFound (not 404) for a repo that does not exist
+        code = e.headers.get("X-Error-Code") if e.headers else None
+        if e.code == 404 or code in ("RepoNotFound", "EntryNotFound"):
+            raise NotOnHub(f"{url}: not found (HTTP {e.code}{' ' + code if code else ''})") from None
         raise OSError(f"{url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise OSError(f"{url}: {e.reason}") from None

@@ -41,7 +41,7 @@ class _Server:
     (as HF's CDN does). `hide` lists repo-relative paths to answer 404 for."""
 
     def __init__(self, root):
-        self.root, self.hide, self.requests = root, set(), []
+        self.root, self.hide, self.gone_repos, self.requests = root, set(), set(), []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -57,6 +57,12 @@ class _Server:
                     return
                 rel = path.lstrip("/").replace("/resolve/main/", "/")
                 f = os.path.join(server.root, rel)
+                if rel.rsplit("/", 1)[0] in server.gone_repos:
+                    self.send_response(401)  # what HF answers for a repo that does not exist
+                    self.send_header("X-Error-Code", "RepoNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if rel in server.hide or not os.path.isfile(f):
                     self.send_error(404)
                     return
@@ -112,9 +118,13 @@ def test_download_convert_and_load(repos, hub):
     assert len(hub.requests) == n  # found on disk: no second download
 
 
-def test_missing_generator_gives_discriminator_only(repos, hub):
+@pytest.mark.parametrize("how", ["404", "401 RepoNotFound"])
+def test_missing_generator_gives_discriminator_only(repos, hub, how):
     from paddle_electra.modeling import ElectraDiscriminator, ElectraForPreTraining
-    hub.hide.add(f"{GEN_REPO}/config.json")
+    if how == "404":
+        hub.hide.add(f"{GEN_REPO}/config.json")
+    else:
+        hub.gone_repos.add(GEN_REPO)
     with pytest.warns(UserWarning, match="discriminator only"):
         ElectraDiscriminator.from_pretrained("chinese-electra-small")
     with pytest.raises(CheckpointError, match="holds no generator"):
