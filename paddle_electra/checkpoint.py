@@ -52,8 +52,14 @@ def atomic_dir(path: str, overwrite: bool = True):
                 raise FileExistsError(f"{path} exists")
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
             os.rename(path, os.path.join(old, "x"))
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(os.path.join(old, "x"), path)  # put the previous folder back
+                raise
+            finally:
+                if not os.path.exists(os.path.join(old, "x")):
+                    shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, path)
     except BaseException:
