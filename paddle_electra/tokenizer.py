@@ -8,15 +8,72 @@ return_offsets_mapping=False)` -> dict of `input_ids`, `token_type_ids`, `attent
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
+import unicodedata
 from typing import Dict, List, Optional, Sequence, Union
 
-from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
 # The original's limit; HF's default of 100 turns 101..200-character words into [UNK] differently.
 MAX_INPUT_CHARS_PER_WORD = 200
+
+# The code point blocks the original spaces out as "Chinese characters". `tokenizers`'
+# BertNormalizer has 0x2B920 for 0x2B820 (CJK extension E starts 256 code points early), so we
+# isolate these ourselves.
+CJK_BLOCKS = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+              (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+# Python's str.lower() turns a word-final capital sigma into final sigma (Unicode's Final_Sigma
+# rule); `tokenizers` lower-cases one character at a time and would give σ.
+FINAL_SIGMA = r"(?<=\p{Cased}\p{Case_Ignorable}*)\x{3A3}(?!\p{Case_Ignorable}*\p{Cased})"
+
+
+def _char_class(ranges) -> str:
+    return "[" + "".join(f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}"
+                         for a, b in ranges) + "]"
+
+
+@functools.lru_cache(maxsize=None)
+def _unicode_classes():
+    """Regex classes from this Python's `unicodedata`, the tables the original consulted:
+    characters it drops (category C* but tab/newline/return, plus U+FFFD), non-spacing marks (Mn,
+    removed with the accents) and characters it splits off as single tokens (ASCII
+    non-alphanumerics, category P*, CJK blocks). `tokenizers` carries older Unicode tables and
+    keeps unassigned code points (Cn), which the original drops."""
+    drop, marks, alone = [], [], []
+    ascii_punct = {c for lo, hi in ((33, 47), (58, 64), (91, 96), (123, 126)) for c in range(lo, hi + 1)}
+
+    def add(ranges, cp):
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:  # surrogates cannot occur in a str that reaches Rust
+            continue
+        cat = unicodedata.category(chr(cp))
+        if (cat[0] == "C" and cp not in (9, 10, 13)) or cp == 0xFFFD:
+            add(drop, cp)
+        elif cat == "Mn":
+            add(marks, cp)
+        elif cat[0] == "P" or cp in ascii_punct:
+            add(alone, cp)
+    return _char_class(drop), _char_class(marks), _char_class(sorted(alone + [list(b) for b in CJK_BLOCKS]))
+
+
+def truncated_pair_lengths(len_a: int, len_b: int, budget: int):
+    """Lengths the original longest-first rule keeps of a text pair within `budget` tokens: take
+    one token off the end of the longer text, off the second when they are equally long, until
+    the pair fits."""
+    if len_a + len_b <= budget:
+        return len_a, len_b
+    short = min(len_a, len_b)
+    if budget - short >= short:  # only the longer one is cut
+        return (len_a, budget - len_a) if len_a == short else (budget - len_b, len_b)
+    return budget - budget // 2, budget // 2  # both cut: equal, or the first one token longer
 
 
 def bundled_vocab_path() -> str:
@@ -45,18 +102,31 @@ class ElectraTokenizer:
         self.ids_to_tokens = {i: t for t, i in self.vocab.items()}
         tok = Tokenizer(WordPiece(self.vocab, unk_token="[UNK]",
                                   max_input_chars_per_word=max_input_chars_per_word))
-        # clean text (drop control chars, whitespace -> space), space around CJK characters,
-        # strip accents and lower case only when do_lower_case, as FullTokenizer does
-        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                    strip_accents=do_lower_case, lowercase=do_lower_case)
-        # split on whitespace and punctuation (ASCII non-alphanumerics and Unicode P*)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        drop, marks, alone = _unicode_classes()
+        # FullTokenizer's order: clean text (drop control and unassigned chars, whitespace ->
+        # space); then, with do_lower_case, lower case, NFD and drop the non-spacing marks
+        steps = [normalizers.Replace(Regex(drop), ""),
+                 normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=False,
+                                            strip_accents=False, lowercase=False)]
+        if do_lower_case:
+            steps[1:1] = [normalizers.Replace(Regex(FINAL_SIGMA), "\u03c2")]
+            steps += [normalizers.Lowercase(), normalizers.NFD(), normalizers.Replace(Regex(marks), "")]
+        tok.normalizer = normalizers.Sequence(steps)
+        # CJK characters and punctuation (ASCII non-alphanumerics, Unicode P*) stand alone; the
+        # rest splits on whitespace
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(alone), behavior="isolated"), pre_tokenizers.WhitespaceSplit()])
         self.pad_token_id, self.unk_token_id = self.vocab["[PAD]"], self.vocab["[UNK]"]
         self.cls_token_id, self.sep_token_id = self.vocab["[CLS]"], self.vocab["[SEP]"]
         self.mask_token_id = self.vocab["[MASK]"]
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", self.cls_token_id), ("[SEP]", self.sep_token_id)])
+        # [CLS] etc. are not registered as added tokens: the original tokenizes the text "[CLS]"
+        # as ordinary characters, so decode() skips them itself
+        tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+        self._special_ids = {self.pad_token_id, self.unk_token_id, self.cls_token_id,
+                             self.sep_token_id, self.mask_token_id}
         self._tok = tok
         # truncation/padding are settings of the shared backend: one call at a time sets and uses them
         self._lock = threading.Lock()
@@ -89,7 +159,11 @@ class ElectraTokenizer:
         return [self.ids_to_tokens[int(i)] for i in ids]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        """Tokens joined by spaces, "##" pieces glued to the one before (PaddleNLP's rule)."""
+        ids = [int(i) for i in ids]
+        if skip_special_tokens:
+            ids = [i for i in ids if i not in self._special_ids]
+        return self._tok.decode(ids, skip_special_tokens=False)
 
     def encode_batch_ids(self, texts: Sequence[str]) -> List[List[int]]:
         """Ids without special tokens, for many texts at once (the pretraining builder's path)."""
@@ -118,26 +192,62 @@ class ElectraTokenizer:
     def _encode(self, texts, pairs, single, max_length, truncation, padding, stride,
                 return_offsets_mapping, return_special_tokens_mask):
         tok = self._tok
+        if padding not in (False, None, True, "longest", "max_length", "do_not_pad"):
+            raise ValueError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
+        if padding == "max_length" and max_length is None:
+            raise ValueError("padding='max_length' needs max_length")
+        strategy = None
         if truncation and max_length is not None:
             strategy = truncation if isinstance(truncation, str) else "longest_first"
-            tok.enable_truncation(max_length, strategy=strategy, stride=stride)
-        else:
+        tok.no_padding()
+        if pairs and strategy == "longest_first":
+            # Not the backend's truncation: it gives the odd leftover token to the longer text (the
+            # original `_truncate_seq_pair`, like HF's and PaddleNLP's Python tokenizers, gives it
+            # to the first), and with both texts cut it builds every pair of overflowing windows,
+            # quadratic in the text lengths. `stride` only shapes those windows, which we do not
+            # return.
             tok.no_truncation()
-        if padding in (True, "longest"):
-            tok.enable_padding(pad_id=self.pad_token_id, pad_token="[PAD]")
-        elif padding == "max_length":
-            if max_length is None:
-                raise ValueError("padding='max_length' needs max_length")
-            tok.enable_padding(pad_id=self.pad_token_id, pad_token="[PAD]", length=max_length)
+            budget = max_length - 3
+            if budget < 0:
+                raise ValueError(f"max_length={max_length} leaves no room for a text pair's 3 special tokens")
+            firsts = tok.encode_batch(texts, add_special_tokens=False)
+            seconds = tok.encode_batch(pairs, add_special_tokens=False)
+            rows = [self._pair_row(a, b, budget) for a, b in zip(firsts, seconds)]
         else:
-            tok.no_padding()
-        encs = tok.encode_batch(list(zip(texts, pairs)) if pairs else texts)
-        out = {"input_ids": [e.ids for e in encs], "token_type_ids": [e.type_ids for e in encs],
-               "attention_mask": [e.attention_mask for e in encs]}
+            if strategy:
+                tok.enable_truncation(max_length, strategy=strategy, stride=stride)
+            else:
+                tok.no_truncation()
+            encs = tok.encode_batch(list(zip(texts, pairs)) if pairs else texts)
+            rows = [(e.ids, e.type_ids, e.offsets, e.special_tokens_mask) for e in encs]
+        masks = [[1] * len(r[0]) for r in rows]
+        if padding in (True, "longest", "max_length") and rows:
+            length = max_length if padding == "max_length" else max(len(r[0]) for r in rows)
+            for (ids, types, offsets, special), mask in zip(rows, masks):
+                n = length - len(ids)
+                if n > 0:
+                    ids += [self.pad_token_id] * n
+                    types += [0] * n
+                    offsets += [(0, 0)] * n
+                    special += [1] * n
+                    mask += [0] * n
+        out = {"input_ids": [r[0] for r in rows], "token_type_ids": [r[1] for r in rows],
+               "attention_mask": masks}
         if return_offsets_mapping:
-            out["offset_mapping"] = [e.offsets for e in encs]
+            out["offset_mapping"] = [r[2] for r in rows]
         if return_special_tokens_mask:
-            out["special_tokens_mask"] = [e.special_tokens_mask for e in encs]
+            out["special_tokens_mask"] = [r[3] for r in rows]
         if single:
             out = {k: v[0] for k, v in out.items()}
         return out
+
+    def _pair_row(self, a, b, budget):
+        """`[CLS] A [SEP] B [SEP]` (the post-processor's pair template) from encodings of A and B
+        without special tokens, cut to the original longest-first lengths."""
+        la, lb = truncated_pair_lengths(len(a.ids), len(b.ids), budget)
+        cls, sep = self.cls_token_id, self.sep_token_id
+        ids = [cls] + a.ids[:la] + [sep] + b.ids[:lb] + [sep]
+        types = [0] * (la + 2) + [1] * (lb + 1)
+        offsets = [(0, 0)] + a.offsets[:la] + [(0, 0)] + b.offsets[:lb] + [(0, 0)]
+        special = [1] + [0] * la + [1] + [0] * lb + [1]
+        return ids, types, offsets, special
