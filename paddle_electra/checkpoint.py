@@ -56,10 +56,9 @@ def atomic_dir(path: str, overwrite: bool = True):
                 os.rename(tmp, path)
             except BaseException:
                 os.rename(os.path.join(old, "x"), path)  # put the previous folder back
+                shutil.rmtree(old, ignore_errors=True)
                 raise
-            finally:
-                if not os.path.exists(os.path.join(old, "x")):
-                    shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, path)
     except BaseException:
