@@ -53,6 +53,7 @@ setup(
         _paddle_requirement(),
         "numpy>=1.21,<2",
         "safetensors>=0.4",
+        "crc32c>=2.3",  # checks TF checkpoint bytes (conversion.tf_checkpoint) without TensorFlow
         "tokenizers>=0.15",
         "tqdm>=4.60",
         "visualdl>=2.5",

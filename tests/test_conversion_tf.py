@@ -106,6 +106,8 @@ def write_checkpoints(directory: str, layout: Dict[str, List[int]], seed=0, extr
     tf = _tf()
     c = tf.compat.v1
     prefixes = {}
+    for kind in ("full", "missing", "unexpected", "bad_shape", "disc_only"):
+        os.makedirs(os.path.join(directory, kind), exist_ok=True)
     graph = tf.Graph()
     with graph.as_default():
         c.set_random_seed(seed)
@@ -124,7 +126,8 @@ def write_checkpoints(directory: str, layout: Dict[str, List[int]], seed=0, extr
                 dropped = "electra/encoder/layer_1/attention/self/key/bias"
                 kinds = {"missing": {k: v for k, v in base.items() if k != dropped},
                          "unexpected": {**base, "electra/pooler/dense/kernel": pooler},
-                         "bad_shape": {**base, d_last: wrong}}
+                         "bad_shape": {**base, d_last: wrong},
+                         "disc_only": {k: v for k, v in base.items() if not k.startswith("generator")}}
                 for kind, var_list in kinds.items():
                     prefixes[kind] = c.train.Saver(var_list).save(
                         sess, os.path.join(directory, kind, "electra_small"), write_meta_graph=False)
@@ -265,6 +268,9 @@ def test_folder_without_checkpoint_file_and_prefix_forms(ckpts, tmp_path):
         resolve_prefix(str(zipped))
     with pytest.raises(TFCheckpointError, match="not found"):
         resolve_prefix(str(tmp_path / "nothing"))
+    (tmp_path / "release.zip").write_bytes(b"PK")
+    with pytest.raises(TFCheckpointError, match="unzip it"):
+        resolve_prefix(str(tmp_path / "release.zip"))
 
 
 # --- parity with HF's loader -------------------------------------------------------------------------
@@ -303,15 +309,21 @@ def _inputs(vocab_size, seed=0):
 def test_parity_with_hf(ckpts, layout, tmp_path):
     spec, c = LAYOUTS[layout], ckpts[layout]
     prefix = c["prefixes"]["full"]
-    torch, (hf_disc, hf_gen) = _hf_models(spec, prefix)
-    import paddle
     from paddle_electra.conversion.tf import convert_tf_checkpoint
-    from paddle_electra.modeling import ElectraDiscriminator, ElectraGenerator, ElectraModel
     out = str(tmp_path / "converted")
     summary = convert_tf_checkpoint(os.path.dirname(prefix), out, c["disc"], c["gen"])
     assert summary.converted == len(c["layout"]) and summary.skipped == {"training state": 2 * len(c["layout"]) + 1}
     assert json.load(open(os.path.join(out, "config.json")))["embedding_size"] == spec["embedding_size"]
+    from paddle_electra.modeling import ElectraForPreTraining
+    ElectraForPreTraining.from_pretrained(out)  # a pretraining dir: both models, shared embeddings equal
 
+    _compare_with_hf(layout, spec, prefix, out)
+
+
+def _compare_with_hf(label, spec, prefix, out):
+    torch, (hf_disc, hf_gen) = _hf_models(spec, prefix)
+    import paddle
+    from paddle_electra.modeling import ElectraDiscriminator, ElectraGenerator, ElectraModel
     ids, types, mask = _inputs(spec["vocab_size"])
     with torch.no_grad():
         t = [torch.from_numpy(x) for x in (ids, types, mask)]
@@ -329,9 +341,32 @@ def test_parity_with_hf(ckpts, layout, tmp_path):
             ours[key] = model(p[0], token_type_ids=p[1], attention_mask=p[2]).numpy()
     for key in ref:
         diff = float(np.abs(ours[key] - ref[key].numpy()).max())
-        print(f"{layout}: {key} {tuple(ours[key].shape)} max abs diff vs HF {diff:.3g}")
+        print(f"{label}: {key} {tuple(ours[key].shape)} max abs diff vs HF {diff:.3g}")
         assert diff <= 1e-5, (key, diff)
     assert np.abs(ref["generator logits"].numpy()).max() > 0.1  # a non-trivial comparison
+
+
+@pytest.mark.slow
+def test_full_size_small_parity_and_time(tmp_path):
+    """The full 12-layer small layout (21,128 vocab, generator, Adam slots): convert with the CLI
+    and compare with HF. Writing the 156 MB checkpoint with TF takes most of the time."""
+    import time
+    from paddle_electra.cli import main
+    from paddle_electra.config import get_variant
+    v = get_variant("chinese-electra-small")
+    c = v.discriminator
+    layout = released_layout(c.vocab_size, c.embedding_size, c.hidden_size, c.num_hidden_layers,
+                             c.intermediate_size, v.generator.hidden_size)
+    prefix = write_checkpoints(str(tmp_path / "tf"), layout)["full"]
+    out = tmp_path / "converted"
+    start = time.perf_counter()
+    assert main(["convert", "tf", "--checkpoint", os.path.dirname(prefix), "--model", v.name,
+                 "--output", str(out)]) == 0
+    print(f"full-size small: convert tf took {time.perf_counter() - start:.2f} s in process")
+    spec = dict(vocab_size=c.vocab_size, embedding_size=c.embedding_size, hidden_size=c.hidden_size,
+                num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+                intermediate_size=c.intermediate_size, generator_hidden_size=v.generator.hidden_size)
+    _compare_with_hf("full-size small", spec, prefix, str(out))
 
 
 # --- no TensorFlow needed ----------------------------------------------------------------------------
@@ -408,6 +443,18 @@ def test_bad_checkpoints(ckpts, kind, expected, existing_out):
     for pattern in expected + [c["prefixes"][kind]]:
         assert __import__("re").search(pattern, str(e.value)), (pattern, str(e.value))
     _assert_untouched(existing_out)
+
+
+def test_discriminator_only_checkpoint(ckpts, tmp_path, existing_out):
+    from paddle_electra.conversion.tf_checkpoint import TFCheckpointError
+    c = ckpts["small"]
+    vocab = str(c["dir"] / "full" / "vocab.txt")
+    with pytest.raises(TFCheckpointError, match="holds no .complete. generator") as e:
+        _convert(c, c["prefixes"]["disc_only"], existing_out, vocab_file=vocab)
+    assert "generator_predictions/output_bias [200]" in str(e.value)
+    _assert_untouched(existing_out)
+    s = _convert(c, c["prefixes"]["disc_only"], tmp_path / "d", generator_config=None, vocab_file=vocab)
+    assert s.generator_tensors == 0 and not (tmp_path / "d" / "generator.safetensors").exists()
 
 
 def test_skip_pattern_allows_extra_variables(ckpts, tmp_path):

@@ -86,7 +86,7 @@ def expected_variables(disc_config: ElectraConfig, gen_config: Optional[ElectraC
         for key, shape in expected_shapes(cls, cfg).items():
             name = tf_name(model, key)
             if name in table and table[name][0] != shape:
-                raise ValueError(f"discriminator and generator configs disagree on the shape of the shared "
+                raise ConfigError(f"discriminator and generator configs disagree on the shape of the shared "
                                  f"{name}: {list(table[name][0])} vs {list(shape)}")
             table.setdefault(name, (shape, []))[1].append((model, key))
     return table
@@ -163,6 +163,10 @@ def map_checkpoint(ckpt: TFCheckpoint, disc_config: ElectraConfig, gen_config: O
             if cfg is not None and n and n != cfg.num_hidden_layers:
                 hints.append(f"the checkpoint's {scope} has {n} layers, the config says "
                              f"num_hidden_layers={cfg.num_hidden_layers}")
+        if gen_config is not None and missing and all(n.startswith(("generator/", "generator_predictions/"))
+                                                      for n in missing) and not unknown and not mismatched:
+            hints.append("the checkpoint holds no (complete) generator: convert the discriminator alone "
+                         "(no --generator-config; --discriminator-only with --model)")
         if any(n.startswith("generator/embeddings/") for n in unknown):
             hints.append("generator/embeddings/* means the generator has its own embeddings (untied); "
                          "these models share the discriminator's")

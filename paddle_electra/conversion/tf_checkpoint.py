@@ -267,6 +267,8 @@ def resolve_prefix(path: str) -> str:
         return _DATA_SUFFIX.sub("", path)
     if os.path.exists(path + ".index"):
         return path
+    if path.endswith(".zip") and os.path.isfile(path):
+        raise TFCheckpointError(f"{path} is a zip archive: unzip it and pass the folder")
     raise TFCheckpointError(f"TF checkpoint not found: {path} (expected {path}.index, or a folder "
                             f"holding a checkpoint)")
 
