@@ -57,6 +57,9 @@ setup(
         "tokenizers>=0.15",
         "tqdm>=4.60",
         "visualdl>=2.5",
+        # fine-tuning metrics: NER chunk F1, and the CMRC 2018 scorer's word tokenizer (no data download)
+        "seqeval>=1.2",
+        "nltk>=3.8",
     ],
     extras_require={"hub": HUB, "test": TEST, "bench": BENCH},
     entry_points={"console_scripts": ["paddle-electra=paddle_electra.cli:main"]},

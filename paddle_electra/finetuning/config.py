@@ -1,0 +1,156 @@
+"""Fine-tuning hyperparameters: the original's FinetuningConfig keys (configure_finetuning.py of
+google-research/electra and HFL's fork), with its defaults and its per-task / per-size rules.
+
+An hparams JSON (finetune/params_<task>.json) sets any of these keys; unknown keys are an error,
+as in the original. Keys not set take the rules below, then the defaults:
+- QA tasks (cmrc2018, drcd): max_seq_length 512, 2 epochs; tagging (msra_ner): max_seq_length 256.
+- model_size "large": learning_rate 5e-5 and layerwise_lr_decay 0.9; "base": learning_rate 1e-4;
+  "small" / "small-ex": learning_rate 3e-4 (HFL's recommendation for the Chinese models).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+QA_TASKS = ("cmrc2018", "drcd")
+TAGGING_TASKS = ("msra_ner",)
+SIZE_LEARNING_RATES = {"small": 3e-4, "small-ex": 3e-4, "base": 1e-4, "large": 5e-5}
+
+
+class HparamsError(ValueError):
+    """An hparams file or key is wrong."""
+
+
+@dataclass
+class FinetuneConfig:
+    model_name: str = ""
+    data_dir: str = "."
+    # model
+    task_names: List[str] = field(default_factory=lambda: ["chnsenticorp"])
+    model_size: str = "small"
+    vocab_size: int = 21128
+    do_lower_case: bool = True
+    # what to run
+    do_train: bool = True
+    do_eval: bool = True
+    do_test: bool = False           # also score the test split (when it has labels)
+    write_test_outputs: bool = False  # write test-split predictions
+    num_trials: int = 1
+    keep_all_models: bool = True    # save every trial's model (else only the last)
+    save_model: bool = True
+    # training
+    learning_rate: Optional[float] = None  # None: by model_size
+    weight_decay_rate: float = 0.01
+    layerwise_lr_decay: Optional[float] = None  # None: 0.8 (0.9 for large); 0 turns it off
+    corrected_layer_depth: bool = False  # the original gives the top layer decay^2; True: decay^1
+    num_train_epochs: Optional[float] = None
+    warmup_proportion: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 1
+    # sizing
+    max_seq_length: Optional[int] = None
+    train_batch_size: int = 32
+    eval_batch_size: int = 32
+    # QA
+    max_query_length: int = 64
+    doc_stride: int = 128
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    joint_prediction: bool = True   # the original's joint head; False: plain start/end (HF style)
+    beam_size: int = 20
+    answerable_classifier: bool = True
+    answerable_weight: float = 0.5
+    # additions of this port (not in the original)
+    train_file: Optional[str] = None  # override <data_dir>/finetuning_data/<task>/train.*
+    dev_file: Optional[str] = None
+    test_file: Optional[str] = None
+    max_train_examples: Optional[int] = None  # a subset (the first N, after a seeded shuffle)
+    max_eval_examples: Optional[int] = None
+    subset_seed: int = 12345
+    eval_backend: str = "dygraph"  # "dygraph" or "inference" (paddle_electra.inference, when installed)
+    log_every: int = 20
+    output_dir: Optional[str] = None  # default <data_dir>/finetuning_models
+    results_dir: Optional[str] = None  # default <data_dir>/results
+    device: Optional[str] = None
+    num_threads: Optional[int] = None
+
+    def __post_init__(self):
+        if isinstance(self.task_names, str):
+            self.task_names = [self.task_names]
+        if len(self.task_names) != 1:
+            raise HparamsError(f"task_names must name one task, got {self.task_names} "
+                               f"(multi-task fine-tuning is not supported)")
+        if self.model_size not in SIZE_LEARNING_RATES:
+            raise HparamsError(f"model_size {self.model_size!r} is not one of {sorted(SIZE_LEARNING_RATES)}")
+        task = self.task_names[0]
+        if self.max_seq_length is None:
+            self.max_seq_length = 512 if task in QA_TASKS else 256 if task in TAGGING_TASKS else 128
+        if self.num_train_epochs is None:
+            self.num_train_epochs = 2.0 if task in QA_TASKS else 3.0
+        if self.learning_rate is None:
+            self.learning_rate = SIZE_LEARNING_RATES[self.model_size]
+        if self.layerwise_lr_decay is None:
+            self.layerwise_lr_decay = 0.9 if self.model_size == "large" else 0.8
+        for k in ("max_seq_length", "train_batch_size", "eval_batch_size", "num_trials"):
+            if int(getattr(self, k)) < 1:
+                raise HparamsError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.eval_backend not in ("dygraph", "inference"):
+            raise HparamsError(f"eval_backend must be 'dygraph' or 'inference', got {self.eval_backend!r}")
+
+    @property
+    def task_name(self) -> str:
+        return self.task_names[0]
+
+    @classmethod
+    def from_dict(cls, d: Dict, source: str = "hparams") -> "FinetuneConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise HparamsError(f"{source}: unknown hparam(s) {unknown}; known: {sorted(names)}")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise HparamsError(f"{source}: {e}") from None
+
+    @classmethod
+    def load(cls, hparams: Optional[str], **overrides) -> "FinetuneConfig":
+        """`hparams` is a JSON file or a JSON string (as the original's --hparams)."""
+        d = {}
+        if hparams:
+            if os.path.exists(hparams):
+                try:
+                    with open(hparams, encoding="utf-8") as f:
+                        d = json.load(f)
+                except json.JSONDecodeError as e:
+                    raise HparamsError(f"{hparams}: not valid JSON ({e})") from None
+            else:
+                try:
+                    d = json.loads(hparams)
+                except json.JSONDecodeError:
+                    raise HparamsError(f"--hparams {hparams!r} is neither a file nor a JSON object") from None
+            if not isinstance(d, dict):
+                raise HparamsError(f"{hparams}: expected a JSON object")
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d, source=hparams or "hparams")
+
+    def to_dict(self) -> Dict:
+        return dataclasses.asdict(self)
+
+    # default locations, as the original lays them out under data_dir
+    def raw_data_dir(self, task: str) -> str:
+        return os.path.join(self.data_dir, "finetuning_data", task)
+
+    def model_dir(self, trial: int) -> str:
+        base = self.output_dir or os.path.join(self.data_dir, "finetuning_models")
+        return os.path.join(base, f"{self.task_name}_model_{trial}")
+
+    def results_path(self) -> str:
+        return os.path.join(self.results_dir or os.path.join(self.data_dir, "results"),
+                            f"{self.task_name}_results.json")
+
+    def qa_preds_file(self, split: str) -> str:
+        return os.path.join(self.results_dir or os.path.join(self.data_dir, "results"),
+                            f"{self.task_name}_qa", f"{self.task_name}_{split}_preds.json")

@@ -1,0 +1,265 @@
+"""The fine-tuning loop, as the original's run_finetuning.py: for each trial, load the pretrained
+weights with a new head, train with AdamW + layerwise LR decay + 10% warmup + linear decay, score
+dev (and test), save the model; then report every metric's max and mean over the trials.
+
+Outputs (the original's layout under data_dir, or results_dir / output_dir when set):
+  results/<task>_results.json          every trial's scores, the max and mean, the hparams
+  results/<task>_qa/<task>_<split>_preds.json   QA predictions {question_id: answer_text}
+  results/<task>_train_trial<k>.jsonl  training loss / lr every log_every steps (+ VisualDL logs)
+  finetuning_models/<task>_model_<k>/  the fine-tuned model (from_pretrained dir with its label map)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import paddle
+
+from ..optimization import create_optimizer
+from .config import FinetuneConfig
+from .tasks import Task, get_task
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_model(config: FinetuneConfig) -> str:
+    """--model-name: a from_pretrained dir, a name under <data_dir>/models/, or a registered variant."""
+    name = config.model_name
+    if not name:
+        raise ValueError("no model given (--model-name)")
+    if os.path.isdir(name):
+        return name
+    under = os.path.join(config.data_dir, "models", name)
+    if os.path.isdir(under):
+        return under
+    return name  # a registered variant: checkpoint.resolve finds or explains it
+
+
+def set_seed(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+# --- prediction: the seam for the fast inference path ---------------------------------------------------
+class DygraphPredictor:
+    """Runs the model in eval mode without gradients; returns numpy outputs in `names` order."""
+
+    def __init__(self, model, names: Sequence[str]):
+        self.model, self.names = model, list(names)
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        self.model.eval()
+        with paddle.no_grad():
+            out = self.model(paddle.to_tensor(batch["input_ids"]), paddle.to_tensor(batch["token_type_ids"]),
+                             paddle.to_tensor(batch["attention_mask"]))
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return [o.numpy() for o in out]
+
+
+def make_predictor(model, task: Task, backend: str = "dygraph") -> Callable:
+    """`dygraph` runs the layer itself; `inference` hands the model to paddle_electra.inference
+    (static export + Paddle Inference) when that module provides `predictor_for_model`."""
+    names = task.output_names(model)
+    if backend == "dygraph":
+        return DygraphPredictor(model, names)
+    try:
+        from .. import inference
+        factory = inference.predictor_for_model
+    except (ImportError, AttributeError) as e:
+        raise RuntimeError(f"eval_backend 'inference' needs paddle_electra.inference.predictor_for_model ({e})") from None
+    return factory(model, names)
+
+
+def predict(task: Task, predictor: Callable, features: list, batch_size: int) -> Dict[str, np.ndarray]:
+    """Outputs for every feature (first axis), in feature order. Batches group features of similar
+    length (less padding); per-token outputs of different lengths are zero-padded on the right."""
+    order = sorted(range(len(features)), key=lambda i: task.feature_length(features[i]))
+    per_feature: List[Optional[List[np.ndarray]]] = [None] * len(features)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        outs = predictor(task.collate([features[i] for i in idx], False))
+        for j, i in enumerate(idx):
+            per_feature[i] = [o[j] for o in outs]
+    result = {}
+    for k, name in enumerate(predictor.names):
+        rows = [p[k] for p in per_feature]
+        shape = tuple(max(r.shape[d] for r in rows) for d in range(rows[0].ndim)) if rows else ()
+        stacked = np.zeros((len(rows),) + shape, dtype=rows[0].dtype if rows else "float32")
+        for i, r in enumerate(rows):
+            stacked[(i,) + tuple(slice(0, n) for n in r.shape)] = r
+        result[name] = stacked
+    return result
+
+
+def evaluate(task: Task, model, split: str, predictor: Optional[Callable] = None) -> Dict[str, float]:
+    examples = task.get_examples(split)
+    features = task.featurize(examples, is_training=False)
+    predictor = predictor or make_predictor(model, task, task.config.eval_backend)
+    outputs = predict(task, predictor, features, task.config.eval_batch_size)
+    return task.score(split, examples, features, outputs), examples, features, outputs
+
+
+def format_results(task_name: str, res: Dict[str, float]) -> str:
+    return f"{task_name}: " + " - ".join(f"{k}: {v:.2f}" for k, v in res.items())
+
+
+# --- training ---------------------------------------------------------------------------------------------
+def train(task: Task, model, config: FinetuneConfig, trial: int, log_path: Optional[str] = None) -> Dict:
+    from tqdm import tqdm
+    features = task.featurize(task.get_examples("train"), is_training=True)
+    if not features:
+        raise ValueError(f"{task.name}: no training features")
+    bs = config.train_batch_size
+    num_steps = max(1, int(len(features) * config.num_train_epochs / bs))
+    warmup = int(num_steps * config.warmup_proportion)
+    decay = config.layerwise_lr_decay if config.layerwise_lr_decay else None
+    optimizer, scheduler = create_optimizer(
+        model, config.learning_rate, num_steps, warmup, weight_decay=config.weight_decay_rate,
+        layerwise_lr_decay=decay, clip_norm=config.max_grad_norm, corrected_layer_depth=config.corrected_layer_depth)
+    rng = np.random.RandomState(config.seed + trial)
+    writer = _vdl_writer(log_path)
+    log = open(log_path, "w", encoding="utf-8") if log_path else None
+    model.train()
+    order, pos, t0, seen, running = [], 0, time.time(), 0, []
+    bar = tqdm(range(num_steps), desc=f"{task.name} trial {trial}", mininterval=5, disable=None)
+    try:
+        for step in bar:
+            if pos + bs > len(order):  # a new pass over the data, reshuffled
+                order, pos = rng.permutation(len(features)).tolist(), 0
+            batch_feats = [features[i] for i in order[pos:pos + bs]]
+            pos += bs
+            batch = {k: paddle.to_tensor(v) for k, v in task.collate(batch_feats, True).items()}
+            loss = task.loss(model, batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            lr = scheduler.get_lr()
+            scheduler.step()
+            seen += len(batch_feats)
+            running.append(float(loss))
+            if (step + 1) % config.log_every == 0 or step + 1 == num_steps:
+                rec = {"step": step + 1, "loss": float(np.mean(running)), "lr": lr,
+                       "examples_per_second": seen / (time.time() - t0)}
+                running = []
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                if log:
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                if writer:
+                    writer.add_scalar("train/loss", rec["loss"], step + 1)
+                    writer.add_scalar("train/lr", lr, step + 1)
+    finally:
+        if log:
+            log.close()
+        if writer:
+            writer.close()
+    elapsed = time.time() - t0
+    return {"train_steps": num_steps, "train_features": len(features), "train_seconds": elapsed,
+            "train_examples_per_second": seen / elapsed if elapsed else float("nan")}
+
+
+def _vdl_writer(log_path):
+    if not log_path:
+        return None
+    try:
+        from visualdl import LogWriter
+    except ImportError:
+        return None
+    return LogWriter(logdir=os.path.splitext(log_path)[0] + "_vdl")
+
+
+# --- trials -----------------------------------------------------------------------------------------------
+def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: Optional[str] = None) -> Dict:
+    set_seed(config.seed + trial - 1)
+    if config.do_train:
+        task.get_examples("train")  # a task may learn its label set from the training data (cail)
+    model = task.build_model(resolve_model(config))
+    out = {"trial": trial, "seed": config.seed + trial - 1,
+           "newly_initialized": getattr(model, "newly_initialized", [])}
+    results_dir = os.path.dirname(config.results_path())
+    os.makedirs(results_dir, exist_ok=True)
+    if config.do_train:
+        out.update(train(task, model, config, trial,
+                         os.path.join(results_dir, f"{task.name}_train_trial{trial}.jsonl")))
+        if config.save_model and (config.keep_all_models or trial == config.num_trials):
+            path = model.save_pretrained(config.model_dir(trial), vocab_file=tokenizer_vocab)
+            out["model_dir"] = path
+    splits = (["dev"] if config.do_eval else []) + (["test"] if config.do_test else [])
+    for split in splits:
+        t0 = time.time()
+        res, examples, features, outputs = evaluate(task, model, split)
+        res_time = time.time() - t0
+        print(format_results(task.name, res), flush=True)
+        out[split] = res
+        out[f"{split}_eval_seconds"] = res_time
+        if hasattr(task, "last_predictions"):
+            _write_qa_preds(config, split, trial, task.last_predictions)
+    if config.write_test_outputs and task.has_split("test"):
+        _write_test_outputs(config, task, model, trial)
+    return out
+
+
+def _write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _write_qa_preds(config, split, trial, preds):
+    path = config.qa_preds_file(split)
+    _write_json(path, preds)  # the last trial's, under the original's name
+    _write_json(path.replace("_preds.json", f"_preds_trial{trial}.json"), preds)
+
+
+def _write_test_outputs(config, task, model, trial):
+    examples = task.get_examples("test")
+    features = task.featurize(examples, is_training=False)
+    outputs = predict(task, make_predictor(model, task, config.eval_backend), features, config.eval_batch_size)
+    preds = task.predictions(examples, features, outputs)
+    if isinstance(preds, dict):  # QA
+        _write_qa_preds(config, "test", trial, preds)
+    else:
+        base = os.path.dirname(config.results_path())
+        _write_json(os.path.join(base, f"{task.name}_test_predictions_trial{trial}.json"), preds)
+
+
+def summarize(trials: List[Dict]) -> Dict:
+    """max and mean of every metric over the trials (the published tables report both)."""
+    summary = {}
+    for split in ("dev", "test"):
+        keys = [k for k in (trials[0].get(split) or {})]
+        for k in keys:
+            vals = [t[split][k] for t in trials if split in t]
+            summary[f"{split}_{k}"] = {"max": float(np.max(vals)), "mean": float(np.mean(vals)),
+                                       "values": [float(v) for v in vals]}
+    return summary
+
+
+def run_finetuning(config: FinetuneConfig) -> Dict:
+    from ..runtime import setup_device
+    from ..tokenizer import ElectraTokenizer
+    setup_device(config.device, config.num_threads)
+    path = resolve_model(config)
+    tokenizer = ElectraTokenizer.from_pretrained(path if os.path.isdir(path) else None)
+    task = get_task(config.task_name, config, tokenizer)
+    trials = []
+    for trial in range(1, config.num_trials + 1):
+        trials.append(run_trial(config, task, trial, tokenizer.vocab_file))
+        _write_json(config.results_path(), {"task": task.name, "model": config.model_name,
+                                            "hparams": config.to_dict(), "trials": trials,
+                                            "summary": summarize(trials)})
+    summary = summarize(trials)
+    if config.num_trials > 1:
+        for k, v in summary.items():
+            print(f"{task.name}: {k}: max {v['max']:.2f} - mean {v['mean']:.2f} over {len(v['values'])} trials")
+    return {"trials": trials, "summary": summary}
