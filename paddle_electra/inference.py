@@ -1,0 +1,466 @@
+"""Fast inference: export a model to a static graph and run it with the Paddle Inference predictor.
+
+    pred = ElectraPredictor.from_pretrained(model_dir, task="seq-cls", precision="bf16")
+    logits = pred(input_ids, token_type_ids, attention_mask)          # numpy in, numpy out
+    per_example = pred.predict_batches(list_of_id_lists)              # length-bucketed, input order
+
+Tasks: None (the backbone: sequence output [B, S, H]), "discriminator" (RTD logits [B, S]),
+"generator" (MLM logits [B, S, V]), and the task heads of paddle_electra.heads.TASK_HEADS
+("seq-cls", "text-matching", "token-cls", "reading-comprehension"), each returning what the
+dygraph model's forward returns, as numpy arrays.
+
+The exported graph (`paddle.jit.save`, batch and sequence length dynamic) is cached in
+`<model_dir>/inference/<task>/` together with `export.json`, which records a SHA-256 of the files
+the model is loaded from (config, weights, label map), the Paddle version and the export format;
+a mismatch re-exports. When the model folder is read-only the cache goes to
+`$PADDLE_ELECTRA_HOME/.inference_cache/<task>-<fingerprint>/`. Precision and threads are predictor
+settings, so one export serves fp32 and bf16.
+
+CPU: oneDNN kernels, `num_threads` (default: all cores, runtime.default_num_threads), and
+`identity_op_clean_pass` in front of Paddle's oneDNN passes: it deletes the (inference-time
+identity) dropout ops, which otherwise sit between the oneDNN ops and, in bf16, force a
+bf16 -> fp32 -> bf16 conversion around each of them. bf16 needs native bf16 instructions
+(AVX512-BF16 or AMX-BF16); elsewhere oneDNN would emulate it slower than fp32, so we refuse.
+GPU: Paddle's GPU passes, optionally TensorRT with dynamic shapes (not tested on this project's
+CPU-only machines).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import runtime
+from .checkpoint import (GENERATOR_WEIGHTS_NAME, LABEL_MAP_NAME, WEIGHTS_NAME, atomic_dir, resolve)
+from .config import CONFIG_NAME, GENERATOR_CONFIG_NAME, ElectraConfig
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16")
+INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
+EXPORT_META = "export.json"
+MODEL_PREFIX = "model"  # -> model.json (PIR program) + model.pdiparams
+# bump when the export changes in a way that makes old cached graphs wrong
+EXPORT_FORMAT = 1
+# a sequence length the export probes (with +8) to learn which output axes follow the input length
+_PROBE_LENGTH = 24
+# delete inference-time dropout (an identity) before the oneDNN fusions run
+CPU_EXTRA_PASSES = ("identity_op_clean_pass",)
+# oneDNN keeps one set of primitives per input shape; without a bound memory grows by ~12 MB per new
+# (batch, length) pair on ELECTRA-small (measured: +500 MB after 160 lengths). A bound of 1 keeps it
+# flat and costs nothing when consecutive batches share a shape, which length bucketing arranges.
+DEFAULT_ONEDNN_CACHE_CAPACITY = 1
+# the length bucketing pads each batch up to a multiple of this (fewer distinct shapes)
+DEFAULT_PAD_MULTIPLE = 16
+
+
+class InferenceError(RuntimeError):
+    """The predictor cannot be built or run as asked (names what is wrong)."""
+
+
+# --- what each task loads --------------------------------------------------------------------------
+def task_names() -> Tuple:
+    from .heads import TASK_HEADS
+    return (None, "discriminator", "generator") + tuple(TASK_HEADS)
+
+
+def _model_class(task: Optional[str]):
+    from . import modeling
+    from .heads import TASK_HEADS
+    if task is None:
+        return modeling.ElectraModel
+    if task == "discriminator":
+        return modeling.ElectraDiscriminator
+    if task == "generator":
+        return modeling.ElectraGenerator
+    if task in TASK_HEADS:
+        return TASK_HEADS[task]
+    raise ValueError(f"unknown task {task!r}; choose one of {task_names()}")
+
+
+def _task_dirname(task: Optional[str]) -> str:
+    return task or "backbone"
+
+
+def _source_files(model_dir: str, task: Optional[str]) -> List[str]:
+    """The files from_pretrained reads for this task (their bytes make the cache key)."""
+    if task == "generator" and os.path.exists(os.path.join(model_dir, GENERATOR_CONFIG_NAME)):
+        names = [GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME]  # a pretraining dir's generator
+    else:
+        names = [CONFIG_NAME, WEIGHTS_NAME]
+    names.append(LABEL_MAP_NAME)
+    files = [os.path.join(model_dir, n) for n in names]
+    for f in files[:2]:
+        if not os.path.exists(f):
+            raise FileNotFoundError(f"{model_dir}: {os.path.basename(f)} not found; the predictor needs a "
+                                    f"from_pretrained dir with {names[0]} and {names[1]} (safetensors)")
+    return [f for f in files if os.path.exists(f)]
+
+
+def model_config(model_dir: str, task: Optional[str]) -> ElectraConfig:
+    gen = task == "generator" and os.path.exists(os.path.join(model_dir, GENERATOR_CONFIG_NAME))
+    return ElectraConfig.from_json_file(os.path.join(model_dir, GENERATOR_CONFIG_NAME if gen else CONFIG_NAME))
+
+
+def fingerprint(model_dir: str, task: Optional[str]) -> str:
+    import paddle
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": EXPORT_FORMAT, "paddle": paddle.__version__, "task": task}).encode())
+    for f in _source_files(model_dir, task):
+        h.update(os.path.basename(f).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def load_dygraph(model_dir: str, task: Optional[str] = None):
+    """The dygraph model the export is made from, in eval mode (also the parity reference)."""
+    cls = _model_class(task)
+    model = cls.from_pretrained(model_dir)
+    new = getattr(model, "newly_initialized", None)
+    if new:
+        raise InferenceError(
+            f"{model_dir} holds no fine-tuned {cls.__name__} (its head tensors {', '.join(new)} would be "
+            f"random); fine-tune for task {task!r} first, or use task=None / 'discriminator'")
+    model.eval()
+    return model
+
+
+# --- export -------------------------------------------------------------------------------------------
+def _as_tuple(out):
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _probe_seq_axes(model) -> List[Optional[int]]:
+    """For each output, the axis whose size is the input length (None if there is none), learnt by
+    running two lengths: bucketing trims these axes back to each example's own length."""
+    import paddle
+    shapes = []
+    base = max(_PROBE_LENGTH, _min_seq_len(model))
+    with paddle.no_grad():
+        for S in (base, base + 8):
+            ids = paddle.full([2, S], 1, dtype="int64")
+            outs = _as_tuple(model(ids, paddle.zeros_like(ids), paddle.ones_like(ids)))
+            shapes.append([list(o.shape) for o in outs])
+    axes = []
+    for a, b in zip(*shapes):
+        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        axes.append(diff[0] if len(diff) == 1 else None)
+    return axes
+
+
+def export(model, path: str, meta: Optional[Dict] = None) -> str:
+    """Save `model` (a dygraph ELECTRA model or head, eval mode) as a static graph in folder `path`
+    (written atomically): inputs input_ids, token_type_ids, attention_mask, all int64 [batch, seq_len]
+    with both dimensions dynamic."""
+    import paddle
+    from paddle.static import InputSpec
+    model.eval()
+    seq_axes = _probe_seq_axes(model)
+    spec = [InputSpec([None, None], "int64", name=n) for n in INPUT_NAMES]
+    static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
+    with atomic_dir(path) as tmp:
+        paddle.jit.save(static, os.path.join(tmp, MODEL_PREFIX))
+        info = {"format": EXPORT_FORMAT, "paddle": paddle.__version__, "class": type(model).__name__,
+                "inputs": list(INPUT_NAMES), "seq_axes": seq_axes, **(meta or {})}
+        with open(os.path.join(tmp, EXPORT_META), "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=2)
+            f.write("\n")
+    return path
+
+
+def _read_meta(path: str) -> Optional[Dict]:
+    try:
+        with open(os.path.join(path, EXPORT_META), encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    files = [os.path.join(path, MODEL_PREFIX + ext) for ext in (".json", ".pdiparams")]
+    return meta if all(os.path.exists(f) for f in files) else None
+
+
+def _writable(folder: str) -> bool:
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.remove(probe)
+        return True
+    except OSError:
+        return False
+
+
+def fallback_cache_root() -> str:
+    home = os.environ.get("PADDLE_ELECTRA_HOME") or os.path.join(os.path.expanduser("~"), ".paddle_electra")
+    return os.path.join(home, ".inference_cache")
+
+
+def exported_model(model_dir: str, task: Optional[str] = None, rebuild: bool = False) -> Tuple[str, Dict]:
+    """The folder of an up-to-date export of `model_dir` for `task` (exporting it when missing or
+    stale) and its export.json."""
+    model_dir = os.path.abspath(resolve(model_dir))
+    _model_class(task)  # unknown task: fail before hashing gigabytes
+    fp = fingerprint(model_dir, task)
+    beside = os.path.join(model_dir, "inference", _task_dirname(task))
+    fallback = os.path.join(fallback_cache_root(), f"{_task_dirname(task)}-{fp[:24]}")
+    for path in (beside, fallback):
+        meta = _read_meta(path)
+        if not rebuild and meta is not None and meta.get("fingerprint") == fp:
+            return path, meta
+    target = beside if _writable(os.path.dirname(beside)) else fallback
+    if target == fallback:
+        logger.info("%s is read-only; caching the exported graph in %s", model_dir, fallback)
+    logger.info("exporting %s (task %s) to a static graph in %s", model_dir, task, target)
+    model = load_dygraph(model_dir, task)
+    meta = {"fingerprint": fp, "task": task, "source": model_dir, "min_seq_len": _min_seq_len(model)}
+    export(model, target, meta)
+    return target, _read_meta(target)
+
+
+def _min_seq_len(model) -> int:
+    # the joint QA head takes a top-k of beam_size over positions: the graph needs that many
+    qa = getattr(model, "qa", None)
+    return int(getattr(qa, "beam_size", 1)) if qa is not None and hasattr(qa, "start_logits") else 1
+
+
+# --- hardware ---------------------------------------------------------------------------------------
+def cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 on this CPU (AVX512-BF16 or AMX-BF16), as Paddle's oneDNN build sees it."""
+    try:
+        from paddle.base import core
+        return bool(core.supports_bfloat16_fast_performance())
+    except (ImportError, AttributeError):
+        return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def gpu_available() -> bool:
+    import paddle
+    return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+
+
+# --- the predictor -------------------------------------------------------------------------------------
+class ElectraPredictor:
+    """A Paddle Inference predictor over an exported ELECTRA graph. Calls are serialised by a lock
+    (one predictor runs one batch at a time); use several predictors for parallel requests."""
+
+    def __init__(self, export_dir: str, config: ElectraConfig, task: Optional[str] = None,
+                 precision: str = "fp32", num_threads: Optional[int] = None, device: Optional[str] = None,
+                 use_tensorrt: bool = False, onednn_cache_capacity: int = DEFAULT_ONEDNN_CACHE_CAPACITY,
+                 meta: Optional[Dict] = None):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.export_dir, self.config, self.task, self.precision = export_dir, config, task, precision
+        self.meta = meta or _read_meta(export_dir) or {}
+        self.seq_axes = self.meta.get("seq_axes")
+        self.min_seq_len = int(self.meta.get("min_seq_len", 1))
+        self.device = device or ("gpu" if gpu_available() else "cpu")
+        self.num_threads = num_threads or runtime.default_num_threads()
+        self._predictor = self._create(use_tensorrt, onednn_cache_capacity)
+        self._inputs = self._predictor.get_input_names()
+        if sorted(self._inputs) != sorted(INPUT_NAMES):
+            raise InferenceError(f"{export_dir}: the exported graph takes {self._inputs}, expected {INPUT_NAMES}")
+        self._outputs = self._predictor.get_output_names()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str, task: Optional[str] = None, precision: str = "fp32",
+                        num_threads: Optional[int] = None, device: Optional[str] = None,
+                        use_tensorrt: bool = False, rebuild: bool = False, **kwargs) -> "ElectraPredictor":
+        """Predictor for a from_pretrained dir (or registered variant name): exports the graph on first
+        use (or when the weights changed) and loads it. `device`: "cpu", "gpu", "gpu:1"; default the
+        GPU when there is one."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        device = device or ("gpu" if gpu_available() else "cpu")
+        if precision == "bf16" and device == "cpu" and not cpu_supports_bf16():
+            raise InferenceError(
+                "precision='bf16' needs a CPU with native bf16 instructions (AVX512-BF16 or AMX-BF16); "
+                "this CPU has neither (see the flags in /proc/cpuinfo). Use precision='fp32'.")
+        model_dir = resolve(model_dir)
+        export_dir, meta = exported_model(model_dir, task, rebuild=rebuild)
+        return cls(export_dir, model_config(model_dir, task), task=task, precision=precision,
+                   num_threads=num_threads, device=device, use_tensorrt=use_tensorrt, meta=meta, **kwargs)
+
+    # --- configuration ---
+    def _create(self, use_tensorrt: bool, onednn_cache_capacity: int):
+        from paddle import inference as pi
+        cfg = pi.Config(os.path.join(self.export_dir, MODEL_PREFIX + ".json"),
+                        os.path.join(self.export_dir, MODEL_PREFIX + ".pdiparams"))
+        if self.device.startswith("gpu"):
+            self._configure_gpu(cfg, pi, use_tensorrt)
+        else:
+            cfg.disable_gpu()
+            cfg.enable_onednn()
+            cfg.set_onednn_cache_capacity(onednn_cache_capacity)
+            cfg.set_cpu_math_library_num_threads(self.num_threads)
+            cfg.enable_custom_passes(list(CPU_EXTRA_PASSES), False)
+            if self.precision == "bf16":
+                cfg.enable_onednn_bfloat16()
+        cfg.disable_glog_info()
+        try:
+            return pi.create_predictor(cfg)
+        except Exception as e:  # Paddle raises ValueError / RuntimeError with C++ context
+            raise InferenceError(f"cannot create a Paddle Inference predictor for {self.export_dir} "
+                                 f"({self.device}, {self.precision}): {e}") from e
+
+    def _configure_gpu(self, cfg, pi, use_tensorrt: bool):
+        device_id = int(self.device.split(":")[1]) if ":" in self.device else 0
+        if self.precision == "bf16":
+            import paddle
+            major, _ = paddle.device.cuda.get_device_capability(device_id)
+            if major < 8:
+                raise InferenceError(f"precision='bf16' on GPU needs compute capability >= 8.0 (Ampere); "
+                                     f"gpu:{device_id} has {major}.x. Use precision='fp32'.")
+        prec = pi.PrecisionType.Bfloat16 if self.precision == "bf16" else pi.PrecisionType.Float32
+        cfg.enable_use_gpu(256, device_id, prec)
+        if use_tensorrt:
+            if self.precision == "bf16":
+                raise InferenceError("TensorRT has no bf16 mode here; use precision='fp32' with TensorRT")
+            cfg.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=64, min_subgraph_size=3,
+                                       precision_mode=pi.PrecisionType.Float32, use_static=False,
+                                       use_calib_mode=False)
+            S = self.config.max_position_embeddings
+            shapes = [{n: [lo, s] for n in INPUT_NAMES} for lo, s in ((1, 1), (64, S), (32, 128))]
+            cfg.set_trt_dynamic_shape_info(*shapes)
+
+    # --- running ---
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None):
+        """input_ids [B, S] (and the others, same shape; token types default to 0, the mask to all
+        ones as in dygraph) -> what the model's forward returns, as numpy arrays (a tuple for
+        several outputs)."""
+        ids = self._check("input_ids", input_ids, None)
+        if token_type_ids is None and self.task == "reading-comprehension":
+            raise ValueError("reading-comprehension needs token_type_ids: answers are searched in segment 1")
+        types = np.zeros_like(ids) if token_type_ids is None else \
+            self._check("token_type_ids", token_type_ids, ids.shape)
+        mask = np.ones_like(ids) if attention_mask is None else \
+            self._check("attention_mask", attention_mask, ids.shape)
+        self._check_values(ids, types, mask)
+        feeds = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+        with self._lock:
+            for name in self._inputs:
+                h = self._predictor.get_input_handle(name)
+                h.reshape(list(feeds[name].shape))
+                h.copy_from_cpu(feeds[name])
+            self._predictor.run()
+            outs = tuple(self._predictor.get_output_handle(n).copy_to_cpu() for n in self._outputs)
+        return outs[0] if len(outs) == 1 else outs
+
+    @staticmethod
+    def _check(name: str, value, shape) -> np.ndarray:
+        try:
+            arr = np.asarray(value)
+        except ValueError:
+            raise ValueError(f"{name}: ragged lists; pad them to one length or use predict_batches") from None
+        if arr.dtype == object:
+            raise ValueError(f"{name}: ragged lists; pad them to one length or use predict_batches")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be 2-D [batch, seq_len], got shape {arr.shape}")
+        if shape is not None and arr.shape != shape:
+            raise ValueError(f"{name} has shape {arr.shape} but input_ids has {shape}")
+        return np.ascontiguousarray(arr, dtype=np.int64)
+
+    def _check_values(self, ids, types, mask):
+        c = self.config
+        B, S = ids.shape
+        if B == 0 or S == 0:
+            raise ValueError(f"input_ids is empty (shape {ids.shape})")
+        if S > c.max_position_embeddings:
+            raise ValueError(f"sequence length {S} exceeds max_position_embeddings {c.max_position_embeddings}")
+        if S < self.min_seq_len:
+            raise ValueError(f"task {self.task!r} needs sequences of at least {self.min_seq_len} tokens "
+                             f"(the QA head's beam); pad input_ids to that length, got {S}")
+        for name, arr, hi in (("input_ids", ids, c.vocab_size), ("token_type_ids", types, c.type_vocab_size),
+                              ("attention_mask", mask, 2)):
+            lo_v, hi_v = int(arr.min()), int(arr.max())
+            if lo_v < 0 or hi_v >= hi:
+                raise ValueError(f"{name} values must be in [0, {hi - 1}], got range [{lo_v}, {hi_v}]")
+
+    def predict_batches(self, input_ids: Sequence[Sequence[int]],
+                        token_type_ids: Optional[Sequence[Sequence[int]]] = None, batch_size: int = 32,
+                        pad_multiple: int = DEFAULT_PAD_MULTIPLE, pad_id: Optional[int] = None) -> List:
+        """Run many sequences of different lengths without computing padding: sort by length, cut into
+        batches of `batch_size`, pad each batch only to its own longest sequence (rounded up to a
+        multiple of `pad_multiple`, which bounds the number of distinct shapes), run, and return one
+        result per sequence in input order, with the length axes trimmed back to the sequence's own
+        length (an array, or a tuple of arrays for several outputs)."""
+        seqs = [list(map(int, s)) for s in input_ids]
+        types = [list(map(int, t)) for t in token_type_ids] if token_type_ids is not None else None
+        if types is not None:
+            if len(types) != len(seqs):
+                raise ValueError(f"token_type_ids has {len(types)} sequences but input_ids has {len(seqs)}")
+            for i, (s, t) in enumerate(zip(seqs, types)):
+                if len(s) != len(t):
+                    raise ValueError(f"sequence {i}: {len(s)} input_ids but {len(t)} token_type_ids")
+        for i, s in enumerate(seqs):
+            if not s:
+                raise ValueError(f"sequence {i} is empty")
+        if batch_size < 1 or pad_multiple < 1:
+            raise ValueError(f"batch_size and pad_multiple must be >= 1, got {batch_size}, {pad_multiple}")
+        pad_id = self.config.pad_token_id if pad_id is None else pad_id
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        results: List = [None] * len(seqs)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            longest = len(seqs[idx[-1]])
+            S = max(-(-longest // pad_multiple) * pad_multiple, self.min_seq_len)
+            S = max(min(S, self.config.max_position_embeddings), longest)  # too long: __call__ says so
+            ids = np.full((len(idx), S), pad_id, dtype=np.int64)
+            tt = np.zeros_like(ids)
+            mask = np.zeros_like(ids)
+            for row, i in enumerate(idx):
+                n = len(seqs[i])
+                ids[row, :n] = seqs[i]
+                mask[row, :n] = 1
+                if types is not None:
+                    tt[row, :n] = types[i]
+            outs = self(ids, tt, mask)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            for row, i in enumerate(idx):
+                n = len(seqs[i])
+                per = tuple(self._trim(o[row], axis, n) for o, axis in zip(outs, self._axes(len(outs))))
+                results[i] = per[0] if len(per) == 1 else per
+        return results
+
+    def _axes(self, n: int) -> List[Optional[int]]:
+        return self.seq_axes if self.seq_axes and len(self.seq_axes) == n else [None] * n
+
+    @staticmethod
+    def _trim(arr: np.ndarray, axis: Optional[int], n: int) -> np.ndarray:
+        if axis is None:
+            return arr
+        return np.take(arr, np.arange(n), axis=axis - 1)  # axis counted with the batch axis
+
+    def predict_texts(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None,
+                      max_length: int = 128, batch_size: int = 32, tokenizer=None) -> List:
+        """Tokenize (the model dir's vocab, truncated to max_length) and run predict_batches."""
+        if tokenizer is None:
+            from .tokenizer import ElectraTokenizer
+            tokenizer = ElectraTokenizer.from_pretrained(self.meta.get("source"))
+        enc = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
+                        max_length=max_length, truncation=True)
+        return self.predict_batches(enc["input_ids"], enc["token_type_ids"], batch_size=batch_size)
+
+    def __repr__(self):
+        return (f"ElectraPredictor(task={self.task!r}, precision={self.precision!r}, device={self.device!r}, "
+                f"num_threads={self.num_threads}, export_dir={self.export_dir!r})")
