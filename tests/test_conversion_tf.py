@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -226,11 +227,10 @@ def test_reader_dtypes_and_shards(tmp_path):
               "d/bf16": rng.normal(size=(4, 3)).astype(np.float32)}
     graph = tf.Graph()
     with graph.as_default():
-        made = {}
         for i, (name, value) in enumerate(sorted(values.items())):
-            with tf.device(f"/cpu:{i % 2}"):
+            with tf.device(f"/cpu:{i % 2}"):  # two devices -> a sharded Saver writes two data files
                 init = tf.constant(value)
-                made[name] = c.get_variable(name, initializer=tf.cast(init, tf.bfloat16) if name == "d/bf16" else init)
+                c.get_variable(name, initializer=tf.cast(init, tf.bfloat16) if name == "d/bf16" else init)
         config = c.ConfigProto(device_count={"CPU": 2})
         with c.Session(graph=graph, config=config) as sess:
             sess.run(c.global_variables_initializer())
@@ -268,6 +268,14 @@ def test_folder_without_checkpoint_file_and_prefix_forms(ckpts, tmp_path):
         resolve_prefix(str(zipped))
     with pytest.raises(TFCheckpointError, match="not found"):
         resolve_prefix(str(tmp_path / "nothing"))
+    # a zip that unpacks to a folder (with a Mac's resource-fork files beside the checkpoint)
+    nested = tmp_path / "unzipped"
+    shutil.copytree(zipped, nested / "electra_180g_small")
+    os.remove(nested / "electra_180g_small" / "other.index")
+    (nested / "electra_180g_small" / "._electra_small.index").write_bytes(b"\0")
+    with pytest.raises(TFCheckpointError, match="found .*electra_180g_small/electra_small: pass that"):
+        resolve_prefix(str(nested))
+    assert resolve_prefix(str(nested / "electra_180g_small")) == str(nested / "electra_180g_small" / "electra_small")
     (tmp_path / "release.zip").write_bytes(b"PK")
     with pytest.raises(TFCheckpointError, match="unzip it"):
         resolve_prefix(str(tmp_path / "release.zip"))
@@ -441,7 +449,7 @@ def test_bad_checkpoints(ckpts, kind, expected, existing_out):
     with pytest.raises(TFCheckpointError) as e:
         _convert(c, c["prefixes"][kind], existing_out, vocab_file=str(c["dir"] / "full" / "vocab.txt"))
     for pattern in expected + [c["prefixes"][kind]]:
-        assert __import__("re").search(pattern, str(e.value)), (pattern, str(e.value))
+        assert re.search(pattern, str(e.value)), (pattern, str(e.value))
     _assert_untouched(existing_out)
 
 

@@ -253,11 +253,15 @@ def resolve_prefix(path: str) -> str:
                     return cand
             raise TFCheckpointError(f"{state} names checkpoint {named!r}, but {named}.index does not exist "
                                     f"(nor {os.path.basename(named)}.index in {path})")
-        indexes = sorted(glob.glob(os.path.join(glob.escape(path), "*.index")))
+        indexes = _indexes_in(path)
         if len(indexes) == 1:
             return indexes[0][: -len(".index")]
         if not indexes:
-            raise TFCheckpointError(f"{path}: no TF checkpoint here (no `checkpoint` file and no *.index file)")
+            below = [i for d in sorted(os.listdir(path)) if os.path.isdir(os.path.join(path, d))
+                     and d != "__MACOSX" for i in _indexes_in(os.path.join(path, d))]
+            hint = f"; found {', '.join(i[: -len('.index')] for i in below)}: pass that" if below else ""
+            raise TFCheckpointError(f"{path}: no TF checkpoint here (no `checkpoint` file and no *.index file)"
+                                    f"{hint}")
         raise TFCheckpointError(f"{path}: several checkpoints and no `checkpoint` file to choose one; pass a "
                                 f"prefix: " + ", ".join(i[: -len(".index")] for i in indexes))
     for suffix in (".index", ".meta"):
@@ -271,6 +275,12 @@ def resolve_prefix(path: str) -> str:
         raise TFCheckpointError(f"{path} is a zip archive: unzip it and pass the folder")
     raise TFCheckpointError(f"TF checkpoint not found: {path} (expected {path}.index, or a folder "
                             f"holding a checkpoint)")
+
+
+def _indexes_in(folder: str) -> List[str]:
+    # `._*` are macOS resource-fork files that zips made on a Mac can carry
+    return sorted(i for i in glob.glob(os.path.join(glob.escape(folder), "*.index"))
+                  if not os.path.basename(i).startswith("._"))
 
 
 class TFCheckpoint:
