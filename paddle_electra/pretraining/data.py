@@ -1,0 +1,445 @@
+"""Pretraining examples: the original's example builder, a sharded memory-mapped format, and the
+deterministic, resumable order in which the trainer reads them.
+
+Input text: one sentence (or paragraph) a line, a blank line between documents, as the original's
+build_pretraining_dataset.py. Lines accumulate until `target_length` tokens; the example is
+`[CLS] A [SEP] B [SEP]` (10% of examples get a single segment) and 5% of examples get a random
+shorter target length. The first-segment rule is Google's fixed one by default; HFL's Chinese
+ELECTRA was built with the version before that fix (google-research/electra commit 1ed0852, issue
+#20), available as `hfl_segment_bug=True`.
+
+On disk (one shard per work unit, written by several processes):
+  shard-00000.bin   token ids of all examples back to back (uint16 when the vocab fits), with
+                    [CLS]/[SEP], without padding
+  shard-00000.idx   int64 [n, 3]: start offset, length, length of `[CLS] A [SEP]`
+  index.json        format, max_seq_length, dtype, vocab md5, shards and counts, a summary
+The trainer memory-maps the shards, so a corpus larger than memory streams from the page cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+FORMAT = "paddle-electra-pretraining-v1"
+INDEX_NAME = "index.json"
+
+
+class DataError(ValueError):
+    """A pretraining data folder is missing, incomplete or does not fit the run."""
+
+
+# --- the example builder ---------------------------------------------------------------------------
+class ExampleBuilder:
+    """Turns a stream of tokenized lines into examples, as the original's ExampleBuilder
+    (randomness from `rng`, a random.Random, so each work unit is reproducible)."""
+
+    def __init__(self, max_length: int, cls_id: int, sep_id: int, rng: random.Random,
+                 hfl_segment_bug: bool = False):
+        if max_length < 5:
+            raise ValueError(f"max_seq_length must be at least 5, got {max_length}")
+        self.max_length, self.cls_id, self.sep_id = max_length, cls_id, sep_id
+        self.rng, self.hfl_segment_bug = rng, hfl_segment_bug
+        self._sentences: List[List[int]] = []
+        self._length = 0
+        self._target_length = max_length
+
+    def add_line(self, ids: Sequence[int], blank: bool = False) -> Optional[Tuple[List[int], int]]:
+        """Add one line (its token ids; `blank` for an empty line, which ends a document).
+        Returns an example (ids, length of `[CLS] A [SEP]`) when one is complete."""
+        if blank and self._length != 0:
+            return self._create_example()
+        self._sentences.append(list(ids))
+        self._length += len(ids)
+        if self._length >= self._target_length:
+            return self._create_example()
+        return None
+
+    def flush(self) -> Optional[Tuple[List[int], int]]:
+        """End of input: what the original does with the blank line it adds after each file."""
+        return self.add_line([], blank=True)
+
+    def _goes_first(self, first, second, sentence, first_target) -> bool:
+        if self.hfl_segment_bug:
+            # before the fix: `first_segment` / `second_segment` tested for being non-empty, so once
+            # the first segment has a sentence every later sentence joins it
+            return bool(first) or len(first) + len(sentence) < first_target or (
+                bool(second) and len(first) < first_target and self.rng.random() < 0.5)
+        return len(first) == 0 or len(first) + len(sentence) < first_target or (
+            len(second) == 0 and len(first) < first_target and self.rng.random() < 0.5)
+
+    def _create_example(self):
+        rng = self.rng
+        if rng.random() < 0.1:  # one segment, as in classification tasks
+            first_target = 100000
+        else:  # -3 for [CLS] and the two [SEP]
+            first_target = (self._target_length - 3) // 2
+        first, second = [], []
+        for sentence in self._sentences:
+            if self._goes_first(first, second, sentence, first_target):
+                first += sentence
+            else:
+                second += sentence
+        first = first[: self.max_length - 2]
+        second = second[: max(0, self.max_length - len(first) - 3)]
+        self._sentences, self._length = [], 0
+        # the *next* example may get a random shorter target length
+        self._target_length = rng.randint(5, self.max_length) if rng.random() < 0.05 else self.max_length
+        ids = [self.cls_id] + first + [self.sep_id]
+        len_a = len(ids)
+        if second:
+            ids += second + [self.sep_id]
+        return ids, len_a
+
+
+# --- splitting the input into work units ------------------------------------------------------------
+_SENTENCE_END = re.compile(r"(?<=[。！？!?；;])")
+
+
+def split_sentences(line: str) -> List[str]:
+    """For text with one document a line: cut after Chinese/ASCII sentence-final punctuation."""
+    return [s for s in (p.strip() for p in _SENTENCE_END.split(line)) if s]
+
+
+@dataclass
+class WorkUnit:
+    index: int
+    path: str
+    start: int  # byte offsets, on line boundaries
+    end: int
+
+
+def plan_units(paths: Sequence[str], target_bytes: int) -> List[WorkUnit]:
+    units = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise DataError(f"input file not found: {path}")
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            start = 0
+            while start < size:
+                end = min(size, start + target_bytes)
+                if end < size:  # move to the start of the next line
+                    f.seek(end)
+                    f.readline()
+                    end = f.tell()
+                units.append(WorkUnit(len(units), path, start, end))
+                start = end
+    return units
+
+
+def _read_lines(unit: WorkUnit) -> Iterator[str]:
+    with open(unit.path, "rb") as f:
+        f.seek(unit.start)
+        pos = unit.start
+        while pos < unit.end:
+            raw = f.readline()
+            if not raw:
+                break
+            pos += len(raw)
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{unit.path}: byte {pos - len(raw)}: not UTF-8 ({e.reason})") from None
+
+
+# --- one work unit -> one shard -------------------------------------------------------------------------
+@dataclass
+class BuildOptions:
+    output_dir: str
+    vocab_file: str
+    max_seq_length: int = 128
+    seed: int = 12345
+    hfl_segment_bug: bool = False
+    line_is_document: bool = False
+    blanks_separate_docs: bool = True
+
+
+_TOKENIZER = None
+
+
+def _tokenizer(vocab_file):
+    global _TOKENIZER
+    if _TOKENIZER is None or _TOKENIZER.vocab_file != vocab_file:
+        from ..tokenizer import ElectraTokenizer
+        _TOKENIZER = ElectraTokenizer(vocab_file)
+    return _TOKENIZER
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def _lines_to_items(lines: List[str], opts: BuildOptions):
+    """(text or None for a document break) in input order, as the original's writer feeds its builder."""
+    for raw in lines:
+        line = raw.strip()
+        if opts.line_is_document:
+            if line:
+                yield from split_sentences(line)
+                yield None
+        elif line:
+            yield line
+        elif opts.blanks_separate_docs:
+            yield None
+
+
+def build_unit(unit: WorkUnit, opts: BuildOptions, batch_lines: int = 2000) -> dict:
+    tok = _tokenizer(opts.vocab_file)
+    dtype = np.uint16 if len(tok.vocab) <= 65536 else np.int32
+    rng = random.Random(opts.seed * 1_000_003 + unit.index)
+    builder = ExampleBuilder(opts.max_seq_length, tok.cls_token_id, tok.sep_token_id, rng, opts.hfl_segment_bug)
+    name = shard_name(unit.index)
+    bin_path, idx_path = os.path.join(opts.output_dir, name + ".bin"), os.path.join(opts.output_dir, name + ".idx")
+    stats = dict(unit=unit.index, examples=0, tokens=0, documents=0, lines=0, two_segments=0,
+                 bytes=unit.end - unit.start)
+    offset = 0
+    in_doc = False
+    with open(bin_path + ".tmp", "wb") as fb, open(idx_path + ".tmp", "wb") as fi:
+        def emit(example):
+            nonlocal offset
+            if example is None:
+                return
+            ids, len_a = example
+            fb.write(np.asarray(ids, dtype=dtype).tobytes())
+            fi.write(np.asarray([offset, len(ids), len_a], dtype=np.int64).tobytes())
+            offset += len(ids)
+            stats["examples"] += 1
+            stats["tokens"] += len(ids)
+            stats["two_segments"] += int(len(ids) > len_a)
+
+        def feed(chunk):
+            nonlocal in_doc
+            ids = iter(tok.encode_batch_ids([t for t in chunk if t is not None]))
+            for item in chunk:
+                if item is None:
+                    stats["documents"] += int(in_doc)
+                    in_doc = False
+                    emit(builder.add_line([], blank=True))
+                else:
+                    in_doc = True
+                    emit(builder.add_line(next(ids)))
+
+        chunk = []
+        for item in _lines_to_items(_counted(_read_lines(unit), stats), opts):
+            chunk.append(item)
+            if len(chunk) >= batch_lines:
+                feed(chunk)
+                chunk = []
+        feed(chunk)
+        stats["documents"] += int(in_doc)
+        emit(builder.flush())
+    os.replace(bin_path + ".tmp", bin_path)
+    os.replace(idx_path + ".tmp", idx_path)
+    return stats
+
+
+def _counted(lines, stats):
+    for line in lines:
+        stats["lines"] += 1
+        yield line
+
+
+def _build_unit_star(args):
+    return build_unit(*args)
+
+
+def file_md5(path: str) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_dataset(inputs: Sequence[str], opts: BuildOptions, num_processes: int = 1,
+                  unit_bytes: Optional[int] = None, progress: bool = True) -> dict:
+    """Build the shards and index.json into opts.output_dir (written to a temporary folder and
+    renamed, so an interrupted build leaves no half folder). Returns the summary."""
+    from tqdm import tqdm
+    from ..checkpoint import atomic_dir
+    if not inputs:
+        raise DataError("no input files")
+    total_bytes = sum(os.path.getsize(p) for p in inputs if os.path.isfile(p))
+    if unit_bytes is None:  # enough units to keep every process busy, at most 32 MB each
+        unit_bytes = max(1 << 16, min(32 << 20, total_bytes // max(1, 4 * num_processes) + 1))
+    units = plan_units(inputs, unit_bytes)
+    t0 = time.time()
+    final_dir = opts.output_dir
+    with atomic_dir(final_dir) as tmp:
+        o = BuildOptions(**{**opts.__dict__, "output_dir": tmp})
+        results = []
+        bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="building", disable=not progress)
+        work = [(u, o) for u in units]
+        if num_processes > 1 and len(units) > 1:
+            import multiprocessing as mp
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            with mp.get_context("spawn").Pool(min(num_processes, len(units))) as pool:
+                for r in pool.imap_unordered(_build_unit_star, work):
+                    results.append(r)
+                    bar.update(r["bytes"])
+                    bar.set_postfix(examples=sum(x["examples"] for x in results))
+        else:
+            for w in work:
+                r = build_unit(*w)
+                results.append(r)
+                bar.update(r["bytes"])
+                bar.set_postfix(examples=sum(x["examples"] for x in results))
+        bar.close()
+        results.sort(key=lambda r: r["unit"])
+        tok = _tokenizer(opts.vocab_file)
+        n_ex = sum(r["examples"] for r in results)
+        n_tok = sum(r["tokens"] for r in results)
+        summary = {
+            "documents": sum(r["documents"] for r in results),
+            "lines": sum(r["lines"] for r in results),
+            "examples": n_ex,
+            "tokens": n_tok,
+            "two_segment_share": (sum(r["two_segments"] for r in results) / n_ex) if n_ex else 0.0,
+            "padding_share": (1 - n_tok / (n_ex * opts.max_seq_length)) if n_ex else 0.0,
+            "input_bytes": total_bytes,
+            "seconds": round(time.time() - t0, 2),
+        }
+        index = {
+            "format": FORMAT,
+            "max_seq_length": opts.max_seq_length,
+            "dtype": "uint16" if len(tok.vocab) <= 65536 else "int32",
+            "vocab_size": len(tok.vocab),
+            "vocab_md5": file_md5(opts.vocab_file),
+            "special_ids": {"pad": tok.pad_token_id, "cls": tok.cls_token_id, "sep": tok.sep_token_id,
+                            "mask": tok.mask_token_id},
+            "options": {"seed": opts.seed, "hfl_segment_bug": opts.hfl_segment_bug,
+                        "line_is_document": opts.line_is_document, "inputs": [os.path.abspath(p) for p in inputs]},
+            "shards": [{"name": shard_name(r["unit"]), "examples": r["examples"], "tokens": r["tokens"]}
+                       for r in results],
+            "summary": summary,
+        }
+        if n_ex == 0:
+            raise DataError(f"no examples: the inputs {list(inputs)} hold no text")
+        with open(os.path.join(tmp, INDEX_NAME), "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2, ensure_ascii=False)
+    return index
+
+
+# --- reading ------------------------------------------------------------------------------------------
+class PretrainingData:
+    """The examples of a built folder, memory-mapped. `batch(indices)` -> padded numpy arrays."""
+
+    def __init__(self, path: str):
+        index_file = os.path.join(path, INDEX_NAME)
+        if not os.path.exists(index_file):
+            raise DataError(f"{path}: no {INDEX_NAME}; build it with pretrain/build_pretraining_dataset.py")
+        with open(index_file, encoding="utf-8") as f:
+            self.index = json.load(f)
+        if self.index.get("format") != FORMAT:
+            raise DataError(f"{index_file}: format {self.index.get('format')!r}, expected {FORMAT!r}")
+        self.path = path
+        self.max_seq_length = int(self.index["max_seq_length"])
+        self.special_ids = self.index["special_ids"]
+        dtype = np.dtype(self.index["dtype"])
+        self._tokens, self._idx, starts = [], [], [0]
+        for s in self.index["shards"]:
+            bin_path, idx_path = os.path.join(path, s["name"] + ".bin"), os.path.join(path, s["name"] + ".idx")
+            for p in (bin_path, idx_path):
+                if not os.path.exists(p):
+                    raise DataError(f"{path}: shard file {os.path.basename(p)} listed in {INDEX_NAME} is missing")
+            n_tok, n_ex = s["tokens"], s["examples"]
+            if os.path.getsize(bin_path) != n_tok * dtype.itemsize or os.path.getsize(idx_path) != n_ex * 24:
+                raise DataError(f"{path}: shard {s['name']} has the wrong size (truncated or overwritten?)")
+            self._tokens.append(np.memmap(bin_path, dtype=dtype, mode="r", shape=(n_tok,)) if n_tok else
+                                np.zeros(0, dtype))
+            self._idx.append(np.memmap(idx_path, dtype=np.int64, mode="r", shape=(n_ex, 3)) if n_ex else
+                             np.zeros((0, 3), np.int64))
+            starts.append(starts[-1] + n_ex)
+        self._starts = np.asarray(starts, dtype=np.int64)
+        self.num_examples = int(self._starts[-1])
+
+    def __len__(self):
+        return self.num_examples
+
+    def example(self, i: int) -> Tuple[np.ndarray, int]:
+        if not 0 <= i < self.num_examples:
+            raise IndexError(f"example {i} out of range (0..{self.num_examples - 1})")
+        shard = int(np.searchsorted(self._starts, i, side="right") - 1)
+        start, length, len_a = self._idx[shard][i - self._starts[shard]]
+        return np.asarray(self._tokens[shard][start:start + length], dtype=np.int64), int(len_a)
+
+    def batch(self, indices: Sequence[int]):
+        """input_ids, input_mask, segment_ids: int64 [len(indices), max_seq_length]."""
+        L = self.max_seq_length
+        ids = np.zeros((len(indices), L), np.int64)
+        mask = np.zeros((len(indices), L), np.int64)
+        seg = np.zeros((len(indices), L), np.int64)
+        for r, i in enumerate(indices):
+            x, len_a = self.example(int(i))
+            n = min(len(x), L)
+            ids[r, :n], mask[r, :n], seg[r, len_a:n] = x[:n], 1, 1
+        return ids, mask, seg
+
+
+class ExampleOrder:
+    """Which examples each rank reads at each global step: a fresh seeded permutation per epoch,
+    global batch b = step * world * per_rank .. + world * per_rank, rank r takes its r-th slice.
+    A pure function of (seed, step), so resuming needs only the step, and a 2-process run reads the
+    same examples as a 1-process run with the doubled batch."""
+
+    def __init__(self, num_examples: int, seed: int):
+        if num_examples <= 0:
+            raise DataError("the data holds no examples")
+        self.n, self.seed = num_examples, seed
+        self._perm_epoch, self._perm = None, None
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if self._perm_epoch != epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def indices(self, step: int, per_rank: int, rank: int = 0, world: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+        """(example indices, their global positions in the stream) for this rank at `step`."""
+        first = step * per_rank * world + rank * per_rank
+        pos = np.arange(first, first + per_rank, dtype=np.int64)
+        out = np.empty(per_rank, np.int64)
+        for epoch in np.unique(pos // self.n):
+            sel = pos // self.n == epoch
+            out[sel] = self._permutation(int(epoch))[pos[sel] % self.n]
+        return out, pos
+
+
+# --- command line (pretrain/build_pretraining_dataset.py) -----------------------------------------------
+def add_build_arguments(p):
+    from ..tokenizer import bundled_vocab_path
+    p.add_argument("--input", nargs="+", required=True, metavar="FILE",
+                   help="text files: one sentence or paragraph a line, a blank line between documents")
+    p.add_argument("--vocab", default=bundled_vocab_path(), help="vocab.txt (default: the bundled Chinese vocab)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--num-processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--hfl-segment-bug", action="store_true",
+                   help="the first-segment rule of HFL's Chinese ELECTRA data (before google-research/electra "
+                        "commit 1ed0852): most examples end up with one segment")
+    p.add_argument("--line-is-document", action="store_true",
+                   help="each input line is a whole document (e.g. CLUECorpusSmall): split it into sentences "
+                        "at 。！？!?；; and end the document after the line")
+    p.add_argument("--unit-mb", type=float, help="text per work unit / shard in MB (default: automatic, <= 32)")
+
+
+def run_build(args) -> int:
+    opts = BuildOptions(output_dir=args.output_dir, vocab_file=args.vocab, max_seq_length=args.max_seq_length,
+                        seed=args.seed, hfl_segment_bug=args.hfl_segment_bug,
+                        line_is_document=args.line_is_document)
+    index = build_dataset(args.input, opts, num_processes=args.num_processes,
+                          unit_bytes=int(args.unit_mb * (1 << 20)) if args.unit_mb else None)
+    s = index["summary"]
+    print(f"wrote {args.output_dir}: {len(index['shards'])} shards, {s['documents']} documents, {s['lines']} lines, "
+          f"{s['examples']} examples, {s['tokens']} tokens, padding {100 * s['padding_share']:.1f}%, "
+          f"two segments {100 * s['two_segment_share']:.1f}%, {s['seconds']} s")
+    return 0

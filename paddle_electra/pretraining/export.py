@@ -1,0 +1,39 @@
+"""`paddle-electra export-discriminator RUN_DIR OUT`: the newest checkpoint of a pretraining run (or a
+given checkpoint folder) as a from_pretrained pretraining dir: config.json + model.safetensors (the
+discriminator), generator_config.json + generator.safetensors, vocab.txt. ElectraDiscriminator,
+ElectraGenerator, ElectraModel, the task heads and ElectraForPreTraining (--init-from) all load it."""
+from __future__ import annotations
+
+import os
+
+from ..checkpoint import CheckpointError
+
+
+def find_checkpoint(run_dir: str) -> str:
+    from .trainer import MODEL_SUBDIR, STATE_NAME, checkpoint_dirs
+    if os.path.exists(os.path.join(run_dir, STATE_NAME)):  # a checkpoint folder itself
+        return os.path.join(run_dir, MODEL_SUBDIR)
+    found = checkpoint_dirs(run_dir)
+    if not found:
+        raise CheckpointError(f"{run_dir}: no complete checkpoint (expected {run_dir}/checkpoints/checkpoint-N)")
+    return os.path.join(found[-1], MODEL_SUBDIR)
+
+
+def export(run_dir: str, out: str) -> str:
+    from ..modeling import ElectraForPreTraining
+    src = find_checkpoint(run_dir)
+    model = ElectraForPreTraining.from_pretrained(src)
+    vocab = os.path.join(src, "vocab.txt")
+    model.save_pretrained(out, vocab_file=vocab if os.path.exists(vocab) else None)
+    return src
+
+
+def add_arguments(parser):
+    parser.add_argument("run_dir", help="a pretraining --output-dir (its newest checkpoint) or one checkpoint folder")
+    parser.add_argument("out", help="folder to write (replaced atomically)")
+
+
+def run(args):
+    src = export(args.run_dir, args.out)
+    print(f"exported {src} -> {args.out}")
+    return 0

@@ -1,0 +1,548 @@
+"""The pretraining loop on paddle.distributed.fleet (collective mode), with atomic, resumable
+checkpoints. `pretrain/run_pretraining.py` is a thin wrapper around `add_arguments` / `run`.
+
+One process:      python pretrain/run_pretraining.py --data-dir D --model chinese-electra-small --output-dir O
+N processes:      python -m paddle.distributed.launch --nproc_per_node N pretrain/run_pretraining.py ...
+Several machines: add --nnodes M --master IP:PORT to the launcher on every machine.
+
+Determinism: the example order, the masking and the generator's sampling noise are pure functions of
+(seed, step) (see data.ExampleOrder and masking), dropout draws from Paddle's generator, whose state
+each checkpoint stores per process; a run killed and resumed therefore continues exactly as the
+uninterrupted run would (on one CPU process; GPU kernels need not be deterministic).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..checkpoint import CheckpointError, atomic_dir, load_tensors, save_tensors
+from ..config import ElectraConfig, generator_config_for, get_variant
+from .data import DataError, ExampleOrder, PretrainingData, file_md5
+from .masking import gumbel_noise, mask_batch, max_predictions
+from .metrics import masked_auc, summarize
+from .objective import STAT_NAMES, RTDConfig, rtd_forward
+
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_NAME = "trainer_state.json"
+OPTIMIZER_NAME = "optimizer.safetensors"
+MODEL_SUBDIR = "model"
+METRICS_NAME = "metrics.jsonl"
+
+
+def add_arguments(p: argparse.ArgumentParser):
+    g = p.add_argument_group("data and model")
+    g.add_argument("--data-dir", required=True, help="folder written by build_pretraining_dataset.py")
+    g.add_argument("--eval-data-dir", help="held-out folder (same format) evaluated at --eval-steps and at the end")
+    g.add_argument("--model", help="registered variant whose shapes to train from scratch, e.g. chinese-electra-small")
+    g.add_argument("--discriminator-config", help="config.json of the discriminator (instead of --model)")
+    g.add_argument("--generator-config", help="config.json of the generator (default: hidden H/4, same depth)")
+    g.add_argument("--generator-hidden-fraction", type=float, default=0.25,
+                   help="generator hidden size / discriminator hidden size when no generator config is given")
+    g.add_argument("--init-from", help="a pretraining dir (converted release or export) to continue from, generator included")
+    g.add_argument("--output-dir", required=True)
+    g = p.add_argument_group("optimization (defaults: the original's)")
+    g.add_argument("--train-batch-size", type=int, default=128, help="examples per process per micro-step")
+    g.add_argument("--gradient-accumulation-steps", type=int, default=1,
+                   help="micro-steps per optimizer step (gradient merge)")
+    g.add_argument("--learning-rate", type=float, default=5e-4)
+    g.add_argument("--max-steps", type=int, default=1000000)
+    g.add_argument("--warmup-steps", type=int, default=10000)
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--lr-decay-power", type=float, default=1.0)
+    g.add_argument("--mask-prob", type=float, default=0.15)
+    g.add_argument("--gen-weight", type=float, default=1.0)
+    g.add_argument("--disc-weight", type=float, default=50.0)
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=42)
+    g = p.add_argument_group("run")
+    g.add_argument("--save-steps", type=int, default=1000)
+    g.add_argument("--save-total-limit", type=int, default=3, help="keep the newest K checkpoints")
+    g.add_argument("--logging-steps", type=int, default=100)
+    g.add_argument("--eval-steps", type=int, default=0, help="evaluate on --eval-data-dir every N steps (0: only at the end)")
+    g.add_argument("--eval-batches", type=int, default=50)
+    g.add_argument("--max-minutes", type=float, default=0,
+                   help="stop (with a checkpoint) after this much wall time; 0 = no limit")
+    g.add_argument("--device", help="cpu, gpu, gpu:1 (default: GPU when present)")
+    g.add_argument("--num-threads", type=int, help="CPU threads per process (default: cores / processes)")
+    g.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
+                   help="mixed precision (DistributedStrategy.amp); fp16 uses dynamic loss scaling (GPU)")
+    g.add_argument("--recompute", action="store_true",
+                   help="recompute encoder layers in the backward pass (DistributedStrategy.recompute)")
+    g.add_argument("--to-static", choices=["auto", "on", "off"], default="auto",
+                   help="compile the forward with paddle.jit.to_static (auto: off, see docs/pretraining.md)")
+    g.add_argument("--no-progress", action="store_true", help="no tqdm bar (metrics still go to stdout)")
+
+
+# --- set-up --------------------------------------------------------------------------------------
+def build_configs(args):
+    if args.init_from:
+        return None, None
+    if bool(args.model) == bool(args.discriminator_config):
+        raise SystemExit("give exactly one of --model, --discriminator-config or --init-from")
+    if args.model:
+        v = get_variant(args.model)
+        disc, gen = v.discriminator, v.generator
+    else:
+        disc = ElectraConfig.from_json_file(args.discriminator_config)
+        gen = None
+    if args.generator_config:
+        gen = ElectraConfig.from_json_file(args.generator_config)
+    elif gen is None:
+        gen = generator_config_for(disc, int(round(disc.hidden_size * args.generator_hidden_fraction)))
+    return disc, gen
+
+
+def _dist_env():
+    world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+    rank = int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+    local = int(os.environ.get("PADDLE_LOCAL_SIZE", os.environ.get("PADDLE_NPROC_PER_NODE", str(world))))
+    return world, rank, max(1, min(local, world))
+
+
+def _make_strategy(args):
+    from paddle.distributed import fleet
+    s = fleet.DistributedStrategy()
+    # These record the run's choices in the strategy, as the launcher's users expect; in dygraph,
+    # fleet applies none of them itself, so the loop below implements each one (auto_cast,
+    # recompute of the encoder layers, accumulation with no_sync).
+    s.amp = args.amp != "off"
+    s.recompute = args.recompute
+    if args.gradient_accumulation_steps > 1:
+        s.gradient_merge = True
+        s.gradient_merge_configs = {"k_steps": args.gradient_accumulation_steps, "avg": False}
+    return s
+
+
+class RTDModule:
+    """Builds the nn.Layer that DataParallel wraps: forward = the whole RTD objective."""
+
+    @staticmethod
+    def make(pretraining_model, cfg: RTDConfig):
+        import paddle.nn as nn
+
+        class RTD(nn.Layer):
+            def __init__(self):
+                super().__init__()
+                self.model = pretraining_model
+
+            def forward(self, batch, gumbel, denominators):
+                return rtd_forward(self.model, batch, gumbel, cfg, denominators)
+
+        return RTD()
+
+
+def enable_recompute(model):
+    """Recompute each encoder layer in backward (keeps the parameter names unchanged)."""
+    from paddle.distributed.fleet.utils import recompute
+    for sub in (model.discriminator.electra, model.generator.electra):
+        for layer in sub.encoder.layer:
+            fwd = layer.forward
+            layer.forward = (lambda f: lambda *a, **k: recompute(f, *a, **k))(fwd)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+def checkpoint_dirs(output_dir: str) -> List[str]:
+    """Complete checkpoints, oldest first (atomic_dir renames a folder only once it is complete)."""
+    root = os.path.join(output_dir, "checkpoints")
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        m = re.fullmatch(CHECKPOINT_PREFIX + r"(\d+)", name)
+        if m and os.path.exists(os.path.join(root, name, STATE_NAME)):
+            found.append((int(m.group(1)), os.path.join(root, name)))
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(output_dir, step, model, optimizer, scheduler, rng_states, extra, keep: int):
+    path = os.path.join(output_dir, "checkpoints", f"{CHECKPOINT_PREFIX}{step:08d}")
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(os.path.join(tmp, MODEL_SUBDIR))
+        state = optimizer.named_state_dict()
+        sched = state.pop("LR_Scheduler", None)
+        tensors = {k: v.numpy() for k, v in state.items() if hasattr(v, "numpy")}
+        save_tensors(tensors, os.path.join(tmp, OPTIMIZER_NAME))
+        with open(os.path.join(tmp, STATE_NAME), "w", encoding="utf-8") as f:
+            json.dump({"step": step, "scheduler": sched or scheduler.state_dict(), "rng_states": rng_states,
+                       **extra}, f, indent=1)
+    for old in checkpoint_dirs(output_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def load_checkpoint(path, model, optimizer, scheduler) -> Dict:
+    import paddle
+    from ..modeling import ElectraForPreTraining
+    with open(os.path.join(path, STATE_NAME), encoding="utf-8") as f:
+        state = json.load(f)
+    saved = ElectraForPreTraining.from_pretrained(os.path.join(path, MODEL_SUBDIR))
+    model.set_state_dict(saved.state_dict())
+    tensors = load_tensors(os.path.join(path, OPTIMIZER_NAME))
+    opt_state = {k: paddle.to_tensor(v) for k, v in tensors.items()}
+    opt_state["LR_Scheduler"] = state["scheduler"]
+    optimizer.set_named_state_dict(opt_state)
+    scheduler.set_state_dict(state["scheduler"])
+    return state
+
+
+def rng_state_to_json():
+    import paddle
+    return [list_state(s.__getstate__()) for s in paddle.get_rng_state()]
+
+
+def list_state(x):
+    return [list_state(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def rng_state_from_json(states):
+    import paddle
+    from paddle.base.libpaddle import GeneratorState
+    out = []
+    for s in states:
+        g = GeneratorState.__new__(GeneratorState)
+        g.__setstate__(tuple(s))
+        out.append(g)
+    paddle.set_rng_state(out)
+
+
+# --- the loop ------------------------------------------------------------------------------------
+class Trainer:
+    def __init__(self, args):
+        import paddle
+        from paddle.distributed import fleet
+        from ..modeling import ElectraForPreTraining
+        from ..optimization import create_optimizer
+        from ..runtime import setup_device
+
+        self.args = args
+        self.world, self.rank, local = _dist_env()
+        self.device = setup_device(args.device, args.num_threads, processes_per_node=local)
+        if self.world > 1:
+            fleet.init(is_collective=True, strategy=_make_strategy(args))
+        self.is_main = self.rank == 0
+
+        self.data = PretrainingData(args.data_dir)
+        self.order = ExampleOrder(len(self.data), args.seed)
+        self.eval_data = PretrainingData(args.eval_data_dir) if args.eval_data_dir else None
+
+        paddle.seed(args.seed)  # the same initial weights on every process
+        if args.init_from:
+            self.model = ElectraForPreTraining.from_pretrained(args.init_from)
+        else:
+            disc, gen = build_configs(args)
+            self.model = ElectraForPreTraining(disc, gen)
+        self._check_vocab()
+        if args.recompute:
+            enable_recompute(self.model)
+        self.cfg = RTDConfig(args.gen_weight, args.disc_weight, args.temperature)
+        self.n_slots = max_predictions(args.mask_prob, self.data.max_seq_length)
+        self.optimizer, self.scheduler = create_optimizer(
+            self.model, args.learning_rate, args.max_steps, args.warmup_steps, weight_decay=args.weight_decay,
+            lr_decay_power=args.lr_decay_power)
+        self.rtd = RTDModule.make(self.model, self.cfg)
+        if self.world > 1:
+            self.rtd_dp = fleet.distributed_model(self.rtd)
+        else:
+            self.rtd_dp = self.rtd
+        self.step = 0
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15) if args.amp == "fp16" else None
+        paddle.seed(args.seed + 1 + self.rank)  # dropout: different masks on each process
+        self._resume()
+
+    def _check_vocab(self):
+        V = self.model.config.vocab_size
+        if self.data.index["vocab_size"] != V:
+            raise DataError(f"{self.args.data_dir} was built with a vocab of {self.data.index['vocab_size']} "
+                            f"tokens but the model has vocab_size {V}")
+
+    def _resume(self):
+        import paddle
+        found = checkpoint_dirs(self.args.output_dir)
+        if not found:
+            return
+        path = found[-1]
+        state = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+        gb = self.args.train_batch_size * self.world * self.args.gradient_accumulation_steps
+        if state.get("global_batch_size") != gb or state.get("seed") != self.args.seed:
+            raise CheckpointError(
+                f"{path} was written with global batch {state.get('global_batch_size')} and seed {state.get('seed')}; "
+                f"this run has {gb} and {self.args.seed}: the data position would not carry over. Use the same "
+                f"--train-batch-size x processes x accumulation and --seed, or a new --output-dir")
+        self.step = int(state["step"])
+        rngs = state.get("rng_states") or []
+        if self.rank < len(rngs):
+            rng_state_from_json(rngs[self.rank])
+        if self.is_main:
+            print(f"resumed from {path} at step {self.step}", flush=True)
+        self._truncate_metrics(self.step)
+
+    def _truncate_metrics(self, step):
+        f = os.path.join(self.args.output_dir, METRICS_NAME)
+        if not (self.is_main and os.path.exists(f)):
+            return
+        with open(f, encoding="utf-8") as fh:
+            keep = [l for l in fh if l.strip() and json.loads(l).get("step", 0) <= step]
+        with open(f, "w", encoding="utf-8") as fh:
+            fh.writelines(keep)
+
+    # --- one batch on the host -------------------------------------------------------------------
+    def host_batch(self, micro_index: int, data=None, order=None, rank=None, world=None, seed=None):
+        data, order = data or self.data, order or self.order
+        rank = self.rank if rank is None else rank
+        world = self.world if world is None else world
+        seed = self.args.seed if seed is None else seed
+        idx, pos = order.indices(micro_index, self.args.train_batch_size, rank, world)
+        ids, mask, seg = data.batch(idx)
+        m = mask_batch(ids, mask, pos, data.special_ids, seed, self.args.mask_prob, self.n_slots)
+        batch = {"input_ids": ids, "input_mask": mask, "segment_ids": seg, **m}
+        noise = gumbel_noise(pos, self.n_slots, self.model.config.vocab_size, seed)
+        return batch, noise
+
+    @staticmethod
+    def to_tensors(batch, noise):
+        import paddle
+        return {k: paddle.to_tensor(v) for k, v in batch.items()}, paddle.to_tensor(noise)
+
+    def _amp_ctx(self):
+        import paddle
+        if self.args.amp == "off":
+            return contextlib.nullcontext()
+        return paddle.amp.auto_cast(dtype="bfloat16" if self.args.amp == "bf16" else "float16", level="O1")
+
+    def train_step(self):
+        """One optimizer step (k micro-steps). Returns the summed stats tensor and, per micro-step,
+        the disc probabilities, labels and input masks (for the AUC)."""
+        import paddle
+        import paddle.distributed as dist
+        k = self.args.gradient_accumulation_steps
+        micro = [self.host_batch(self.step * k + i) for i in range(k)]
+        counts = np.array([sum(float(b["masked_lm_weights"].sum()) for b, _ in micro),
+                           sum(float(b["input_mask"].sum()) for b, _ in micro)], np.float32)
+        if self.world > 1:
+            t = paddle.to_tensor(counts)
+            dist.all_reduce(t)
+            counts = t.numpy()
+        denominators = (float(counts[0]) / self.world, float(counts[1]) / self.world)
+        stats_sum, probs, labels, reals = None, [], [], []
+        for i, (b, noise) in enumerate(micro):
+            batch, noise = self.to_tensors(b, noise)
+            sync = contextlib.nullcontext() if (self.world == 1 or i == k - 1) else self.rtd_dp.no_sync()
+            with sync:
+                with self._amp_ctx():
+                    loss, stats, p, l = self.rtd_dp(batch, noise, denominators)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+            stats_sum = stats if stats_sum is None else stats_sum + stats
+            probs.append(p)
+            labels.append(l)
+            reals.append(batch["input_mask"])
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.clear_grad(set_to_zero=False)
+        self.scheduler.step()
+        self.step += 1
+        return stats_sum, probs, labels, reals
+
+    # --- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, data=None, num_batches=None, batch_size=None) -> Dict[str, float]:
+        """MLM and disc metrics on held-out data, dropout off, fixed masking (seed 0 of the eval order).
+        Every process evaluates the same batches."""
+        import paddle
+        data = data or self.eval_data
+        num_batches = num_batches or self.args.eval_batches
+        bs = batch_size or self.args.train_batch_size
+        order = ExampleOrder(len(data), seed=0)
+        num_batches = min(num_batches, max(1, math.ceil(len(data) / bs)))
+        self.model.eval()
+        total, probs, labels, reals = None, [], [], []
+        saved_bs = self.args.train_batch_size
+        self.args.train_batch_size = bs
+        try:
+            with paddle.no_grad():
+                for i in range(num_batches):
+                    b, noise = self.host_batch(i, data=data, order=order, rank=0, world=1, seed=0)
+                    batch, noise_t = self.to_tensors(b, noise)
+                    with self._amp_ctx():
+                        _, stats, p, l = rtd_forward(self.model, batch, noise_t, self.cfg)
+                    total = stats if total is None else total + stats
+                    probs.append(p.numpy()), labels.append(l.numpy()), reals.append(b["input_mask"])
+        finally:
+            self.args.train_batch_size = saved_bs
+            self.model.train()
+        out = summarize(total.numpy(), self.cfg.gen_weight, self.cfg.disc_weight)
+        out["disc_auc"] = masked_auc(np.concatenate(probs), np.concatenate(labels), np.concatenate(reals))
+        out["examples"] = num_batches * bs
+        return out
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def train(self):
+        import paddle
+        import paddle.distributed as dist
+        from tqdm import tqdm
+        args = self.args
+        os.makedirs(args.output_dir, exist_ok=True)
+        gb = args.train_batch_size * self.world * args.gradient_accumulation_steps
+        L = self.data.max_seq_length
+        writer = None
+        if self.is_main:
+            self._write_run_info(gb)
+            try:
+                from visualdl import LogWriter
+                writer = LogWriter(logdir=os.path.join(args.output_dir, "vdl"))
+            except ImportError:  # visualdl is a core requirement; keep running without it if absent
+                print("visualdl not installed: no VisualDL logs", file=sys.stderr)
+        bar = tqdm(total=args.max_steps, initial=self.step, disable=not self.is_main or args.no_progress,
+                   desc="pretraining", dynamic_ncols=True)
+        t_start = time.time()
+        window_stats, window_probs, window_labels, window_reals = None, [], [], []
+        window_t0, window_steps = time.time(), 0
+        stop_reason = "max_steps"
+        while self.step < args.max_steps:
+            lr = self.optimizer.get_lr()
+            stats, probs, labels, reals = self.train_step()
+            window_stats = stats if window_stats is None else window_stats + stats
+            window_probs += probs
+            window_labels += labels
+            window_reals += reals
+            window_steps += 1
+            bar.update(1)
+            last = self.step >= args.max_steps
+            out_of_time = self._out_of_time(t_start)
+            if self.step % args.logging_steps == 0 or last or out_of_time:
+                s = window_stats
+                if self.world > 1:
+                    dist.all_reduce(s)
+                elapsed = time.time() - window_t0
+                m = summarize(s.numpy(), self.cfg.gen_weight, self.cfg.disc_weight)
+                m["disc_auc"] = masked_auc(paddle.concat(window_probs).numpy(), paddle.concat(window_labels).numpy(),
+                                           paddle.concat(window_reals).numpy())
+                m.update(step=self.step, lr=lr, tokens_per_second=window_steps * gb * L / elapsed,
+                         examples_seen=self.step * gb, elapsed_minutes=(time.time() - t_start) / 60)
+                if self.is_main:
+                    self._log(m, writer, bar)
+                window_stats, window_probs, window_labels, window_reals = None, [], [], []
+                window_t0, window_steps = time.time(), 0
+            if self.eval_data is not None and args.eval_steps and self.step % args.eval_steps == 0 and not last:
+                self._eval_and_log(writer, bar)
+            if self.step % args.save_steps == 0 or last or out_of_time:
+                self.save(gb)
+            if out_of_time and not last:
+                stop_reason = f"max_minutes {args.max_minutes}"
+                break
+        bar.close()
+        if self.eval_data is not None:
+            self._eval_and_log(writer, None, final=True)
+        if writer is not None:
+            writer.close()
+        if self.is_main:
+            print(f"stopped at step {self.step} ({stop_reason})", flush=True)
+        return self.step
+
+    def _out_of_time(self, t_start) -> bool:
+        if not self.args.max_minutes:
+            return False
+        import paddle
+        import paddle.distributed as dist
+        flag = (time.time() - t_start) / 60 >= self.args.max_minutes
+        if self.world > 1:  # every process must stop at the same step
+            t = paddle.to_tensor([float(flag)])
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = bool(t.numpy()[0] > 0)
+        return flag
+
+    def save(self, gb):
+        import paddle.distributed as dist
+        rngs, sums = [rng_state_to_json()], [self.param_checksum()]
+        if self.world > 1:
+            gathered, gathered_sums = [], []
+            dist.all_gather_object(gathered, rngs[0])
+            dist.all_gather_object(gathered_sums, sums[0])
+            rngs, sums = gathered, gathered_sums
+        if self.is_main:
+            if len(set(sums)) != 1:
+                print(f"WARNING: parameters differ between processes: checksums {sums}", file=sys.stderr)
+            extra = {"param_checksums": sums, "global_batch_size": gb, "seed": self.args.seed, "world_size": self.world,
+                     "examples_seen": self.step * gb, "data_dir": os.path.abspath(self.args.data_dir),
+                     "data_index_md5": file_md5(os.path.join(self.args.data_dir, "index.json"))}
+            save_checkpoint(self.args.output_dir, self.step, self.model, self.optimizer, self.scheduler, rngs,
+                            extra, self.args.save_total_limit)
+        if self.world > 1:
+            dist.barrier()
+
+    def param_checksum(self) -> str:
+        """md5 of every parameter's bytes: equal on all processes when data parallelism is right."""
+        import hashlib
+        h = hashlib.md5()
+        for name, p in sorted(self.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(p.numpy().tobytes())
+        return h.hexdigest()
+
+    def _eval_and_log(self, writer, bar, final=False):
+        m = self.evaluate()
+        m["step"] = self.step
+        if self.is_main:
+            rec = {("eval_" + k if k != "step" else k): v for k, v in m.items()}
+            rec["final"] = final
+            self._append_metrics(rec)
+            if writer is not None:
+                for k, v in m.items():
+                    if k != "step" and isinstance(v, float) and not math.isnan(v):
+                        writer.add_scalar(f"eval/{k}", v, self.step)
+            (bar.write if bar is not None else print)(
+                "eval " + " ".join(f"{k}={_fmt(v)}" for k, v in m.items()))
+        if final and self.is_main:
+            with open(os.path.join(self.args.output_dir, "eval_results.json"), "w", encoding="utf-8") as f:
+                json.dump(m, f, indent=1)
+
+    def _log(self, m, writer, bar):
+        self._append_metrics(m)
+        if writer is not None:
+            for k, v in m.items():
+                if k != "step" and isinstance(v, (int, float)) and not math.isnan(v):
+                    writer.add_scalar(f"train/{k}", v, self.step)
+        bar.set_postfix(loss=f"{m['loss']:.3f}", mlm_acc=f"{m['mlm_accuracy']:.3f}",
+                        disc_auc=f"{m['disc_auc']:.3f}", tok_s=f"{m['tokens_per_second']:.0f}")
+        bar.write(" ".join(f"{k}={_fmt(v)}" for k, v in m.items()))
+
+    def _append_metrics(self, rec):
+        with open(os.path.join(self.args.output_dir, METRICS_NAME), "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def _write_run_info(self, gb):
+        info = {"args": vars(self.args), "world_size": self.world, "global_batch_size": gb,
+                "device": self.device, "discriminator": self.model.config.to_dict(),
+                "generator": self.model.generator_config.to_dict(), "data": self.data.index.get("summary")}
+        with open(os.path.join(self.args.output_dir, "run_info.json"), "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=1, default=str)
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def run(args):
+    trainer = Trainer(args)
+    trainer.train()
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="ELECTRA replaced-token-detection pretraining")
+    add_arguments(p)
+    return run(p.parse_args(argv))

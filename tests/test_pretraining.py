@@ -1,0 +1,340 @@
+"""Pretraining pieces on hand-made inputs: the example builder (Google's segment rule and HFL's bug),
+the shard format, masking, the gumbel sample, the scatter, the RTD labels and losses, the metrics."""
+import json
+import os
+import random
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_electra.config import ElectraConfig
+from paddle_electra.modeling import ElectraForPreTraining
+from paddle_electra.pretraining import masking
+from paddle_electra.pretraining.data import (BuildOptions, ExampleBuilder, ExampleOrder, PretrainingData,
+                                             build_dataset, split_sentences)
+from paddle_electra.pretraining.metrics import auc, summarize
+from paddle_electra.pretraining.objective import RTDConfig, rtd_forward, sample_tokens, scatter_update
+from paddle_electra.tokenizer import bundled_vocab_path
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPECIAL = {"pad": 0, "cls": 101, "sep": 102, "mask": 103}
+CLS, SEP, MASK = 101, 102, 103
+
+
+class ScriptedRng:
+    """random.Random stand-in whose random() / randint() return scripted values."""
+
+    def __init__(self, randoms, randints=()):
+        self.randoms, self.randints = list(randoms), list(randints)
+
+    def random(self):
+        return self.randoms.pop(0)
+
+    def randint(self, a, b):
+        v = self.randints.pop(0)
+        assert a <= v <= b
+        return v
+
+
+def sent(start, n):
+    return list(range(start, start + n))
+
+
+# --- example builder ----------------------------------------------------------------------------
+def test_builder_two_segments_fixed_rule():
+    # max 20: first-segment target (20 - 3) // 2 = 8
+    rng = ScriptedRng([0.5, 0.99, 0.99])  # two segments; the 50% coin says "no"; next target max
+    b = ExampleBuilder(20, CLS, SEP, rng)
+    assert b.add_line(sent(1000, 5)) is None
+    assert b.add_line(sent(2000, 6)) is None  # 11 < 20
+    ids, len_a = b.add_line(sent(3000, 9))    # 20 >= 20: the example is cut
+    # 5 fits the first segment; 5 + 6 > 8 and the coin says no -> second; the rest follows
+    assert ids[:len_a] == [CLS] + sent(1000, 5) + [SEP]
+    second = (sent(2000, 6) + sent(3000, 9))[: 20 - 7 - 1]
+    assert ids[len_a:] == second + [SEP] and len(ids) == 20
+
+
+def test_builder_coin_puts_sentence_in_first_segment():
+    rng = ScriptedRng([0.5, 0.3, 0.99])  # the coin < 0.5: the overflowing sentence joins the first
+    b = ExampleBuilder(20, CLS, SEP, rng)
+    b.add_line(sent(1000, 5))
+    b.add_line(sent(2000, 6))
+    ids, len_a = b.add_line(sent(3000, 9))
+    assert ids[:len_a] == [CLS] + sent(1000, 5) + sent(2000, 6) + [SEP]
+    assert ids[len_a:] == sent(3000, 9)[: 20 - 13 - 1] + [SEP]
+
+
+def test_builder_single_segment_and_truncation():
+    rng = ScriptedRng([0.05, 0.99])  # < 0.1: one segment (target 100000)
+    b = ExampleBuilder(10, CLS, SEP, rng)
+    ids, len_a = b.add_line(sent(1000, 30))
+    assert ids == [CLS] + sent(1000, 8) + [SEP] and len_a == 10
+
+
+def test_builder_blank_line_ends_document_and_random_target_length():
+    rng = ScriptedRng([0.5, 0.01, 0.5, 0.99], randints=[7])  # 0.01 < 0.05: next target random (7)
+    b = ExampleBuilder(20, CLS, SEP, rng)
+    b.add_line(sent(1000, 3))
+    ids, len_a = b.add_line([], blank=True)  # document end: a short example
+    assert ids == [CLS] + sent(1000, 3) + [SEP]
+    assert b.add_line(sent(2000, 4)) is None  # 4 < 7
+    ids, _ = b.add_line(sent(3000, 4))        # 8 >= 7: cut early
+    assert len(ids) == 11                     # target length only decides when to cut; max 20 still applies
+    assert b.add_line([], blank=True) is None  # nothing pending
+
+
+def test_hfl_segment_bug():
+    # HFL's (pre-fix) rule: once the first segment has a sentence, everything joins it
+    rng = ScriptedRng([0.5, 0.99])
+    b = ExampleBuilder(20, CLS, SEP, rng, hfl_segment_bug=True)
+    b.add_line(sent(1000, 5))
+    b.add_line(sent(2000, 6))
+    ids, len_a = b.add_line(sent(3000, 9))
+    assert len_a == 20 and ids == [CLS] + (sent(1000, 5) + sent(2000, 6) + sent(3000, 9))[:18] + [SEP]
+    # and a first sentence longer than the first-segment target goes to the *second* segment
+    rng = ScriptedRng([0.5, 0.99])
+    b = ExampleBuilder(20, CLS, SEP, rng, hfl_segment_bug=True)
+    ids, len_a = b.add_line(sent(1000, 25))
+    assert ids[:len_a] == [CLS, SEP] and ids[len_a:] == sent(1000, 17) + [SEP]
+    # the fixed rule keeps it in the first segment
+    b = ExampleBuilder(20, CLS, SEP, ScriptedRng([0.5, 0.99]))
+    ids, len_a = b.add_line(sent(1000, 25))
+    assert ids == [CLS] + sent(1000, 18) + [SEP]
+
+
+def test_split_sentences():
+    assert split_sentences("今天下雨。明天呢？好！ ok") == ["今天下雨。", "明天呢？", "好！", "ok"]
+
+
+# --- shards on disk ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    src = os.path.join(ROOT, "demo_data", "corpus_sample.txt")
+    d = tmp_path_factory.mktemp("corpus")
+    with open(src, encoding="utf-8") as f:
+        lines = [next(f) for _ in range(400)]
+    p = d / "text.txt"
+    p.write_text("".join(lines), encoding="utf-8")
+    return str(p)
+
+
+def test_build_and_read_back(corpus, tmp_path):
+    opts = BuildOptions(str(tmp_path / "a"), bundled_vocab_path(), max_seq_length=64, seed=3)
+    index = build_dataset([corpus], opts, num_processes=1, unit_bytes=40000, progress=False)
+    s = index["summary"]
+    assert len(index["shards"]) > 2 and s["examples"] == sum(x["examples"] for x in index["shards"])
+    data = PretrainingData(opts.output_dir)
+    assert len(data) == s["examples"]
+    ids, mask, seg = data.batch(range(len(data)))
+    assert (ids[:, 0] == CLS).all() and (mask.sum(1) <= 64).all()
+    assert int(mask.sum()) == s["tokens"]
+    assert abs(s["padding_share"] - (1 - mask.mean())) < 1e-9
+    for r in range(len(data)):
+        n = int(mask[r].sum())
+        assert ids[r, n - 1] == SEP and (ids[r, n:] == 0).all()
+        len_a = int((seg[r, :n] == 0).sum())
+        assert ids[r, len_a - 1] == SEP and (seg[r, len_a:n] == 1).all()
+    # the same seed gives the same shards whatever the number of processes
+    opts2 = BuildOptions(str(tmp_path / "b"), bundled_vocab_path(), max_seq_length=64, seed=3)
+    build_dataset([corpus], opts2, num_processes=2, unit_bytes=40000, progress=False)
+    for sh in index["shards"]:
+        for ext in (".bin", ".idx"):
+            a = open(os.path.join(opts.output_dir, sh["name"] + ext), "rb").read()
+            assert a == open(os.path.join(opts2.output_dir, sh["name"] + ext), "rb").read()
+
+
+def test_truncated_shard_is_reported(corpus, tmp_path):
+    opts = BuildOptions(str(tmp_path / "a"), bundled_vocab_path(), max_seq_length=64)
+    index = build_dataset([corpus], opts, progress=False)
+    name = index["shards"][0]["name"]
+    with open(os.path.join(opts.output_dir, name + ".bin"), "r+b") as f:
+        f.truncate(10)
+    with pytest.raises(ValueError, match=f"shard {name} has the wrong size"):
+        PretrainingData(opts.output_dir)
+
+
+def test_example_order_is_sharded_by_rank_and_resumable():
+    order = ExampleOrder(10, seed=1)
+    one, _ = order.indices(3, per_rank=4, rank=0, world=1)
+    a, _ = order.indices(3, per_rank=2, rank=0, world=2)
+    b, _ = order.indices(3, per_rank=2, rank=1, world=2)
+    assert list(one) == list(a) + list(b)
+    # a full epoch visits every example once
+    first = np.concatenate([ExampleOrder(10, 1).indices(s, 5)[0] for s in range(2)])
+    assert sorted(first) == list(range(10))
+
+
+# --- masking -------------------------------------------------------------------------------------------
+def _example(L=40, real=30):
+    ids = np.zeros(L, np.int64)
+    ids[:real] = np.arange(1000, 1000 + real)
+    ids[0], ids[10], ids[real - 1] = CLS, SEP, SEP
+    ids[5] = MASK  # a literal [MASK] in the text is never chosen
+    mask = (np.arange(L) < real).astype(np.int64)
+    return ids, mask
+
+
+def test_mask_candidates_count_and_no_random_replacement():
+    ids, mask = _example()
+    N = masking.max_predictions(0.15, 40)
+    assert N == 6  # int(0.155 * 40)
+    allowed = set(np.flatnonzero(masking.candidates_mask(ids, mask, SPECIAL)))
+    assert allowed == set(range(1, 29)) - {5, 10}
+    for seed in range(50):
+        m, pos, lm_ids, w = masking.mask_example(ids, mask, SPECIAL, np.random.default_rng(seed), 0.15, N)
+        k = int(w.sum())
+        assert k == 4  # round(30 * 0.15) = round(4.5) = 4: half to even, over all 30 real tokens
+        assert set(pos[:k]) <= allowed and (pos[k:] == 0).all() and (lm_ids[k:] == 0).all()
+        assert (lm_ids[:k] == ids[pos[:k]]).all()
+        changed = np.flatnonzero(m != ids)
+        assert set(changed) <= set(pos[:k]) and (m[changed] == MASK).all()  # only [MASK], never a random token
+
+
+def test_mask_count_bounds_and_float32_rounding():
+    assert list(masking.num_to_predict(np.array([1, 3, 50, 70, 1000]), 0.15, 19)) == [1, 1, 8, 10, 19]  # float32: 50 * 0.15 > 7.5, 70 * 0.15 == 10.5
+    ids = np.array([CLS, 1000, SEP, 0, 0, 0, 0, 0])  # one candidate, one slot
+    mask = (ids != 0).astype(np.int64)
+    m, pos, lm_ids, w = masking.mask_example(ids, mask, SPECIAL, np.random.default_rng(0), 0.15, 1)
+    assert pos[0] == 1 and w[0] == 1
+
+
+def test_mask_85_15_split_and_sampling_with_replacement():
+    ids, mask = _example(L=128, real=128)
+    ids[127] = SEP
+    masked_slots = kept_slots = dup = 0
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        m, pos, lm_ids, w = masking.mask_example(ids, mask, SPECIAL, rng, 0.15, 19)
+        uniq, counts = np.unique(pos, return_counts=True)
+        dup += int((counts > 1).sum())
+        for p, c in zip(uniq, counts):
+            if c == 1:
+                masked_slots += int(m[p] == MASK)
+                kept_slots += int(m[p] == ids[p])
+    share = masked_slots / (masked_slots + kept_slots)
+    assert abs(share - 0.85) < 0.02, share  # ~7000 slots: 4 standard deviations
+    assert dup > 0  # positions are drawn with replacement
+
+
+def test_mask_batch_is_a_function_of_stream_position():
+    ids, mask = _example()
+    ids2, mask2 = np.stack([ids, ids]), np.stack([mask, mask])
+    a = masking.mask_batch(ids2, mask2, [7, 8], SPECIAL, seed=1)
+    b = masking.mask_batch(ids2[1:], mask2[1:], [8], SPECIAL, seed=1)
+    np.testing.assert_array_equal(a["masked_lm_positions"][1], b["masked_lm_positions"][0])
+    assert not np.array_equal(a["masked_lm_positions"][0], a["masked_lm_positions"][1])
+
+
+# --- sampling and scatter -----------------------------------------------------------------------------
+def test_gumbel_sample_follows_softmax_with_temperature():
+    logits = paddle.to_tensor(np.log(np.array([[[0.6, 0.3, 0.1]]], np.float32)).repeat(4000, axis=1))
+    for T in (1.0, 2.0):
+        g = paddle.to_tensor(masking.gumbel_noise([int(T)], 4000, 3, seed=5))
+        freq = np.bincount(sample_tokens(logits, g, T).numpy().ravel(), minlength=3) / 4000
+        p = np.array([0.6, 0.3, 0.1]) ** (1 / T)
+        np.testing.assert_allclose(freq, p / p.sum(), atol=0.03)
+
+
+def test_scatter_update_original_semantics():
+    seq = paddle.to_tensor([[5, 6, 7, 8, 9]], dtype="int64")
+    upd = paddle.to_tensor([[50, 70, 71, 99]], dtype="int64")
+    pos = paddle.to_tensor([[1, 2, 2, 0]], dtype="int64")  # 2 written twice; 0 never written
+    out, written = scatter_update(seq, upd, pos)
+    assert out.numpy().tolist() == [[5, 50, 70, 8, 9]]  # (70 + 71) // 2
+    assert written.numpy().tolist() == [[False, True, True, False, False]]
+
+
+# --- the objective ---------------------------------------------------------------------------------
+TINY = dict(vocab_size=200, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0)
+
+
+def _tiny_model():
+    paddle.seed(0)
+    disc = ElectraConfig(**TINY)
+    gen = disc.replace(hidden_size=8, num_attention_heads=1, intermediate_size=32)
+    return ElectraForPreTraining(disc, gen)
+
+
+def _batch(B=3, L=16, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(110, 200, (B, L))
+    ids[:, 0], ids[:, 9] = CLS, SEP
+    mask = np.ones((B, L), np.int64)
+    mask[0, 10:] = 0
+    ids[0, 10:] = 0
+    seg = np.zeros((B, L), np.int64)
+    seg[1:, 10:] = 1
+    m = masking.mask_batch(ids, mask, np.arange(B), SPECIAL, seed=seed, n_slots=4)
+    batch = {"input_ids": ids, "input_mask": mask, "segment_ids": seg, **m}
+    return {k: paddle.to_tensor(v) for k, v in batch.items()}, m
+
+
+def _forced_noise(m, V, target_ids):
+    """gumbel noise that makes the sample at each slot exactly target_ids [B, N]."""
+    g = np.zeros(m["masked_lm_positions"].shape + (V,), np.float32)
+    np.put_along_axis(g, target_ids[..., None], 1e6, axis=-1)
+    return paddle.to_tensor(g)
+
+
+def test_labels_fake_only_where_sample_differs():
+    model = _tiny_model()
+    batch, m = _batch()
+    cfg = RTDConfig()
+    # the generator "samples" the original token everywhere: nothing is fake
+    _, stats, _, labels = rtd_forward(model, batch, _forced_noise(m, 200, m["masked_lm_ids"]), cfg)
+    assert labels.numpy().sum() == 0
+    # a different token at the first slot of each row, the original elsewhere
+    target = m["masked_lm_ids"].copy()
+    target[:, 0] = np.where(target[:, 0] == 150, 151, 150)
+    _, stats, _, labels = rtd_forward(model, batch, _forced_noise(m, 200, target), cfg)
+    want = np.zeros((3, 16))
+    for b in range(3):
+        p = m["masked_lm_positions"][b]
+        dup = (p == p[0]).sum() > 1  # a doubly drawn position gets the mean of its samples
+        if not dup:
+            want[b, p[0]] = 1
+    got = labels.numpy()
+    for b in range(3):
+        if (m["masked_lm_positions"][b] == m["masked_lm_positions"][b, 0]).sum() == 1:
+            np.testing.assert_array_equal(got[b], want[b])
+
+
+def test_generator_sees_masked_positions_only_and_total_loss():
+    model = _tiny_model()
+    batch, m = _batch()
+    seen = {}
+    orig = model.generator.forward
+
+    def spy(*a, **k):
+        seen.update(k)
+        seen["input_ids"] = a[0].numpy()
+        out = orig(*a, **k)
+        seen["shape"] = out.shape
+        return out
+
+    model.generator.forward = spy
+    g = paddle.to_tensor(masking.gumbel_noise(range(3), 4, 200, seed=0))
+    loss, stats, probs, labels = rtd_forward(model, batch, g, RTDConfig(gen_weight=1.0, disc_weight=50.0))
+    assert seen["shape"] == [3, 4, 200]  # [B, N, V], not [B, L, V]
+    np.testing.assert_array_equal(seen["input_ids"], m["masked_input_ids"])
+    s = summarize(stats.numpy(), 1.0, 50.0)
+    # the loss is 1 * MLM (mean CE over active slots) + 50 * disc (mean sigmoid CE over real tokens)
+    n_real = float(batch["input_mask"].numpy().sum())
+    assert s["disc_accuracy"] <= 1 and stats.numpy()[-1] == n_real
+    assert float(loss) == pytest.approx(s["mlm_loss"] + 50 * s["disc_loss"], rel=1e-5)
+    assert (probs.numpy()[0, 10:] == 0).all() and (labels.numpy()[0, 10:] == 0).all()  # padding is out
+    loss.backward()
+    emb = model.discriminator.electra.embeddings.word_embeddings.weight
+    assert emb.grad is not None and float(emb.grad.abs().sum()) > 0
+
+
+def test_auc_against_pair_count():
+    rng = np.random.default_rng(0)
+    s = rng.random(300).round(2)  # ties
+    y = rng.random(300) < 0.3
+    pos, neg = s[y], s[~y]
+    want = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
+    assert auc(s, y) == pytest.approx(want)

@@ -1,0 +1,163 @@
+"""The pretraining trainer end to end on a tiny config (CPU): SIGKILL + resume reproduces the loss
+curve, 2 processes (gloo) keep identical parameters and match 1 process with the doubled batch,
+export-discriminator writes a dir every model class loads, --init-from continues from it."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+CONFIGS = os.path.join(ROOT, "pretrain", "configs")
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["PADDLE_ELECTRA_NUM_THREADS"] = "1"  # small runs: no thread contention between processes
+    env.pop("PADDLE_TRAINERS_NUM", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pt")
+    with open(os.path.join(ROOT, "demo_data", "corpus_sample.txt"), encoding="utf-8") as f:
+        lines = [next(f) for _ in range(300)]
+    (d / "text.txt").write_text("".join(lines), encoding="utf-8")
+    subprocess.run([PY, os.path.join(ROOT, "pretrain", "build_pretraining_dataset.py"), "--input",
+                    str(d / "text.txt"), "--output-dir", str(d / "data"), "--max-seq-length", "32",
+                    "--num-processes", "1"], check=True, env=_env(), capture_output=True)
+    return str(d / "data")
+
+
+def _tiny_configs(tmp, dropout):
+    out = []
+    for name in ("tiny_discriminator.json", "tiny_generator.json"):
+        with open(os.path.join(CONFIGS, name)) as f:
+            cfg = json.load(f)
+        cfg["hidden_dropout_prob"] = cfg["attention_probs_dropout_prob"] = dropout
+        p = os.path.join(tmp, name)
+        with open(p, "w") as f:
+            json.dump(cfg, f)
+        out.append(p)
+    return out
+
+
+def _args(data_dir, out, disc, gen, steps, batch, save=2):
+    return ["--data-dir", data_dir, "--discriminator-config", disc, "--generator-config", gen,
+            "--output-dir", out, "--max-steps", str(steps), "--train-batch-size", str(batch),
+            "--warmup-steps", "2", "--learning-rate", "1e-3", "--logging-steps", "1", "--save-steps", str(save),
+            "--no-progress", "--device", "cpu"]
+
+
+def _losses(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        recs = [json.loads(l) for l in f if l.strip()]
+    return {r["step"]: r["loss"] for r in recs if "loss" in r}
+
+
+def _run(args, **kw):
+    r = subprocess.run([PY, os.path.join(ROOT, "pretrain", "run_pretraining.py")] + args, env=_env(),
+                       capture_output=True, text=True, **kw)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_sigkill_and_resume_gives_the_same_loss_curve(data_dir, tmp_path):
+    disc, gen = _tiny_configs(str(tmp_path), dropout=0.1)  # dropout on: its RNG state must resume too
+    steps = 8
+    ref = str(tmp_path / "ref")
+    _run(_args(data_dir, ref, disc, gen, steps, 4))
+    want = _losses(ref)
+    assert sorted(want) == list(range(1, steps + 1))
+
+    out = str(tmp_path / "killed")
+    p = subprocess.Popen([PY, os.path.join(ROOT, "pretrain", "run_pretraining.py")] + _args(data_dir, out, disc, gen, steps, 4),
+                         env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt5 = os.path.join(out, "metrics.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill after step 5 was logged (checkpoint 4 exists, 6 does not)
+        if os.path.exists(ckpt5) and max(_losses(out) or {0: 0}) >= 5:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    killed_at = max(_losses(out))
+    assert killed_at < steps, "the run finished before it could be killed"
+    r = _run(_args(data_dir, out, disc, gen, steps, 4))
+    assert "resumed from" in r.stdout
+    got = _losses(out)
+    assert sorted(got) == list(range(1, steps + 1))
+    for s in range(1, steps + 1):
+        assert got[s] == want[s], (s, got[s], want[s])
+    ckpts = sorted(os.listdir(os.path.join(out, "checkpoints")))
+    assert ckpts == ["checkpoint-00000004", "checkpoint-00000006", "checkpoint-00000008"]  # keep the last 3
+
+
+def _launch(args, log_dir):
+    cmd = [PY, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", log_dir,
+           os.path.join(ROOT, "pretrain", "run_pretraining.py")] + args
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        logs = "".join(open(os.path.join(log_dir, f)).read()[-2000:] for f in sorted(os.listdir(log_dir)))
+        raise AssertionError(f"launch failed:\n{r.stdout[-2000:]}\n{logs}")
+    return r
+
+
+def test_two_processes_match_one_process_with_doubled_batch(data_dir, tmp_path):
+    from paddle_electra.checkpoint import load_tensors
+    disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)
+    steps = 4
+    two = str(tmp_path / "two")
+    _launch(_args(data_dir, two, disc, gen, steps, 2, save=steps), str(tmp_path / "log"))
+    one = str(tmp_path / "one")
+    _run(_args(data_dir, one, disc, gen, steps, 4, save=steps))
+
+    ck = os.path.join("checkpoints", f"checkpoint-{steps:08d}")
+    state = json.load(open(os.path.join(two, ck, "trainer_state.json")))
+    assert state["world_size"] == 2 and len(state["param_checksums"]) == 2
+    assert state["param_checksums"][0] == state["param_checksums"][1]  # identical on both ranks
+
+    l1, l2 = _losses(one), _losses(two)
+    for s in range(1, steps + 1):
+        assert l2[s] == pytest.approx(l1[s], rel=1e-4)
+    for f in ("model.safetensors", "generator.safetensors"):
+        a = load_tensors(os.path.join(one, ck, "model", f))
+        b = load_tensors(os.path.join(two, ck, "model", f))
+        for k in a:
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=2e-6, err_msg=k)
+
+
+def test_export_and_init_from(data_dir, tmp_path):
+    import paddle
+    from paddle_electra.cli import main
+    from paddle_electra.modeling import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator
+    disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)
+    run = str(tmp_path / "run")
+    _run(_args(data_dir, run, disc, gen, 2, 2))
+    out = str(tmp_path / "export")
+    assert main(["export-discriminator", run, out]) == 0
+    assert sorted(os.listdir(out)) == ["config.json", "generator.safetensors", "generator_config.json",
+                                       "model.safetensors", "vocab.txt"]
+    d = ElectraDiscriminator.from_pretrained(out)
+    g = ElectraGenerator.from_pretrained(out)
+    both = ElectraForPreTraining.from_pretrained(out)
+    assert d.config.hidden_size == 64 and g.config.hidden_size == 16
+    np.testing.assert_array_equal(both.generator.electra.embeddings.word_embeddings.weight.numpy(),
+                                  d.electra.embeddings.word_embeddings.weight.numpy())
+    # continue pretraining from the export: step 0 starts from exactly those weights
+    cont = str(tmp_path / "cont")
+    _run(["--data-dir", data_dir, "--init-from", out, "--output-dir", cont, "--max-steps", "1",
+          "--train-batch-size", "2", "--warmup-steps", "1", "--no-progress", "--device", "cpu"])
+    # lr is 0 at step 0 (warmup): the saved weights equal the exported ones
+    again = ElectraForPreTraining.from_pretrained(os.path.join(cont, "checkpoints", "checkpoint-00000001", "model"))
+    for (k, a), (_, b) in zip(sorted(both.state_dict().items()), sorted(again.state_dict().items())):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=k)
+    with pytest.raises(Exception, match="no complete checkpoint"):
+        main(["export-discriminator", str(tmp_path), str(tmp_path / "x")])
