@@ -150,7 +150,7 @@ def resolve(name_or_path: str, download: bool = True) -> str:
     raise FileNotFoundError(
         f"weights for {variant.name} are not at {local}"
         + (f" and could not be downloaded ({errors[0]})" if errors else "") + ".\n"
-        f"Convert the released checkpoint there, either the TF zip {variant.tf_zip}:\n"
+        f"Convert the released checkpoint there, either the TF checkpoint ({variant.tf_zip or 'from HFL'}):\n"
         f"  paddle-electra convert tf --checkpoint <unzipped folder> --model {variant.name} --output {local}\n"
         f"or the HF repos {variant.hf_discriminator} / {variant.hf_generator}:\n"
         f"  paddle-electra convert hf --input <discriminator folder> --generator <generator folder> --output {local}\n"

@@ -21,7 +21,7 @@ def _list_run(args):
         return
     for r in rows:
         print(f"{r['name']:28s} L={r['layers']:<3d} H={r['hidden']:<5d} E={r['embedding']:<5d} "
-              f"G={r['generator_hidden']:<4d} params={r['discriminator_params'] / 1e6:6.1f}M  {r['tf_zip']}")
+              f"G={r['generator_hidden']:<4d} params={r['discriminator_params'] / 1e6:6.1f}M  {r['tf_zip'] or ''}")
 
 
 def _init_args(p):

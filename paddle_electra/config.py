@@ -126,7 +126,7 @@ class Variant:
     generator: ElectraConfig
     hf_discriminator: str         # HF repo id
     hf_generator: str
-    tf_zip: str                   # file name of the released TensorFlow checkpoint zip
+    tf_zip: Optional[str]         # file name of the released TF checkpoint zip, where HFL publishes it
     size: str                     # small / small-ex / base / large
 
 
@@ -152,7 +152,10 @@ def _build_registry() -> Dict[str, Variant]:
             reg[name] = Variant(
                 name=name, discriminator=disc, generator=generator_config_for(disc, G),
                 hf_discriminator=f"hfl/{name}-discriminator", hf_generator=f"hfl/{name}-generator",
-                tf_zip=f"{zip_prefix}_{size.replace('-', '_')}_{suffix}.zip", size=size)
+                # HFL's README names the zips of the first release only; the 180g and legal ones are
+                # shared as Drive/Baidu links whose file names it does not give.
+                tf_zip=f"{zip_prefix}_{size.replace('-', '_')}_{suffix}.zip" if prefix == "chinese-electra" else None,
+                size=size)
     return reg
 
 
