@@ -199,7 +199,7 @@ def test_resolve_unknown_and_absent_names(tmp_path):
     assert f"weights for chinese-electra-180g-base are not at {local}" in msg
     assert f"paddle-electra convert tf --checkpoint <unzipped folder> --model chinese-electra-180g-base " \
            f"--output {local}" in msg
-    assert "chinese_electra_180g_base_L-12_H-768_A-12.zip" in msg
+    assert "hfl/chinese-electra-180g-base-discriminator" in msg  # the HF repos to convert from
     assert f"paddle-electra convert hf --input <discriminator folder> --generator <generator folder> " \
            f"--output {local}" in msg
     assert "PADDLE_ELECTRA_HOME" in msg
