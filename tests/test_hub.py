@@ -1,0 +1,570 @@
+"""PaddleHub modules chinese-electra-small / -base: install, load by name and directory, every task,
+embeddings, checkpoints, hub.Trainer, and a real `hub serving` on 127.0.0.1.
+
+Weights are `paddle-electra init` (random, 2 layers) in a temporary PADDLE_ELECTRA_HOME; modules are
+installed into a temporary HUB_HOME. One server per module run (start-up is the slow part).
+"""
+import atexit
+import copy
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+# before paddlehub is imported: it creates its folders under HUB_HOME at import time
+_HUB_HOME = tempfile.mkdtemp(prefix="paddle-electra-hub-test-")
+atexit.register(shutil.rmtree, _HUB_HOME, True)
+if "paddlehub" not in sys.modules:
+    os.environ["HUB_HOME"] = _HUB_HOME
+
+hub = pytest.importorskip("paddlehub")
+paddle = pytest.importorskip("paddle")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULES = {"chinese-electra-small": os.path.join(ROOT, "hub_modules", "chinese_electra_small"),
+           "chinese-electra-base": os.path.join(ROOT, "hub_modules", "chinese_electra_base")}
+PY = sys.executable
+MSRA_LABELS = ["B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "O"]
+CONTEXT = ("《红楼梦》是中国古代章回体长篇小说，作者一般认为是清代的曹雪芹。小说以贾、史、王、薛四大家族的兴衰为背景，"
+           "以贾宝玉和林黛玉的爱情悲剧为主线，描写了封建社会末期的人情世态。")
+
+
+def _env(home):
+    env = dict(os.environ, HUB_HOME=_HUB_HOME, PADDLE_ELECTRA_HOME=home, PADDLE_ELECTRA_NUM_THREADS="1",
+               HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=ROOT)
+    return env
+
+
+@pytest.fixture(scope="module")
+def electra_home(tmp_path_factory):
+    """Random weights where the modules look for them: small with 2 layers, base with 1."""
+    from paddle_electra.cli import main
+    home = tmp_path_factory.mktemp("electra_home")
+    main(["init", "chinese-electra-small", "--output", str(home / "chinese-electra-small"), "--num-hidden-layers", "2"])
+    main(["init", "chinese-electra-base", "--output", str(home / "chinese-electra-base"), "--num-hidden-layers", "1"])
+    return str(home)
+
+
+@pytest.fixture(scope="module")
+def installed(electra_home):
+    """`hub install <dir> <dir>` (offline), into the temporary HUB_HOME."""
+    out = subprocess.run([os.path.join(os.path.dirname(PY), "hub"), "install", *MODULES.values()],
+                         env=_env(electra_home), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    import paddlehub.module.manager as mgr
+    mp = pytest.MonkeyPatch()
+    if os.path.dirname(mgr.MODULE_HOME) != _HUB_HOME:  # paddlehub was imported earlier with another home
+        mp.setattr(mgr, "MODULE_HOME", os.path.join(_HUB_HOME, "modules"))
+        mp.setattr(mgr, "TMP_HOME", os.path.join(_HUB_HOME, "tmp"))
+    yield {name: os.path.join(_HUB_HOME, "modules", name.replace("-", "_")) for name in MODULES}
+    mp.undo()
+
+
+@pytest.fixture
+def home(monkeypatch, electra_home):
+    monkeypatch.setenv("PADDLE_ELECTRA_HOME", electra_home)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # never the network
+    return electra_home
+
+
+@pytest.fixture(scope="module")
+def load(installed, electra_home):
+    """hub.Module(name="chinese-electra-small", **kw), cached per arguments."""
+    cache = {}
+
+    def make(**kw):
+        key = json.dumps(kw, sort_keys=True, default=str)
+        if key not in cache:
+            paddle.seed(0)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("PADDLE_ELECTRA_HOME", electra_home)
+                cache[key] = hub.Module(name="chinese-electra-small", **kw)
+        return cache[key]
+    return make
+
+
+@pytest.fixture(scope="module")
+def task_dirs(load, tmp_path_factory):
+    """from_pretrained dirs of each task, labelled as the shipped serving configs (random heads)."""
+    root = tmp_path_factory.mktemp("task_dirs")
+    out = {}
+    for task, kw in [("seq-cls", {"label_map": {0: "negative", 1: "positive"}}),
+                     ("token-cls", {"label_map": dict(enumerate(MSRA_LABELS))}),
+                     ("text-matching", {"label_map": {0: "different", 1: "similar"}}),
+                     ("reading-comprehension", {})]:
+        out[task] = load(task=task, **kw).save_pretrained(str(root / task))
+    return out
+
+
+def _backbone_outputs(home, ids, types):
+    from paddle_electra.modeling import ElectraModel
+    m = ElectraModel.from_pretrained(os.path.join(home, "chinese-electra-small"))
+    m.eval()
+    with paddle.no_grad():
+        return m(paddle.to_tensor([ids]), paddle.to_tensor([types])).numpy()[0]
+
+
+# --- install, metadata, loading -------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_moduleinfo_matches_the_registry(name, installed):
+    from paddle_electra.config import get_variant
+    info = hub.Module.load_module_info(MODULES[name])
+    assert info.name == name and info.type == "nlp/semantic_model" and info.version
+    c = get_variant(name).discriminator
+    for fact in (f"{c.num_hidden_layers}-layer", f"{c.hidden_size}-hidden", f"{c.num_attention_heads}-heads",
+                 f"{c.num_parameters() / 1e6:.1f}M parameters"):
+        assert fact in info.summary
+    assert os.path.exists(os.path.join(installed[name], "module.py"))
+
+
+def test_load_by_name_and_directory(installed, home):
+    base = hub.Module(name="chinese-electra-base")
+    assert base.name == "chinese-electra-base" and base.config.hidden_size == 768
+    emb = base.get_embedding([["你好"]])
+    assert len(emb[0][0]) == 768 and len(emb[0][1]) == 4
+    by_dir = hub.Module(directory=MODULES["chinese-electra-small"], task="seq-cls", num_classes=3)
+    assert by_dir.name == "chinese-electra-small" and by_dir.labels == ["0", "1", "2"]
+    assert by_dir.label_map == {0: "0", 1: "1", 2: "2"}
+
+
+def test_constructor_errors(installed, home, tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="nope.pdparams"):
+        hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=str(tmp_path / "nope.pdparams"))
+    with pytest.raises(ValueError, match="unknown task"):
+        hub.Module(name="chinese-electra-small", task="ner")
+    with pytest.raises(TypeError, match="unknown argument"):
+        hub.Module(name="chinese-electra-small", task="seq-cls", num_label=3)
+    with pytest.raises(ValueError, match="label_map"):
+        hub.Module(name="chinese-electra-small", label_map={0: "a"})
+    with pytest.raises(ValueError, match="label_map"):
+        hub.Module(name="chinese-electra-small", task="seq-cls", label_map={0: "a", 2: "b"})
+    monkeypatch.setenv("PADDLE_ELECTRA_HOME", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="paddle-electra convert"):
+        hub.Module(name="chinese-electra-small")
+
+
+# --- embeddings -----------------------------------------------------------------------------------
+def test_embeddings_unpadded_pooled_and_equal_to_the_library(load, home):
+    m = load()
+    data = [["今天天气不错"], ["你好", "世界和平"], ["ELECTRA模型"]]
+    before = copy.deepcopy(data)
+    ids = m.tokenizer([d[0] for d in data[:1]])["input_ids"][0]
+    cls = m.get_embedding(data, batch_size=3)
+    mean = m.get_embedding(data, pooling="mean", batch_size=1)
+    assert data == before  # input not mutated
+    ref = _backbone_outputs(home, ids, [0] * len(ids))
+    assert np.asarray(cls[0][1]).shape == ref.shape  # one row per real token, no padding rows
+    np.testing.assert_allclose(np.asarray(cls[0][1]), ref, atol=1e-4)
+    for (pc, tc), (pm, tm) in zip(cls, mean):
+        np.testing.assert_allclose(pc, tc[0], atol=1e-6)
+        np.testing.assert_allclose(pm, np.mean(tm, axis=0), atol=1e-5)
+        np.testing.assert_allclose(tc, tm, atol=1e-4)  # batch of 3 (length-grouped) == one by one
+    enc = m.tokenizer("你好", "世界和平")
+    assert len(cls[1][1]) == len(enc["input_ids"])
+    ref_pair = _backbone_outputs(home, enc["input_ids"], enc["token_type_ids"])
+    np.testing.assert_allclose(np.asarray(cls[1][1]), ref_pair, atol=1e-4)
+    assert m.predict(data[:1])[0][0] == pytest.approx(cls[0][0], abs=1e-5)  # task None: predict = embeddings
+    with pytest.raises(ValueError, match="pooling"):
+        m.get_embedding(data, pooling="max")
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("今天", "must be a list"), ([], "empty"), (["今天"], "is a string"), ([["a", "b", "c"]], "1 or 2"),
+    ([[1]], "must be a string"), ([[" "]], "empty"),
+])
+def test_predict_rejects_bad_input(load, bad, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        load(task="seq-cls").predict(bad)
+
+
+def test_get_tokenizer_is_paddlenlp_and_splits_as_the_original(load):
+    from paddlenlp.transformers import PretrainedTokenizer
+    m = load()
+    tok = m.get_tokenizer()
+    assert isinstance(tok, PretrainedTokenizer)  # what PaddleHub's datasets accept
+    text = "温度25℃，iPhone12发布了！"
+    enc = tok(text=text, max_seq_len=32, pad_to_max_seq_len=True, return_length=True)
+    ours = m.tokenizer(text)["input_ids"]
+    assert enc["input_ids"][:len(ours)] == ours and set(enc["input_ids"][len(ours):]) <= {0}
+
+
+# --- classification, tagging, matching, reading comprehension ---------------------------------------
+def test_seq_cls_labels_probs_truncation_and_reload(load, home, tmp_path, caplog):
+    m = load(task="seq-cls", label_map={0: "negative", 1: "positive"})
+    data = [["这个宾馆比较陈旧了，特价的房间也很一般。"], ["房间很整洁，服务很好。" * 40], ["不错"]]
+    before = copy.deepcopy(data)
+    with caplog.at_level("WARNING", logger="paddle_electra.hub"):
+        labels, probs = m.predict(data, max_seq_len=32, batch_size=2, return_prob=True)
+        m.predict(data, max_seq_len=32)
+    assert sum("truncated" in r.message for r in caplog.records) == 1  # warned once
+    assert data == before
+    assert set(labels) <= {"negative", "positive"} and len(labels) == 3
+    assert all(abs(sum(p) - 1) < 1e-5 for p in probs)
+    one_by_one = m.predict(data, max_seq_len=32, batch_size=1, return_prob=True)[1]
+    np.testing.assert_allclose(probs, one_by_one, atol=1e-5)
+    # a long text: max_seq_len changes the answer only through truncation
+    long_probs = m.predict(data[1:2], max_seq_len=128, return_prob=True)[1]
+    assert not np.allclose(long_probs, probs[1:2], atol=1e-6)
+    # reload: a from_pretrained dir keeps the label map; a PaddleHub .pdparams needs the same classes
+    m.save_pretrained(str(tmp_path / "dir"))
+    again = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=str(tmp_path / "dir"))
+    assert again.labels == ["negative", "positive"]
+    np.testing.assert_allclose(again.predict(data, max_seq_len=32, return_prob=True)[1], probs, atol=1e-5)
+    paddle.save(m.state_dict(), str(tmp_path / "model.pdparams"))
+    pd = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=str(tmp_path / "model.pdparams"))
+    np.testing.assert_allclose(pd.predict(data, max_seq_len=32, return_prob=True)[1], probs, atol=1e-5)
+    from paddle_electra.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="num_classes"):
+        hub.Module(name="chinese-electra-small", task="seq-cls", num_classes=3,
+                   load_checkpoint=str(tmp_path / "model.pdparams"))
+
+
+def test_token_cls_one_label_per_character_and_sliding_windows(load, task_dirs, home):
+    m = hub.Module(name="chinese-electra-small", task="token-cls", load_checkpoint=task_dirs["token-cls"])
+    assert m.labels == MSRA_LABELS  # from the dir
+    text = "华裔作家韩素音女士曾三次到大足，称大足石窟是一座未被开发的金矿。"
+    data = [[text], ["\002".join(text)], ["张三 去了 iPhone12 发布会"]]
+    before = copy.deepcopy(data)
+    labels, probs = m.predict(data, max_seq_len=128, return_prob=True)
+    assert data == before
+    assert len(labels[0]) == len(text) and labels[0] == labels[1]  # per char == per \002 token here
+    assert len(labels[2]) == len(data[2][0]) and labels[2][2] == "O"  # a space: no token, outside
+    assert set(labels[0]) <= set(MSRA_LABELS) and len(probs[0][0]) == len(MSRA_LABELS)
+    # against the model itself: no [CLS] / padding labels, aligned
+    ids = m.tokenizer(text)["input_ids"]
+    with paddle.no_grad():
+        logits = m.model(paddle.to_tensor([ids])).numpy()[0]
+    assert labels[0] == [MSRA_LABELS[i] for i in logits[1:-1].argmax(-1)]
+    # longer than max_seq_len: windows; the first tokens' labels come from the first window
+    long = text * 6
+    win = 32
+    got = m.predict([[long]], max_seq_len=win)[0]
+    assert len(got) == len(long)
+    first_window = m.predict([[long[:win - 2]]], max_seq_len=win)[0]
+    stride = (win - 2) // 2
+    assert got[:stride] == first_window[:stride]
+
+
+def test_text_matching_pairs_and_paddlehub_siamese_batches(load, task_dirs):
+    m = hub.Module(name="chinese-electra-small", task="text-matching", load_checkpoint=task_dirs["text-matching"])
+    data = [["今天天气怎么样", "今天天气如何"], ["我想买手机", "明天会下雨吗"]]
+    labels, probs = m.predict(data, return_prob=True)
+    assert set(labels) <= {"different", "similar"}
+    # PaddleHub's LCQMC layout encodes the texts apart; the module joins them into the same pair
+    tok = m.get_tokenizer()
+    q = [tok(text=a, max_seq_len=16, pad_to_max_seq_len=True) for a, _ in data]
+    t = [tok(text=b, max_seq_len=16, pad_to_max_seq_len=True) for _, b in data]
+    as_tensor = lambda rows, k: paddle.to_tensor(np.array([r[k] for r in rows], dtype="int64"))
+    with paddle.no_grad():
+        hub_probs = m(query_input_ids=as_tensor(q, "input_ids"), query_token_type_ids=as_tensor(q, "token_type_ids"),
+                      title_input_ids=as_tensor(t, "input_ids"), title_token_type_ids=as_tensor(t, "token_type_ids"))
+    np.testing.assert_allclose(hub_probs.numpy(), probs, atol=1e-5)
+    with pytest.raises(ValueError, match="2 text"):
+        m.predict([["只有一句"]])
+
+
+def test_reading_comprehension_answers_are_slices(load, task_dirs):
+    m = hub.Module(name="chinese-electra-small", task="reading-comprehension",
+                   load_checkpoint=task_dirs["reading-comprehension"])
+    data = [[CONTEXT, "《红楼梦》的作者是谁？"], [CONTEXT * 4, "小说的主线是什么？"]]
+    before = copy.deepcopy(data)
+    out = m.predict(data, max_seq_len=64, batch_size=4)
+    assert data == before
+    for (context, _), r in zip(data, out):
+        assert set(r) == {"answer", "start", "end", "score"}
+        assert context[r["start"]:r["end"]] == r["answer"] and 0 <= r["score"] <= 1
+        assert r["answer"] and len(m.tokenizer.tokenize(r["answer"])) <= 30  # the original's max answer length
+    assert m.predict(data, max_seq_len=64, batch_size=1) == out  # batching does not change answers
+    with pytest.raises(ValueError, match="max_seq_len"):
+        m.predict([[CONTEXT, "问" * 80]], max_seq_len=40)
+
+
+# --- fine-tuning with hub.Trainer ------------------------------------------------------------------
+def _write_tsv(path, header, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\t".join(header) + "\n")
+        for r in rows:
+            f.write("\t".join(r) + "\n")
+
+
+def _msra_sentences(path, n):
+    out, chars, tags = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                if chars:
+                    out.append(("\002".join(chars), "\002".join(tags)))
+                    chars, tags = [], []
+                if len(out) == n:
+                    break
+                continue
+            c, t = line.split()
+            chars.append(c)
+            tags.append(t)
+    return out
+
+
+def test_hub_trainer_seq_cls_saves_and_reloads(installed, home, shared_data, tmp_path):
+    from paddlehub.datasets.base_nlp_dataset import TextClassificationDataset
+    with open(os.path.join(shared_data, "chnsenticorp", "train.tsv"), encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f][1:25]
+    _write_tsv(tmp_path / "train.tsv", ["label", "text_a"], rows[:16])
+    _write_tsv(tmp_path / "dev.tsv", ["label", "text_a"], rows[16:])
+    paddle.seed(1)
+    model = hub.Module(name="chinese-electra-small", task="seq-cls", num_classes=2)
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    # ChnSentiCorp's own layout and class (it is TextClassificationDataset on files like these)
+    ds = {mode: TextClassificationDataset(base_path=str(tmp_path), tokenizer=model.get_tokenizer(), max_seq_len=64,
+                                          mode=mode, data_file=f"{mode}.tsv", label_list=["0", "1"],
+                                          is_file_with_header=True) for mode in ("train", "dev")}
+    opt = paddle.optimizer.AdamW(learning_rate=1e-3, parameters=model.parameters())
+    trainer = hub.Trainer(model, opt, checkpoint_dir=str(tmp_path / "ckpt"), use_gpu=False)
+    trainer.train(ds["train"], epochs=1, batch_size=8, eval_dataset=ds["dev"], save_interval=1, log_interval=1)
+    result = trainer.evaluate(ds["dev"], batch_size=8)
+    assert 0 <= result["metrics"]["acc"] <= 1 and np.isfinite(result["loss"])
+    changed = [k for k, v in model.state_dict().items() if not np.array_equal(v.numpy(), before[k])]
+    assert any(k.startswith("model.classifier") for k in changed) and any("encoder" in k for k in changed)
+    saved = tmp_path / "ckpt" / "epoch_1" / "model.pdparams"
+    assert saved.exists() and (tmp_path / "ckpt" / "best_model" / "model.pdparams").exists()
+    texts = [[r[1]] for r in rows[16:]]
+    want = model.predict(texts, max_seq_len=64, return_prob=True)
+    again = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=str(saved))
+    got = again.predict(texts, max_seq_len=64, return_prob=True)
+    assert got[0] == want[0]
+    np.testing.assert_allclose(got[1], want[1], atol=1e-5)
+
+
+def test_hub_trainer_token_cls_and_text_matching(installed, home, shared_data, tmp_path):
+    from paddlehub.datasets.base_nlp_dataset import SeqLabelingDataset, TextMatchingDataset
+    # MSRA_NER's layout: text_a and label, characters and tags joined by \002
+    sents = _msra_sentences(os.path.join(shared_data, "msra_ner", "train.txt"), 12)
+    _write_tsv(tmp_path / "ner.tsv", ["text_a", "label"], sents)
+    tagger = hub.Module(name="chinese-electra-small", task="token-cls", label_map=dict(enumerate(MSRA_LABELS)))
+    ner = SeqLabelingDataset(base_path=str(tmp_path), tokenizer=tagger.get_tokenizer(), max_seq_len=48,
+                             data_file="ner.tsv", label_list=MSRA_LABELS, is_file_with_header=True)
+    trainer = hub.Trainer(tagger, paddle.optimizer.AdamW(learning_rate=1e-3, parameters=tagger.parameters()),
+                          checkpoint_dir=str(tmp_path / "ner_ckpt"), use_vdl=False)
+    trainer.train(ner, epochs=1, batch_size=4, log_interval=1)
+    res = trainer.evaluate(ner, batch_size=4)
+    assert 0 <= res["metrics"]["f1_score"] <= 1 and np.isfinite(res["loss"])
+    text = sents[0][0].replace("\002", "")
+    assert len(tagger.predict([[text]])[0]) == len(text)
+    # LCQMC's layout (query and title apart); XNLI pairs stand in for LCQMC, 3 classes
+    with open(os.path.join(shared_data, "xnli", "dev.tsv"), encoding="utf-8") as f:
+        pairs = [line.rstrip("\n").split("\t") for line in f][1:13]
+    _write_tsv(tmp_path / "pairs.tsv", ["text_a", "text_b", "label"], pairs)
+    names = ["entailment", "neutral", "contradiction"]
+    matcher = hub.Module(name="chinese-electra-small", task="text-matching", label_map=dict(enumerate(names)))
+    tm = TextMatchingDataset(base_path=str(tmp_path), tokenizer=matcher.get_tokenizer(), max_seq_len=48,
+                             data_file="pairs.tsv", label_list=names, is_file_with_header=True)
+    trainer = hub.Trainer(matcher, paddle.optimizer.AdamW(learning_rate=1e-3, parameters=matcher.parameters()),
+                          checkpoint_dir=str(tmp_path / "tm_ckpt"), use_vdl=False)
+    trainer.train(tm, epochs=1, batch_size=4, log_interval=1)
+    assert 0 <= trainer.evaluate(tm, batch_size=4)["metrics"]["acc"] <= 1
+    assert set(matcher.predict([pairs[0][:2]])) <= set(names)
+
+
+def test_hub_trainer_reading_comprehension(installed, home, shared_data, tmp_path):
+    from paddle_electra.hub import ReadingComprehensionDataset
+    with open(os.path.join(shared_data, "cmrc2018", "trial.json"), encoding="utf-8") as f:
+        squad = json.load(f)
+    para = squad["data"][0]["paragraphs"][0]
+    sample = {"data": [{"paragraphs": [{"context": para["context"], "qas": para["qas"][:3]}]}]}
+    reader = hub.Module(name="chinese-electra-small", task="reading-comprehension")
+    ds = ReadingComprehensionDataset(sample, reader.get_tokenizer(), max_seq_len=128, doc_stride=64)
+    assert len(ds) >= 3 and any(int(r[2]) > 0 for r in ds.records)
+    trainer = hub.Trainer(reader, paddle.optimizer.AdamW(learning_rate=1e-3, parameters=reader.parameters()),
+                          checkpoint_dir=str(tmp_path / "rc_ckpt"), use_vdl=False)
+    trainer.train(ds, epochs=1, batch_size=4, log_interval=1)
+    res = trainer.evaluate(ds, batch_size=4)
+    assert np.isfinite(res["loss"]) and 0 <= res["metrics"]["span_acc"] <= 1
+    q = para["qas"][0]["question"]
+    ans = reader.predict([[para["context"], q]], max_seq_len=128)[0]
+    assert para["context"][ans["start"]:ans["end"]] == ans["answer"]
+
+
+# --- serving ---------------------------------------------------------------------------------------
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url, body, raw=False, content_type="application/json"):
+    data = body if raw else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:  # the envelope comes with 4xx codes too
+        return json.loads(e.read())
+
+
+def start_server(args, env, log_path, port, timeout=180):
+    """`python -m paddle_electra.hub serving start ...` on 127.0.0.1; returns (process, base url).
+    With -c the port is the config's (PaddleHub ignores -p then)."""
+    log = open(log_path, "w")
+    proc = subprocess.Popen([PY, "-m", "paddle_electra.hub", "serving", "start", *args],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{open(log_path).read()[-3000:]}")
+        try:
+            urllib.request.urlopen(url + "/", timeout=2).read()
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    stop_server(proc)
+    raise RuntimeError(f"server not up after {timeout}s:\n{open(log_path).read()[-3000:]}")
+
+
+def stop_server(proc):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)  # its own session: only what this test started
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(20)
+
+
+def _shipped_configs(module="chinese-electra-small"):
+    folder = os.path.join(MODULES[module], "serving_configs")
+    return {f[:-5]: json.load(open(os.path.join(folder, f), encoding="utf-8"))
+            for f in sorted(os.listdir(folder)) if f.endswith(".json")}
+
+
+@pytest.fixture(scope="module")
+def server(installed, electra_home, task_dirs, tmp_path_factory):
+    """One server for every shipped example config: each config's module entry, with its
+    load_checkpoint pointed at a task dir of this run, served under the config's file name."""
+    modules = {}
+    for name, cfg in _shipped_configs().items():
+        (key, entry), = cfg["modules_info"].items()
+        entry = copy.deepcopy(entry)
+        init = entry["init_args"]
+        task = init.get("task")
+        if task:
+            init["load_checkpoint"] = task_dirs[task]
+            init["directory"] = installed[key]
+            key = name
+        init.update(max_serving_texts=8, max_serving_chars=500)
+        modules[key] = entry
+    folder = tmp_path_factory.mktemp("serving")
+    cfg_path = folder / "config.json"
+    port = _free_port()
+    cfg_path.write_text(json.dumps({"modules_info": modules, "port": port, "use_multiprocess": False},
+                                   ensure_ascii=False))
+    proc, url = start_server(["-c", str(cfg_path)], _env(electra_home), str(folder / "server.log"), port)
+    yield {"url": url, "modules": modules, "proc": proc}
+    stop_server(proc)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_shipped_configs_cover_every_task(module):
+    cfgs = _shipped_configs(module)
+    tasks = {e["init_args"].get("task") for c in cfgs.values() for e in c["modules_info"].values()}
+    assert tasks == {None, "seq-cls", "token-cls", "text-matching", "reading-comprehension"}
+    for c in cfgs.values():
+        for key, entry in c["modules_info"].items():
+            assert key == module and set(entry) == {"init_args", "predict_args"}
+
+
+def test_serving_every_task_equals_predict(server, load, task_dirs, home):
+    url, modules = server["url"], server["modules"]
+    emb_key = next(k for k, e in modules.items() if not e["init_args"].get("task"))
+    r = _post(f"{url}/predict/{emb_key}", {"data": [["今天是个好日子"], ["天气预报", "说今天要下雨"]]})
+    assert r["status"] == "000", r
+    local = load().get_embedding([["今天是个好日子"], ["天气预报", "说今天要下雨"]])
+    for (p, t), (lp, lt) in zip(r["results"], local):
+        np.testing.assert_allclose(p, lp, atol=1e-4)
+        np.testing.assert_allclose(t, lt, atol=1e-4)
+    cases = {"seq-cls": [["这个宾馆比较陈旧了，特价的房间也很一般。" * 3], ["服务很好"]],
+             "text-matching": [["今天天气怎么样", "今天天气如何"]],
+             "token-cls": [["张三在北京工作"], ["\002".join("李四去了上海")]],
+             "reading-comprehension": [[CONTEXT, "《红楼梦》的作者是谁？"]]}
+    for key, entry in modules.items():
+        task = entry["init_args"].get("task")
+        if not task:
+            continue
+        data = cases[task]
+        # batch_size in the request and max_seq_len from predict_args both reach predict (PaddleHub shifted them)
+        r = _post(f"{url}/predict/{key}", {"data": data, "batch_size": 2})
+        assert r["status"] == "000", (key, r)
+        m = hub.Module(name="chinese-electra-small", task=task, load_checkpoint=task_dirs[task],
+                       **{k: v for k, v in entry["init_args"].items() if k == "label_map"})
+        kw = {k: v for k, v in entry["predict_args"].items() if k in ("max_seq_len", "split_char")}
+        want = m.predict(data, batch_size=2, **kw)
+        if task == "reading-comprehension":  # same span; the score to float precision
+            assert [{**a, "score": 0} for a in r["results"]] == [{**a, "score": 0} for a in want]
+            np.testing.assert_allclose([a["score"] for a in r["results"]], [a["score"] for a in want], atol=1e-4)
+        else:
+            assert r["results"] == want, key
+        if task == "seq-cls":
+            short = _post(f"{url}/predict/{key}", {"data": data, "max_seq_len": 8, "return_prob": True})
+            np.testing.assert_allclose(short["results"][1], m.predict(data, max_seq_len=8, return_prob=True)[1],
+                                       atol=1e-5)
+        if task == "token-cls":
+            assert [len(x) for x in r["results"]] == [7, 6]
+
+
+@pytest.mark.parametrize("body, match", [
+    ({"data": "今天"}, "must be a list"),
+    ({"data": []}, "empty"),
+    ({"data": [[""]]}, "empty"),
+    ({"data": [["今天", 3]]}, "must be a string"),
+    ({"data": [["a"]] * 9}, "at most 8"),
+    ({"data": [["长" * 501]]}, "at most 500"),
+    ({"data": [["a"]], "batch_size": 0}, "batch_size"),
+    ({"data": [["a"]], "max_seq_len": 100000}, "max_seq_len"),
+    ({"data": [["a"]], "max_seq_len": "64"}, "max_seq_len"),
+    ({"data": [["a"]], "use_gpu": "yes"}, "use_gpu"),
+    ({"data": [["a"]], "colour": 1}, "unknown request field"),
+    ({"text": [["a"]]}, "data"),
+    (b"{not json", "JSON object"),
+    (b"[1, 2]", "JSON object"),
+])
+def test_serving_rejects_bad_requests_in_the_envelope(server, body, match):
+    url = server["url"]
+    key = next(k for k, e in server["modules"].items() if e["init_args"].get("task") == "seq-cls")
+    r = _post(f"{url}/predict/{key}", body, raw=isinstance(body, bytes))
+    assert set(r) == {"msg", "results", "status"} and r["status"] != "000" and match in r["msg"], r
+    assert server["proc"].poll() is None
+    ok = _post(f"{url}/predict/{key}", {"data": [["服务很好"]]})  # and it still answers
+    assert ok["status"] == "000"
+
+
+def test_serving_unknown_module_and_wrong_method(server):
+    r = _post(server["url"] + "/predict/no-such-module", {"data": [["a"]]})
+    assert r["status"] == "111" and "no-such-module" in r["msg"]
+    try:
+        urllib.request.urlopen(server["url"] + "/predict/no-such-module", timeout=10)
+    except urllib.error.HTTPError as e:
+        assert e.code == 405 and set(json.loads(e.read())) == {"msg", "results", "status"}
+
+
+@pytest.mark.slow
+def test_serving_dash_m_serves_embeddings(installed, electra_home, load, tmp_path):
+    port = _free_port()
+    proc, url = start_server(["-m", "chinese-electra-small", "-p", str(port)], _env(electra_home),
+                             str(tmp_path / "log"), port)
+    try:
+        r = _post(url + "/predict/chinese-electra-small", {"data": [["今天是个好日子"]], "pooling": "mean"})
+        assert r["status"] == "000"
+        np.testing.assert_allclose(r["results"][0][0], load().get_embedding([["今天是个好日子"]], pooling="mean")[0][0],
+                                   atol=1e-4)
+    finally:
+        stop_server(proc)
