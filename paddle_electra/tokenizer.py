@@ -200,6 +200,13 @@ class ElectraTokenizer:
         if truncation and max_length is not None:
             strategy = truncation if isinstance(truncation, str) else "longest_first"
         tok.no_padding()
+        # fields the caller gets, with their padding values; converting a field to Python lists
+        # costs about as much as the encoding itself, so only the asked-for ones are read
+        fields = {"input_ids": self.pad_token_id, "token_type_ids": 0}
+        if return_offsets_mapping:
+            fields["offset_mapping"] = (0, 0)
+        if return_special_tokens_mask:
+            fields["special_tokens_mask"] = 1
         if pairs and strategy == "longest_first":
             # Not the backend's truncation: it gives the odd leftover token to the longer text (the
             # original `_truncate_seq_pair`, like HF's and PaddleNLP's Python tokenizers, gives it
@@ -212,42 +219,41 @@ class ElectraTokenizer:
                 raise ValueError(f"max_length={max_length} leaves no room for a text pair's 3 special tokens")
             firsts = tok.encode_batch(texts, add_special_tokens=False)
             seconds = tok.encode_batch(pairs, add_special_tokens=False)
-            rows = [self._pair_row(a, b, budget) for a, b in zip(firsts, seconds)]
+            rows = [self._pair_row(a, b, budget, fields) for a, b in zip(firsts, seconds)]
         else:
             if strategy:
                 tok.enable_truncation(max_length, strategy=strategy, stride=stride)
             else:
                 tok.no_truncation()
             encs = tok.encode_batch(list(zip(texts, pairs)) if pairs else texts)
-            rows = [(e.ids, e.type_ids, e.offsets, e.special_tokens_mask) for e in encs]
-        masks = [[1] * len(r[0]) for r in rows]
+            attr = {"input_ids": "ids", "token_type_ids": "type_ids", "offset_mapping": "offsets",
+                    "special_tokens_mask": "special_tokens_mask"}
+            rows = [{k: getattr(e, attr[k]) for k in fields} for e in encs]
+        for row in rows:
+            row["attention_mask"] = [1] * len(row["input_ids"])
+        fields["attention_mask"] = 0
         if padding in (True, "longest", "max_length") and rows:
-            length = max_length if padding == "max_length" else max(len(r[0]) for r in rows)
-            for (ids, types, offsets, special), mask in zip(rows, masks):
-                n = length - len(ids)
+            length = max_length if padding == "max_length" else max(len(r["input_ids"]) for r in rows)
+            for row in rows:
+                n = length - len(row["input_ids"])
                 if n > 0:
-                    ids += [self.pad_token_id] * n
-                    types += [0] * n
-                    offsets += [(0, 0)] * n
-                    special += [1] * n
-                    mask += [0] * n
-        out = {"input_ids": [r[0] for r in rows], "token_type_ids": [r[1] for r in rows],
-               "attention_mask": masks}
-        if return_offsets_mapping:
-            out["offset_mapping"] = [r[2] for r in rows]
-        if return_special_tokens_mask:
-            out["special_tokens_mask"] = [r[3] for r in rows]
+                    for k, pad in fields.items():
+                        row[k] += [pad] * n
+        order = ["input_ids", "token_type_ids", "attention_mask", "offset_mapping", "special_tokens_mask"]
+        out = {k: [r[k] for r in rows] for k in order if k in fields}
         if single:
             out = {k: v[0] for k, v in out.items()}
         return out
 
-    def _pair_row(self, a, b, budget):
+    def _pair_row(self, a, b, budget, fields):
         """`[CLS] A [SEP] B [SEP]` (the post-processor's pair template) from encodings of A and B
         without special tokens, cut to the original longest-first lengths."""
         la, lb = truncated_pair_lengths(len(a.ids), len(b.ids), budget)
         cls, sep = self.cls_token_id, self.sep_token_id
-        ids = [cls] + a.ids[:la] + [sep] + b.ids[:lb] + [sep]
-        types = [0] * (la + 2) + [1] * (lb + 1)
-        offsets = [(0, 0)] + a.offsets[:la] + [(0, 0)] + b.offsets[:lb] + [(0, 0)]
-        special = [1] + [0] * la + [1] + [0] * lb + [1]
-        return ids, types, offsets, special
+        row = {"input_ids": [cls] + a.ids[:la] + [sep] + b.ids[:lb] + [sep],
+               "token_type_ids": [0] * (la + 2) + [1] * (lb + 1)}
+        if "offset_mapping" in fields:
+            row["offset_mapping"] = [(0, 0)] + a.offsets[:la] + [(0, 0)] + b.offsets[:lb] + [(0, 0)]
+        if "special_tokens_mask" in fields:
+            row["special_tokens_mask"] = [1] + [0] * la + [1] + [0] * lb + [1]
+        return row
