@@ -264,7 +264,7 @@ class ElectraPredictor:
     def __init__(self, export_dir: str, config: ElectraConfig, task: Optional[str] = None,
                  precision: str = "fp32", num_threads: Optional[int] = None, device: Optional[str] = None,
                  use_tensorrt: bool = False, onednn_cache_capacity: int = DEFAULT_ONEDNN_CACHE_CAPACITY,
-                 meta: Optional[Dict] = None):
+                 extra_passes: Sequence[str] = CPU_EXTRA_PASSES, meta: Optional[Dict] = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.export_dir, self.config, self.task, self.precision = export_dir, config, task, precision
@@ -273,6 +273,7 @@ class ElectraPredictor:
         self.min_seq_len = int(self.meta.get("min_seq_len", 1))
         self.device = device or ("gpu" if gpu_available() else "cpu")
         self.num_threads = num_threads or runtime.default_num_threads()
+        self.extra_passes = list(extra_passes)
         self._predictor = self._create(use_tensorrt, onednn_cache_capacity)
         self._inputs = self._predictor.get_input_names()
         if sorted(self._inputs) != sorted(INPUT_NAMES):
@@ -311,7 +312,8 @@ class ElectraPredictor:
             cfg.enable_onednn()
             cfg.set_onednn_cache_capacity(onednn_cache_capacity)
             cfg.set_cpu_math_library_num_threads(self.num_threads)
-            cfg.enable_custom_passes(list(CPU_EXTRA_PASSES), False)
+            if self.extra_passes:  # run before Paddle's own oneDNN passes
+                cfg.enable_custom_passes(self.extra_passes, False)
             if self.precision == "bf16":
                 cfg.enable_onednn_bfloat16()
         cfg.disable_glog_info()

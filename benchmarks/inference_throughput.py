@@ -1,0 +1,294 @@
+"""Inference throughput of ELECTRA on CPU: our Paddle Inference predictor (fp32, bf16) against
+PaddleNLP 2.8's ElectraModel (dygraph, eval, no_grad, as its users run it) and HF transformers'
+ElectraModel (PyTorch eager), all with the same weights in one process.
+
+    python benchmarks/inference_throughput.py                   # ELECTRA-small, 32 x 128 and batch 1
+    python benchmarks/inference_throughput.py --model base
+
+Prints seq/s (median over rounds; engines take turns each round so that a busy machine slows all of
+them alike), batch-1 latency, the ratios, and the share of the roofline: model matmul FLOPs per second
+over the GEMM peak, a large matmul through the same predictor settings (fp32 and bf16) timed in the
+same rounds.
+Also runs the predictor without our extra IR pass ("plain" = a plain Paddle Inference export).
+Appends a JSON line per run to --output.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from paddle_electra import inference, runtime  # noqa: E402
+from paddle_electra.config import get_variant  # noqa: E402
+
+VARIANTS = {"small": "chinese-electra-small", "base": "chinese-electra-base"}
+
+
+def matmul_flops(cfg, batch: int, seq_len: int) -> float:
+    """Multiply-add FLOPs (2 per MAC) of the backbone's matrix products for one batch; the
+    elementwise ops (LayerNorm, softmax, GELU) are left out, as rooflines of GEMM-bound models do."""
+    E, H, I, L = cfg.embedding_size, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    tokens = batch * seq_len
+    per_layer = 2 * tokens * (4 * H * H + 2 * H * I) + 2 * 2 * batch * seq_len * seq_len * H  # + QK^T, PV
+    project = 2 * tokens * E * H if E != H else 0
+    return L * per_layer + project
+
+
+GEMM_SHAPE = (4096, 2048, 2048)  # m, k, n
+
+
+def gemm_engine(precision: str, threads: int):
+    """One large matmul run by a Paddle Inference predictor with the same oneDNN settings as ours:
+    a zero-argument callable, timed alongside the models to give the GEMM peak under the same load."""
+    import paddle
+    from paddle import inference as pi
+    m, k, n = GEMM_SHAPE
+
+    class MatMul(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.fc = paddle.nn.Linear(k, n, bias_attr=False)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    folder = tempfile.mkdtemp(prefix="gemm-peak-")
+    layer = MatMul()
+    layer.eval()
+    static = paddle.jit.to_static(layer, input_spec=[paddle.static.InputSpec([None, k], "float32", "x")],
+                                  full_graph=True)
+    paddle.jit.save(static, os.path.join(folder, "mm"))
+    cfg = pi.Config(os.path.join(folder, "mm.json"), os.path.join(folder, "mm.pdiparams"))
+    cfg.disable_gpu()
+    cfg.enable_onednn()
+    cfg.set_cpu_math_library_num_threads(threads)
+    if precision == "bf16":
+        cfg.enable_onednn_bfloat16()
+    cfg.disable_glog_info()
+    pred = pi.create_predictor(cfg)
+    h = pred.get_input_handle("x")
+    h.reshape([m, k])
+    h.copy_from_cpu(np.random.default_rng(0).random((m, k), dtype=np.float32))
+    return pred.run
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+# --- the engines: name -> callable(ids, types) that returns the sequence output as numpy -----------------
+def ours(model_dir, precision, threads, extra_passes=inference.CPU_EXTRA_PASSES):
+    export_dir, meta = inference.exported_model(model_dir)
+    pred = inference.ElectraPredictor(export_dir, inference.model_config(model_dir, None), precision=precision,
+                                      num_threads=threads, extra_passes=extra_passes, meta=meta)
+    return lambda ids, types: pred(ids, types, np.ones_like(ids))
+
+
+def paddlenlp_engine(model_dir, cfg):
+    import paddle
+    from paddlenlp.transformers import ElectraConfig as NLPConfig, ElectraModel as NLPModel
+    from paddle_electra.checkpoint import WEIGHTS_NAME, load_tensors
+    from paddle_electra.conversion.paddlenlp_export import to_paddlenlp_name
+    fields = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+              "intermediate_size", "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
+              "pad_token_id")
+    model = NLPModel(NLPConfig(**{f: getattr(cfg, f) for f in fields}))
+    state = {to_paddlenlp_name(k): v for k, v in load_tensors(os.path.join(model_dir, WEIGHTS_NAME)).items()}
+    missing, unexpected = model.set_state_dict(state)
+    if missing or unexpected:
+        raise RuntimeError(f"PaddleNLP state mismatch: missing {missing}, unexpected {unexpected}")
+    model.eval()
+
+    def run(ids, types):
+        with paddle.no_grad():  # PaddleNLP derives the mask from the pad id (no padding here)
+            return model(paddle.to_tensor(ids), token_type_ids=paddle.to_tensor(types)).numpy()
+    return run
+
+
+def hf_engine(model_dir, cfg, threads):
+    import torch
+    import transformers
+    from paddle_electra.checkpoint import WEIGHTS_NAME, load_tensors
+    torch.set_num_threads(threads)
+    hf_cfg = transformers.ElectraConfig(**{f: getattr(cfg, f) for f in (
+        "vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+        "intermediate_size", "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps")})
+    model = transformers.ElectraModel(hf_cfg, add_pooling_layer=False) \
+        if "add_pooling_layer" in transformers.ElectraModel.__init__.__code__.co_varnames \
+        else transformers.ElectraModel(hf_cfg)
+    tables = ("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight")
+    state = {}
+    for k, v in load_tensors(os.path.join(model_dir, WEIGHTS_NAME)).items():
+        if v.ndim == 2 and not k.endswith(tables):
+            v = v.T  # Paddle Linear [in, out] -> torch [out, in]
+        state[k] = torch.from_numpy(np.ascontiguousarray(v))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if [m for m in missing if not m.endswith("position_ids")] or unexpected:
+        raise RuntimeError(f"HF state mismatch: missing {missing}, unexpected {unexpected}")
+    model.eval()
+
+    def run(ids, types):
+        with torch.no_grad():
+            return model(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types),
+                         attention_mask=torch.ones_like(torch.from_numpy(ids)))[0].numpy()
+    return run
+
+
+def batch_of(batch, seq_len, vocab):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, vocab, (batch, seq_len)).astype("int64")
+    types = np.zeros_like(ids)
+    types[:, seq_len // 2:] = 1
+    return ids, types
+
+
+def measure(calls, rounds):
+    """Round-robin over zero-argument callables: each round times each once, so a machine that gets
+    busier or quieter during the run affects all of them alike. Returns {name: [seconds...]}."""
+    for call in calls.values():  # warm up (oneDNN primitives, allocator, torch kernels)
+        call()
+        call()
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            time.sleep(0.2)  # let the previous engine's OpenMP threads go idle
+            times[name].append(_timed(call))
+    return times
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=sorted(VARIANTS), default="small")
+    p.add_argument("--model-dir", help="a from_pretrained dir to use instead of random weights of --model")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=None, help="timed batches per engine (default 5 small, 3 base)")
+    p.add_argument("--latency-rounds", type=int, default=20)
+    p.add_argument("--num-threads", type=int, default=None, help="default: all cores")
+    p.add_argument("--skip", nargs="*", default=[], choices=["paddlenlp", "hf", "plain", "bf16"])
+    p.add_argument("--output", default="runs/bench/inference_throughput.jsonl", help="JSON lines appended here")
+    args = p.parse_args(argv)
+
+    runtime.setup_device("cpu", args.num_threads)
+    threads = args.num_threads or runtime.default_num_threads()
+    rounds = args.rounds or (5 if args.model == "small" else 3)
+    variant = get_variant(VARIANTS[args.model])
+    model_dir = args.model_dir
+    if model_dir is None:
+        import paddle
+        from paddle_electra.modeling import ElectraModel
+        model_dir = os.path.join(tempfile.mkdtemp(prefix="bench-"), args.model)
+        paddle.seed(0)
+        ElectraModel(variant.discriminator).save_pretrained(model_dir)  # random weights: speed only
+    cfg = inference.model_config(model_dir, None)
+    bf16 = "bf16" not in args.skip and inference.cpu_supports_bf16()
+    load = lambda: " ".join(f"{x:.2f}" for x in os.getloadavg())  # noqa: E731
+    print(f"ELECTRA-{args.model} ({model_dir}), {threads} threads, batch {args.batch_size} x {args.seq_len}; "
+          f"load average {load()}", flush=True)
+
+    print("[1/3] building engines (export, predictors, PaddleNLP, HF, the GEMM-peak matmul) ...", flush=True)
+    gemms = {"fp32": gemm_engine("fp32", threads)}
+    if bf16:
+        gemms["bf16"] = gemm_engine("bf16", threads)
+    engines = {"ours fp32": ours(model_dir, "fp32", threads)}
+    if bf16:
+        engines["ours bf16"] = ours(model_dir, "bf16", threads)
+    if "plain" not in args.skip:
+        engines["plain export fp32"] = ours(model_dir, "fp32", threads, extra_passes=())
+        if bf16:
+            engines["plain export bf16"] = ours(model_dir, "bf16", threads, extra_passes=())
+    if "paddlenlp" not in args.skip:
+        engines["PaddleNLP dygraph"] = paddlenlp_engine(model_dir, cfg)
+    if "hf" not in args.skip:
+        engines["HF PyTorch eager"] = hf_engine(model_dir, cfg, threads)
+
+    print(f"[2/3] throughput, batch {args.batch_size} x {args.seq_len}, {rounds} rounds (+ GEMM peak) ...",
+          flush=True)
+    ids, types = batch_of(args.batch_size, args.seq_len, cfg.vocab_size)
+    calls = {n: (lambda run=run: run(ids, types)) for n, run in engines.items()}
+    calls.update({f"GEMM {p}": run for p, run in gemms.items()})
+    times = measure(calls, rounds)
+    load_tp = load()
+    m, k, n = GEMM_SHAPE
+    peak = {p: 2 * m * k * n / statistics.median(times[f"GEMM {p}"]) / 1e9 for p in gemms}
+    ref = engines["ours fp32"](ids, types)
+    agree = {n: float(np.abs(run(ids, types) - ref).max()) for n, run in engines.items()}
+    print(f"[3/3] latency, batch 1 x {args.seq_len}, {args.latency_rounds} rounds ...", flush=True)
+    ids1, types1 = batch_of(1, args.seq_len, cfg.vocab_size)
+    lat = measure({n: (lambda run=run: run(ids1, types1)) for n, run in engines.items()}, args.latency_rounds)
+    load_lat = load()
+
+    flops = matmul_flops(cfg, args.batch_size, args.seq_len)
+    rows = {}
+    for name in engines:
+        med = statistics.median(times[name])
+        prec = "bf16" if "bf16" in name else "fp32"
+        rows[name] = {"seq_per_s": args.batch_size / med, "seq_per_s_best": args.batch_size / min(times[name]),
+                      "latency_ms_p50": 1000 * statistics.median(lat[name]),
+                      "roofline_share": flops / med / 1e9 / peak[prec], "max_abs_diff_vs_ours_fp32": agree[name]}
+    base_nlp = rows.get("PaddleNLP dygraph", {}).get("seq_per_s")
+    base_hf = rows.get("HF PyTorch eager", {}).get("seq_per_s")
+
+    print(f"\nELECTRA-{args.model}, batch {args.batch_size} x {args.seq_len}, {threads} threads, "
+          f"{flops / 1e9:.1f} GFLOP per batch; load average during throughput {load_tp}, latency {load_lat}")
+    head = f"| engine | seq/s (median) | seq/s (best) | x PaddleNLP | x HF | roofline share | batch-1 latency ms | max abs diff |"
+    print(head + "\n|" + "---|" * 8)
+    for name, r in rows.items():
+        x_nlp = f"{r['seq_per_s'] / base_nlp:.2f}" if base_nlp else "-"
+        x_hf = f"{r['seq_per_s'] / base_hf:.2f}" if base_hf else "-"
+        print(f"| {name} | {r['seq_per_s']:.1f} | {r['seq_per_s_best']:.1f} | {x_nlp} | {x_hf} | "
+              f"{100 * r['roofline_share']:.0f}% of {'bf16' if 'bf16' in name else 'fp32'} | "
+              f"{r['latency_ms_p50']:.1f} | {r['max_abs_diff_vs_ours_fp32']:.2g} |")
+    print(f"roofline share: matmul FLOPs / time / GEMM peak, the median of a {m}x{k}x{n} oneDNN matmul timed "
+          "in the same rounds: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peak.items()))
+
+    record = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "model": args.model,
+              "model_dir": args.model_dir, "batch_size": args.batch_size, "seq_len": args.seq_len,
+              "threads": threads, "rounds": rounds, "cpu": _cpu_name(), "cores": runtime.available_cores(),
+              "loadavg_throughput": load_tp, "loadavg_latency": load_lat, "gemm_peak_gflops": peak,
+              "gflop_per_batch": flops / 1e9, "engines": rows, "versions": _versions(),
+              "python": platform.python_version()}
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"appended to {args.output}")
+    return record
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _versions():
+    from importlib import metadata
+    out = {}
+    for pkg in ("paddlepaddle", "paddlenlp", "torch", "transformers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+if __name__ == "__main__":
+    main()
