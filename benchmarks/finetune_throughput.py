@@ -1,0 +1,149 @@
+"""Fine-tuning throughput: training examples/s of ELECTRA-small sequence classification (batch 32,
+length 128 by default) with this library (ElectraForSequenceClassification + the original's
+AdamW with layerwise LR decay, global-norm clip 1.0) against PaddleNLP 2.8's
+ElectraForSequenceClassification (paddle.optimizer.AdamW, the same clip and weight decay), same
+shapes, same random weights for the backbone, same batches, in one process.
+
+    python benchmarks/finetune_throughput.py                  # 12 layers, 32 x 128, 3 rounds of 5 steps
+    python benchmarks/finetune_throughput.py --steps 10 --rounds 5 --output results.jsonl
+
+The two take turns each round (a busy machine slows both alike); the median over rounds is
+reported, with the ratio ours / PaddleNLP. A step is forward + loss + backward + optimizer step.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def ours(cfg, lr):
+    from paddle_electra.heads import ElectraForSequenceClassification
+    from paddle_electra.optimization import create_optimizer
+    model = ElectraForSequenceClassification(cfg, num_labels=2)
+    opt, sched = create_optimizer(model, lr, 1000, 100, layerwise_lr_decay=0.8)
+
+    def step(ids, types, mask, labels):
+        loss = model.loss(model(ids, types, mask), labels)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        sched.step()
+        return float(loss)
+    model.train()
+    return model, step
+
+
+def paddlenlp(cfg, lr, state):
+    import paddle
+    from paddlenlp.transformers import ElectraConfig as NLPConfig
+    from paddlenlp.transformers import ElectraForSequenceClassification as NLPModel
+    nlp_cfg = NLPConfig(vocab_size=cfg.vocab_size, embedding_size=cfg.embedding_size, hidden_size=cfg.hidden_size,
+                        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+                        intermediate_size=cfg.intermediate_size, hidden_act="gelu",
+                        max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
+                        num_labels=2)
+    model = NLPModel(nlp_cfg)
+    # the same backbone weights, renamed by the PaddleNLP exporter's name table
+    from paddle_electra.conversion.paddlenlp_export import to_paddlenlp_name
+    theirs, loaded = model.state_dict(), 0
+    for k, v in state.items():
+        if k.startswith("electra."):
+            theirs[to_paddlenlp_name(k)].set_value(v)
+            loaded += 1
+    sched = paddle.optimizer.lr.LinearWarmup(paddle.optimizer.lr.PolynomialDecay(lr, 1000, 0.0), 100, 0.0, lr)
+    no_decay = {p.name for n, p in model.named_parameters() if "norm" in n.lower() or "bias" in n}
+    opt = paddle.optimizer.AdamW(learning_rate=sched, parameters=model.parameters(), weight_decay=0.01,
+                                 epsilon=1e-6, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0),
+                                 apply_decay_param_fun=lambda n: n not in no_decay)
+    ce = paddle.nn.CrossEntropyLoss()
+
+    def step(ids, types, mask, labels):
+        logits = model(ids, token_type_ids=types, attention_mask=mask)
+        loss = ce(logits, labels)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        sched.step()
+        return float(loss)
+    model.train()
+    return model, step, loaded
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="chinese-electra-small")
+    p.add_argument("--num-hidden-layers", type=int, default=None, help="override the depth")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before the first round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--skip-paddlenlp", action="store_true")
+    p.add_argument("--output", help="append a JSON line with the results")
+    args = p.parse_args(argv)
+
+    import paddle
+    from paddle_electra.config import get_variant
+    from paddle_electra.runtime import setup_device
+    device = setup_device()
+    cfg = get_variant(args.model).discriminator
+    if args.num_hidden_layers:
+        cfg = cfg.replace(num_hidden_layers=args.num_hidden_layers)
+    paddle.seed(0)
+    engines = {}
+    model, step = ours(cfg, 3e-4)
+    engines["paddle_electra"] = step
+    if not args.skip_paddlenlp:
+        _, nstep, loaded = paddlenlp(cfg, 3e-4, {k: v.numpy() for k, v in model.state_dict().items()})
+        engines["paddlenlp"] = nstep
+        print(f"paddlenlp: copied {loaded} backbone tensors from ours")
+
+    rng = np.random.RandomState(0)
+    B, S = args.batch_size, args.seq_len
+
+    def batch():
+        ids = rng.randint(1000, cfg.vocab_size, size=(B, S)).astype("int64")
+        ids[:, 0] = 101
+        return (paddle.to_tensor(ids), paddle.zeros([B, S], "int64"), paddle.ones([B, S], "int64"),
+                paddle.to_tensor(rng.randint(0, 2, size=B).astype("int64")))
+    batches = [batch() for _ in range(args.steps)]
+    for name, step in engines.items():
+        for i in range(args.warmup):
+            step(*batches[i % len(batches)])
+    times = {name: [] for name in engines}
+    for r in range(args.rounds):
+        for name, step in engines.items():
+            t0 = time.perf_counter()
+            for b in batches:
+                step(*b)
+            times[name].append(args.steps * B / (time.perf_counter() - t0))
+        print(f"round {r + 1}: " + ", ".join(f"{n} {times[n][-1]:.1f} ex/s" for n in engines), flush=True)
+    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
+              "device": device, "model": args.model, "num_hidden_layers": cfg.num_hidden_layers,
+              "batch_size": B, "seq_len": S, "steps": args.steps, "rounds": args.rounds,
+              "examples_per_second": {n: statistics.median(v) for n, v in times.items()},
+              "per_round": times}
+    line = ", ".join(f"{n}: {v:.1f} examples/s" for n, v in result["examples_per_second"].items())
+    if "paddlenlp" in times:
+        result["ratio_ours_over_paddlenlp"] = result["examples_per_second"]["paddle_electra"] / \
+            result["examples_per_second"]["paddlenlp"]
+        line += f" - ratio {result['ratio_ours_over_paddlenlp']:.2f}"
+    print(f"training throughput (median of {args.rounds} rounds, batch {B} x {S}): {line}")
+    if args.output:
+        with open(args.output, "a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
