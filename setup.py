@@ -37,7 +37,10 @@ TEST = [
     "torch==2.13.0",  # pip takes the CPU build of exactly this version from local disk here
     "transformers>=4.30,<5",
 ]
-BENCH = HUB + ["torch==2.13.0", "transformers>=4.30,<5", "matplotlib"]
+BENCH = HUB + ["torch==2.13.0", "transformers>=4.30,<5", "matplotlib",
+               # ONNX check of the exported graphs (paddle2onnx comes with paddlehub); 1.21+ needs
+               # protobuf>=4, which paddlehub 2.4's pin (<3.21) excludes
+               "onnxruntime>=1.16,<1.21"]
 
 setup(
     name="paddle-electra",

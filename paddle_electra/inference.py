@@ -466,3 +466,31 @@ class ElectraPredictor:
     def __repr__(self):
         return (f"ElectraPredictor(task={self.task!r}, precision={self.precision!r}, device={self.device!r}, "
                 f"num_threads={self.num_threads}, export_dir={self.export_dir!r})")
+
+
+# --- ONNX ------------------------------------------------------------------------------------------------
+def export_onnx(model_dir: str, output: str, task: Optional[str] = None, opset_version: int = 14) -> str:
+    """Write `output` (.onnx) from the cached static export through paddle2onnx: the same inputs
+    (int64 input_ids, token_type_ids, attention_mask with dynamic batch and length) and outputs as the
+    predictor. Run it with onnxruntime (the `bench` extra)."""
+    try:
+        import paddle2onnx
+    except ImportError:
+        raise ImportError("ONNX export needs paddle2onnx (pip install paddle2onnx)") from None
+    export_dir, _ = exported_model(model_dir, task)
+    output = os.path.abspath(output)
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.tmp-", dir=os.path.dirname(output))
+    os.close(fd)
+    try:
+        # onnxoptimizer, not the default polygraphy, which pip-installs onnx_graphsurgeon at run time
+        paddle2onnx.export(os.path.join(export_dir, MODEL_PREFIX + ".json"),
+                           os.path.join(export_dir, MODEL_PREFIX + ".pdiparams"), tmp,
+                           opset_version=opset_version, enable_onnx_checker=True, optimize_tool="onnxoptimizer")
+        if os.path.getsize(tmp) == 0:
+            raise InferenceError(f"paddle2onnx wrote nothing for {export_dir}")
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return output
