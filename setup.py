@@ -38,9 +38,9 @@ TEST = [
     "transformers>=4.30,<5",
 ]
 BENCH = HUB + ["torch==2.13.0", "transformers>=4.30,<5", "matplotlib",
-               # ONNX check of the exported graphs (paddle2onnx comes with paddlehub); 1.21+ needs
-               # protobuf>=4, which paddlehub 2.4's pin (<3.21) excludes
-               "onnxruntime>=1.16,<1.21"]
+               # ONNX check of the exported graphs (paddle2onnx comes with paddlehub); 1.27+ needs
+               # protobuf>=4.25, which paddlehub 2.4's pin (<3.21) excludes
+               "onnxruntime>=1.16,<1.27"]
 
 setup(
     name="paddle-electra",
