@@ -403,3 +403,15 @@ def test_tiny_qa(tmp_path, pretrained_dir):
     preds = json.load(open(tmp_path / "results/cmrc2018_qa/cmrc2018_dev_preds.json"))
     assert set(preds) == {f"Q{i}" for i in range(8)}
     assert res["summary"]["dev_em"]["max"] >= 75
+
+
+def test_inference_backend_matches_dygraph(tmp_path, pretrained_dir):
+    pytest.importorskip("paddle.inference")
+    from paddle_electra.finetuning.trainer import make_predictor, predict
+    write(tmp_path / "finetuning_data/chnsenticorp/dev.tsv", "label\ttext_a\n1\t很好很好\n0\t差\n1\t还行吧，不错\n")
+    t = make_task("chnsenticorp", tmp_path)
+    model = t.build_model(pretrained_dir)
+    feats = t.featurize(t.get_examples("dev"), False)
+    dy = predict(t, make_predictor(model, t, "dygraph"), feats, 2)
+    inf = predict(t, make_predictor(model, t, "auto"), feats, 2)
+    np.testing.assert_allclose(inf["logits"], dy["logits"], atol=1e-4)

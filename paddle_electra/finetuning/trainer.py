@@ -63,18 +63,32 @@ class DygraphPredictor:
         return [o.numpy() for o in out]
 
 
+class InferencePredictor:
+    """The fast path: the model saved to a temporary folder, exported to a static graph and run by
+    paddle_electra.inference.ElectraPredictor (Paddle Inference, oneDNN on CPU)."""
+
+    def __init__(self, model, names: Sequence[str], task_head: str):
+        import tempfile
+        from ..inference import ElectraPredictor
+        self.names = list(names)
+        self._tmp = tempfile.TemporaryDirectory(prefix="electra-eval-")
+        path = model.save_pretrained(os.path.join(self._tmp.name, "model"))
+        self._predictor = ElectraPredictor.from_pretrained(path, task=task_head)
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        out = self._predictor(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+        return list(out) if isinstance(out, tuple) else [out]
+
+
 def make_predictor(model, task: Task, backend: str = "dygraph") -> Callable:
-    """`dygraph` runs the layer itself; `inference` hands the model to paddle_electra.inference
-    (static export + Paddle Inference) when that module provides `predictor_for_model`."""
+    """`dygraph` runs the layer itself; `inference` exports it and runs Paddle Inference; `auto`
+    takes inference except for span QA (see FinetuneConfig.eval_backend)."""
     names = task.output_names(model)
-    if backend == "dygraph":
-        return DygraphPredictor(model, names)
-    try:
-        from .. import inference
-        factory = inference.predictor_for_model
-    except (ImportError, AttributeError) as e:
-        raise RuntimeError(f"eval_backend 'inference' needs paddle_electra.inference.predictor_for_model ({e})") from None
-    return factory(model, names)
+    if backend == "auto":
+        backend = "dygraph" if task.head == "reading-comprehension" else "inference"
+    if backend == "inference":
+        return InferencePredictor(model, names, task.head)
+    return DygraphPredictor(model, names)
 
 
 def predict(task: Task, predictor: Callable, features: list, batch_size: int) -> Dict[str, np.ndarray]:
