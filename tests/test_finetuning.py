@@ -415,3 +415,20 @@ def test_inference_backend_matches_dygraph(tmp_path, pretrained_dir):
     dy = predict(t, make_predictor(model, t, "dygraph"), feats, 2)
     inf = predict(t, make_predictor(model, t, "auto"), feats, 2)
     np.testing.assert_allclose(inf["logits"], dy["logits"], atol=1e-4)
+
+
+def test_cail_train_then_evaluate_only(tmp_path, pretrained_dir):
+    rows = [{"fact": f"被告人{c}盗窃财物", "meta": {"accusation": ["盗窃"]}} for c in "甲乙丙"] + \
+           [{"fact": f"被告人{c}故意伤害他人", "meta": {"accusation": ["故意伤害"]}} for c in "甲乙丙"]
+    text = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
+    write(tmp_path / "finetuning_data/cail/train.json", text)
+    write(tmp_path / "finetuning_data/cail/dev.json", text)
+    _run(tmp_path, pretrained_dir, "cail", num_train_epochs=1, max_seq_length=24)
+    model_dir = str(tmp_path / "finetuning_models/cail_model_1")
+    assert json.load(open(os.path.join(model_dir, "label_map.json"))) == {"故意伤害": 0, "盗窃": 1}
+    os.remove(tmp_path / "finetuning_data/cail/train.json")  # the labels now come from the model
+    from paddle_electra.finetuning.trainer import run_finetuning
+    res = run_finetuning(FinetuneConfig(task_names=["cail"], data_dir=str(tmp_path), model_name=model_dir,
+                                        do_train=False, max_seq_length=24, device="cpu",
+                                        results_dir=str(tmp_path / "eval_only")))
+    assert 0 <= res["summary"]["dev_accuracy"]["max"] <= 100

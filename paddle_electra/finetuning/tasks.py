@@ -211,7 +211,8 @@ class ClassificationTask(Task):
     label_aliases: Dict[str, str] = {}
 
     def model_kwargs(self):
-        return {"id2label": list(self.labels)}
+        # no label set yet (cail without its training file): a fine-tuned model brings its own
+        return {"id2label": list(self.labels)} if self.labels else {}
 
     def _label(self, value: str, where: str) -> str:
         value = self.label_aliases.get(value.strip(), value.strip())

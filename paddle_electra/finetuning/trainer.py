@@ -195,6 +195,8 @@ def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: O
     if config.do_train:
         task.get_examples("train")  # a task may learn its label set from the training data (cail)
     model = task.build_model(resolve_model(config))
+    if hasattr(task, "set_labels") and not task.labels:  # labels known only to the fine-tuned model
+        task.set_labels(model.labels)
     out = {"trial": trial, "seed": config.seed + trial - 1,
            "newly_initialized": getattr(model, "newly_initialized", [])}
     results_dir = os.path.dirname(config.results_path())
