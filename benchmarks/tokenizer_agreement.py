@@ -91,13 +91,45 @@ def first_divergence(ref_tokens, got):
     return k
 
 
+def code_point_sweep(args):
+    ref = reference.ReferenceTokenizer(bundled_vocab_path())
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    texts = ["a" + c + "b" for c in chars]
+    want = [ref.tokenize(t) for t in texts]
+    print(f"{len(texts)} code points, each as 'a' + c + 'b'; Unicode {unicodedata.unidata_version} "
+          f"(this Python's unicodedata, which the reference uses)")
+    results = {}
+    for name, fn in candidates(bundled_vocab_path()).items():
+        t = time.perf_counter()
+        by_cat, examples = collections.Counter(), collections.defaultdict(list)
+        for c, text, w in zip(chars, texts, want):
+            g = fn(text)
+            if g != w:
+                cat = unicodedata.category(c)
+                by_cat[cat] += 1
+                if len(examples[cat]) < 3:
+                    examples[cat].append(f"U+{ord(c):04X} {w} vs {g}")
+        results[name] = {"code_points": sum(by_cat.values()), "by_category": dict(by_cat)}
+        print(f"\n== {name}: {sum(by_cat.values())} code points differ ({time.perf_counter() - t:.0f} s)")
+        for cat, n in by_cat.most_common():
+            print(f"  {cat} {n:8d}   e.g. " + "; ".join(examples[cat]))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, ensure_ascii=False, indent=1)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data"))
     ap.add_argument("--limit", type=int, default=None, help="the first N lines of each file only")
     ap.add_argument("--examples", type=int, default=3)
     ap.add_argument("--json", default=None, help="write the counts here")
+    ap.add_argument("--code-points", action="store_true",
+                    help="instead of the corpus: every code point inside a word ('a' + c + 'b'), "
+                         "counted by Unicode category where a tokenizer differs")
     args = ap.parse_args(argv)
+    if args.code_points:
+        return code_point_sweep(args)
 
     named = read_lines(args.data_dir, args.limit)
     lines = [line for _, line in named]
@@ -113,7 +145,7 @@ def main(argv=None):
         t = time.perf_counter()
         got = [fn(line) for line in lines]
         secs = time.perf_counter() - t
-        causes, per_file = collections.Counter(), collections.Counter()
+        causes, per_file, symbols = collections.Counter(), collections.Counter(), collections.Counter()
         examples = collections.defaultdict(list)
         for (fname, line), w, g in zip(named, want, got):
             if w == g:
@@ -123,6 +155,9 @@ def main(argv=None):
             if found:
                 word, rp, op = found
                 cause = classify(word, rp, op, line)
+                if cause.startswith("symbol"):
+                    symbols.update({c for c in word if unicodedata.category(c).startswith("S")
+                                    or c in PADDLENLP_SYMBOLS})
             else:
                 word, rp, op, cause = "", [], g[len(w):len(w) + 3], "other"
             causes[cause] += 1
@@ -133,6 +168,7 @@ def main(argv=None):
                                         "context_other": g[max(0, k - 2):k + 4]})
         n_bad = sum(causes.values())
         results[name] = {"lines": len(lines), "disagreeing_lines": n_bad, "per_file": dict(per_file),
+                         "symbols": dict(symbols),
                          "causes": dict(causes),
                          "examples": examples, "seconds": round(secs, 1)}
         print(f"\n== {name}: {n_bad} of {len(lines)} lines differ ({secs:.1f} s); by file: "
@@ -142,6 +178,9 @@ def main(argv=None):
             for ex in examples[cause]:
                 print(f"          word {ex['word']!r} ({ex['word_chars']} chars): reference "
                       f"{ex['reference']} vs {ex['other']}")
+        if symbols:
+            print("  symbols in those words (lines):", ", ".join(f"{c} U+{ord(c):04X} {n}"
+                                                             for c, n in symbols.most_common(12)))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, ensure_ascii=False, indent=1)

@@ -325,3 +325,11 @@ def test_vocab_is_package_data(tmp_path):
     (wheel,) = glob.glob(str(tmp_path / "dist" / "*.whl"))
     with zipfile.ZipFile(wheel) as z:
         assert hashlib.md5(z.read("paddle_electra/vocab.txt")).hexdigest() == VOCAB_MD5
+
+
+def test_cased_mode_agrees_with_reference(tok):
+    cased = ElectraTokenizer(do_lower_case=False)
+    ref_cased = reference.ReferenceTokenizer(bundled_vocab_path(), lower_case=False)
+    texts = list(HAND_CASES) + ["Café ΟΔΟΣ ＡＢＣ İstanbul 温度30℃ a\u0301b"]
+    assert_same(ref_cased, cased, texts)
+    assert cased.tokenize("Café") != tok.tokenize("Café")
