@@ -5,6 +5,8 @@ do_lower_case=True, max_input_chars_per_word=200), built on the `tokenizers` lib
 PaddleNLP's tokenizers: `tok(text, text_pair=None, max_length=None, truncation=..., padding=...,
 return_offsets_mapping=False)` -> dict of `input_ids`, `token_type_ids`, `attention_mask` (and
 `offset_mapping`, character offsets into the original text), lists of lists for a batch.
+Tested to give the original's word pieces on the corpus and on every code point
+(tests/test_tokenizer.py against tests/reference_tokenization.py; docs/tokenizer.md).
 """
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ def _unicode_classes():
             add(marks, cp)
         elif cat[0] == "P" or cp in ascii_punct:
             add(alone, cp)
-    return _char_class(drop), _char_class(marks), _char_class(sorted(alone + [list(b) for b in CJK_BLOCKS]))
+    alone = sorted(alone + [list(b) for b in CJK_BLOCKS])
+    return _char_class(drop), _char_class(marks), _char_class(alone)
 
 
 def truncated_pair_lengths(len_a: int, len_b: int, budget: int):
@@ -104,13 +107,16 @@ class ElectraTokenizer:
                                   max_input_chars_per_word=max_input_chars_per_word))
         drop, marks, alone = _unicode_classes()
         # FullTokenizer's order: clean text (drop control and unassigned chars, whitespace ->
-        # space); then, with do_lower_case, lower case, NFD and drop the non-spacing marks
-        steps = [normalizers.Replace(Regex(drop), ""),
+        # space); then, with do_lower_case, lower case (word-final sigma first), NFD and drop the
+        # non-spacing marks
+        clean = [normalizers.Replace(Regex(drop), ""),
                  normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=False,
                                             strip_accents=False, lowercase=False)]
         if do_lower_case:
-            steps[1:1] = [normalizers.Replace(Regex(FINAL_SIGMA), "\u03c2")]
-            steps += [normalizers.Lowercase(), normalizers.NFD(), normalizers.Replace(Regex(marks), "")]
+            steps = clean[:1] + [normalizers.Replace(Regex(FINAL_SIGMA), "\u03c2")] + clean[1:] + [
+                normalizers.Lowercase(), normalizers.NFD(), normalizers.Replace(Regex(marks), "")]
+        else:
+            steps = clean
         tok.normalizer = normalizers.Sequence(steps)
         # CJK characters and punctuation (ASCII non-alphanumerics, Unicode P*) stand alone; the
         # rest splits on whitespace
@@ -128,8 +134,10 @@ class ElectraTokenizer:
         self._special_ids = {self.pad_token_id, self.unk_token_id, self.cls_token_id,
                              self.sep_token_id, self.mask_token_id}
         self._tok = tok
-        # truncation/padding are settings of the shared backend: one call at a time sets and uses them
+        # truncation/padding are settings of the shared backend: one call at a time sets and uses
+        # them; tokenize() and encode_batch_ids() use a copy that never has any
         self._lock = threading.Lock()
+        self._plain = Tokenizer.from_str(tok.to_str())
 
     @classmethod
     def from_pretrained(cls, path: Optional[str] = None, **kw) -> "ElectraTokenizer":
@@ -146,7 +154,7 @@ class ElectraTokenizer:
 
     # --- pieces ----------------------------------------------------------------------------
     def tokenize(self, text: str) -> List[str]:
-        return self._tok.encode(text, add_special_tokens=False).tokens
+        return self._plain.encode(text, add_special_tokens=False).tokens
 
     def convert_tokens_to_ids(self, tokens: Union[str, Sequence[str]]):
         if isinstance(tokens, str):
@@ -167,7 +175,7 @@ class ElectraTokenizer:
 
     def encode_batch_ids(self, texts: Sequence[str]) -> List[List[int]]:
         """Ids without special tokens, for many texts at once (the pretraining builder's path)."""
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+        return [e.ids for e in self._plain.encode_batch(list(texts), add_special_tokens=False)]
 
     # --- the HF / PaddleNLP call -------------------------------------------------------------
     def __call__(self, text, text_pair=None, max_length: Optional[int] = None, truncation=None,
@@ -186,8 +194,12 @@ class ElectraTokenizer:
         if truncation is None:
             truncation = max_length is not None
         with self._lock:
-            return self._encode(texts, pairs, single, max_length, truncation, padding, stride,
-                                return_offsets_mapping, return_special_tokens_mask)
+            try:
+                return self._encode(texts, pairs, single, max_length, truncation, padding, stride,
+                                    return_offsets_mapping, return_special_tokens_mask)
+            finally:  # leave `backend` as it was built, for callers that use it directly
+                self._tok.no_truncation()
+                self._tok.no_padding()
 
     def _encode(self, texts, pairs, single, max_length, truncation, padding, stride,
                 return_offsets_mapping, return_special_tokens_mask):

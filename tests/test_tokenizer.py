@@ -294,6 +294,15 @@ def test_offsets_for_pairs_accents_and_full_width(tok):
     assert spans == ["Ån", "gs", "trö", "m", "café", "Ａ", "Ｂ"]
 
 
+def test_call_settings_do_not_leak(tok):
+    text = "一二三四五六"
+    assert len(tok(text, max_length=4, padding="max_length")["input_ids"]) == 4
+    assert tok.tokenize(text) == list(text)
+    assert tok.encode_batch_ids([text]) == [_ids(tok, text)]
+    assert tok.backend.truncation is None and tok.backend.padding is None
+    assert len(tok(text)["input_ids"]) == 8
+
+
 def test_decode(tok):
     ids = tok("Hello 我们 unaffable [CLS]")["input_ids"]
     assert tok.decode(ids) == "hello 我 们 unaffable [ cls ]"
