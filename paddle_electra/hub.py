@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import weakref
 from typing import Dict, List, Optional, Sequence
 
@@ -580,10 +581,11 @@ class ElectraHubModule(nn.Layer, TransformerModule):
 
     # --- serving ------------------------------------------------------------------------------------
     @serving
-    def predict_method(self, data=None, max_seq_len: int = 128, batch_size: int = 1, use_gpu: bool = False,
+    def predict_method(self, data=None, max_seq_len: int = 128, batch_size: int = 32, use_gpu: bool = False,
                        split_char: str = "\002", return_prob: bool = False, pooling: str = "cls", **extra):
         """`POST /predict/<name>` with {"data": [[...], ...], ...}: every argument by keyword (PaddleHub's
-        own passed batch_size into split_char), requests checked against the server's limits."""
+        own passed batch_size into split_char), requests checked against the server's limits. In a
+        threaded server (python -m paddle_electra.hub), requests that wait together share model calls."""
         if extra:
             raise ValueError(f"unknown request field(s): {', '.join(sorted(extra))}; accepted: data, max_seq_len, "
                              f"batch_size, use_gpu, split_char, return_prob, pooling")
@@ -591,11 +593,95 @@ class ElectraHubModule(nn.Layer, TransformerModule):
             raise ValueError('the request has no "data" field: send {"data": [["text"], ...]}')
         check_data(data, self.task, max_texts=self.max_serving_texts, max_chars=self.max_serving_chars)
         check_int("batch_size", batch_size, 1, self.max_serving_texts)
+        self._check_run_args(max_seq_len, batch_size)
+        if not isinstance(return_prob, bool):
+            raise TypeError(f"return_prob must be true or false, got {_type(return_prob)}")
         if self.task is None:
-            return self.get_embedding(data, max_seq_len=max_seq_len, batch_size=batch_size, pooling=pooling,
-                                      use_gpu=use_gpu)
-        return self.predict(data, max_seq_len=max_seq_len, split_char=split_char, batch_size=batch_size,
-                            use_gpu=use_gpu, return_prob=return_prob)
+            if pooling not in ("cls", "mean"):
+                raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+            kwargs = {"max_seq_len": max_seq_len, "pooling": pooling, "use_gpu": use_gpu}
+        else:
+            if not isinstance(split_char, str) or not split_char:
+                raise ValueError(f"split_char must be a non-empty string, got {split_char!r}")
+            kwargs = {"max_seq_len": max_seq_len, "split_char": split_char, "use_gpu": use_gpu,
+                      "return_prob": return_prob}
+        if _BATCH_REQUESTS:
+            with _BATCHER_LOCK:  # one batcher: the model must see one thread only
+                if getattr(self, "_batcher", None) is None:
+                    self._batcher = RequestBatcher(self._predict_any, self.max_serving_texts)
+            return self._batcher(data, batch_size, kwargs)
+        return self._predict_any(data, batch_size=batch_size, **kwargs)
+
+    def _predict_any(self, data, batch_size, **kwargs):
+        if self.task is None:
+            return self.get_embedding(data, batch_size=batch_size, **kwargs)
+        return self.predict(data, batch_size=batch_size, **kwargs)
+
+
+# set by the loopback launcher, whose server is threaded: serving methods then batch requests together
+_BATCH_REQUESTS = False
+_BATCHER_LOCK = threading.Lock()
+
+
+class RequestBatcher:
+    """Runs the requests of a threaded server through one worker thread, merging those that are waiting
+    (and ask for the same settings) into one call, with the largest batch_size among them. A request that
+    arrives alone runs at once; under load, model calls see many texts, each padded to its batch's
+    longest. Results are split back per request; an error goes to every request of its call."""
+
+    def __init__(self, fn, max_texts: int):
+        import queue
+        self._fn, self._max_texts = fn, max_texts
+        self._queue = queue.Queue()
+        threading.Thread(target=self._loop, name="electra-request-batcher", daemon=True).start()
+
+    def __call__(self, data, batch_size, kwargs):
+        from concurrent.futures import Future
+        done = Future()
+        self._queue.put((data, batch_size, kwargs, done))
+        return done.result()
+
+    def _loop(self):
+        import queue
+        held = []  # waiting requests with other settings: they go in a later call
+        while True:
+            first = held.pop(0) if held else self._queue.get()
+            group, n, rest = [first], len(first[0]), []
+            for item in held:
+                if item[2] == first[2] and n + len(item[0]) <= self._max_texts:
+                    group.append(item)
+                    n += len(item[0])
+                else:
+                    rest.append(item)
+            held = rest
+            while n < self._max_texts:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item[2] == first[2] and n + len(item[0]) <= self._max_texts:
+                    group.append(item)
+                    n += len(item[0])
+                else:
+                    held.append(item)
+            self._run(group)
+
+    def _run(self, group):
+        data = [ex for item in group for ex in item[0]]
+        try:
+            out = self._fn(data, batch_size=max(item[1] for item in group), **group[0][2])
+        except Exception as e:  # noqa: BLE001 - handed to the requests, which answer it in the envelope
+            for item in group:
+                item[3].set_exception(e)
+            return
+        k = 0
+        for item in group:
+            n = len(item[0])
+            if isinstance(out, tuple):  # (labels, probabilities)
+                item[3].set_result(tuple(part[k:k + n] for part in out))
+            else:
+                item[3].set_result(out[k:k + n])
+            k += n
 
 
 class ReadingComprehensionDataset(paddle.io.Dataset):
@@ -672,8 +758,13 @@ def _serve_loopback(host: str):
             return app_compat.package_result("101" if code == 500 else str(code), str(err), ""), code
 
         print(f"serving {', '.join(configs)} on http://{host}:{port}", flush=True)
-        app.run(host=host, port=int(port), debug=False, threaded=False)
+        # threaded: requests are read and answered in parallel, and RequestBatcher hands the model
+        # the ones that wait together (PaddleHub's server takes one request at a time)
+        app.run(host=host, port=int(port), debug=False, threaded=True)
 
+    # the flag of the imported module (`python -m` runs this file as __main__, a second copy)
+    import paddle_electra.hub
+    paddle_electra.hub._BATCH_REQUESTS = True
     app_compat.run = run
 
 

@@ -289,6 +289,38 @@ def test_reading_comprehension_answers_are_slices(load, task_dirs):
         m.predict([[CONTEXT, "问" * 80]], max_seq_len=40)
 
 
+def test_fast_path_equals_dygraph(load, task_dirs, home):
+    pytest.importorskip("paddle_electra.inference")
+    data = {None: [["今天是个好日子"], ["天气预报", "说今天要下雨了"]],
+            "seq-cls": [["这个宾馆比较陈旧了"], ["服务很好，房间整洁"]],
+            "text-matching": [["今天天气怎么样", "今天天气如何"], ["我想买手机", "明天会下雨吗"]],
+            "token-cls": [["华裔作家韩素音女士曾三次到大足"], ["张三 去了 iPhone12 发布会"]],
+            "reading-comprehension": [[CONTEXT, "《红楼梦》的作者是谁？"], [CONTEXT * 3, "小说的主线是什么？"]]}
+    for task, examples in data.items():
+        kw = {"load_checkpoint": task_dirs[task]} if task else {}
+        fast = hub.Module(name="chinese-electra-small", task=task, **kw)
+        slow = hub.Module(name="chinese-electra-small", task=task, use_fast_path=False, **kw)
+        if task is None:
+            a, b = fast.get_embedding(examples, batch_size=2), slow.get_embedding(examples, batch_size=2)
+            for (pa, ta), (pb, tb) in zip(a, b):
+                np.testing.assert_allclose(pa, pb, atol=1e-4)
+                np.testing.assert_allclose(ta, tb, atol=1e-4)
+        elif task == "reading-comprehension":
+            a, b = fast.predict(examples, max_seq_len=64, batch_size=2), slow.predict(examples, max_seq_len=64, batch_size=2)
+            assert [(x["start"], x["end"]) for x in a] == [(x["start"], x["end"]) for x in b]
+            np.testing.assert_allclose([x["score"] for x in a], [x["score"] for x in b], atol=1e-4)
+        else:
+            a = fast.predict(examples, batch_size=2, return_prob=True)
+            b = slow.predict(examples, batch_size=2, return_prob=True)
+            assert a[0] == b[0], task
+            pa = [p for p in a[1] if p is not None] if task != "token-cls" else \
+                [q for row in a[1] for q in row if q is not None]
+            pb = [p for p in b[1] if p is not None] if task != "token-cls" else \
+                [q for row in b[1] for q in row if q is not None]
+            np.testing.assert_allclose(pa, pb, atol=1e-4)
+        assert fast._predictor is not None and slow._predictor is None, task  # each ran the path it says
+
+
 # --- fine-tuning with hub.Trainer ------------------------------------------------------------------
 def _write_tsv(path, header, rows):
     with open(path, "w", encoding="utf-8") as f:
@@ -554,6 +586,61 @@ def test_serving_unknown_module_and_wrong_method(server):
         urllib.request.urlopen(server["url"] + "/predict/no-such-module", timeout=10)
     except urllib.error.HTTPError as e:
         assert e.code == 405 and set(json.loads(e.read())) == {"msg", "results", "status"}
+
+
+def test_request_batcher_merges_waiting_requests_and_splits_results():
+    import threading
+    from paddle_electra.hub import RequestBatcher
+    calls, gate = [], threading.Event()
+
+    def fn(data, batch_size, tag, fail=False):
+        gate.wait(10)  # the first call blocks until every request is queued
+        calls.append((len(data), batch_size, tag + ("!" if fail else "")))
+        if fail:
+            raise ValueError("boom")
+        labels = [f"{tag}:{ex[0]}" for ex in data]
+        return (labels, [len(ex[0]) for ex in data]) if tag == "prob" else labels
+
+    b = RequestBatcher(fn, max_texts=6)
+    reqs = [([["a"]], 1, {"tag": "x"}), ([["bb"], ["c"]], 4, {"tag": "x"}), ([["d"]], 2, {"tag": "prob"}),
+            ([["e"], ["f"]], 1, {"tag": "x"}), ([["g"]] * 3, 1, {"tag": "x"}), ([["h"]], 1, {"tag": "x", "fail": True})]
+    results = [None] * len(reqs)
+
+    def send(i):
+        try:
+            results[i] = b(*reqs[i])
+        except ValueError as e:
+            results[i] = e
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(reqs))]
+    threads[0].start()
+    time.sleep(0.2)  # request 0 is in the model; the rest wait together
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert results[0] == ["x:a"] and results[1] == ["x:bb", "x:c"] and results[3] == ["x:e", "x:f"]
+    assert results[2] == (["prob:d"], [1]) and results[4] == ["x:g"] * 3
+    assert isinstance(results[5], ValueError)
+    assert calls[0] == (1, 1, "x")
+    # requests 1, 3 and 4 (same settings) shared calls of at most 6 texts, with their largest batch_size
+    x_calls = [c for c in calls[1:] if c[2] == "x"]
+    assert sum(c[0] for c in x_calls) == 7 and len(x_calls) == 2 and max(c[1] for c in x_calls) == 4
+
+
+def test_serving_concurrent_requests_each_get_their_own_answer(server, task_dirs, home):
+    from concurrent.futures import ThreadPoolExecutor
+    key = next(k for k, e in server["modules"].items() if e["init_args"].get("task") == "seq-cls")
+    texts = [[f"第{i}个评论：" + "房间很干净，服务也很好。" * (i % 5 + 1)] for i in range(24)]
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(lambda t: _post(f"{server['url']}/predict/{key}", {"data": [t], "return_prob": True}),
+                                texts))
+    m = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=task_dirs["seq-cls"])
+    labels, probs = m.predict(texts, batch_size=8, return_prob=True)
+    for a, label, prob in zip(answers, labels, probs):
+        assert a["status"] == "000" and a["results"][0] == [label], a
+        np.testing.assert_allclose(a["results"][1][0], prob, atol=1e-5)
 
 
 @pytest.mark.slow
