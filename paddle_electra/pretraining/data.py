@@ -114,11 +114,12 @@ class WorkUnit:
     path: str
     start: int  # byte offsets, on line boundaries
     end: int
+    line_is_document: bool = False
 
 
-def plan_units(paths: Sequence[str], target_bytes: int) -> List[WorkUnit]:
+def plan_units(paths: Sequence[str], target_bytes: int, docs_per_line: Sequence[str] = ()) -> List[WorkUnit]:
     units = []
-    for path in paths:
+    for path, line_is_document in [(p, False) for p in paths] + [(p, True) for p in docs_per_line]:
         if not os.path.isfile(path):
             raise DataError(f"input file not found: {path}")
         size = os.path.getsize(path)
@@ -130,7 +131,7 @@ def plan_units(paths: Sequence[str], target_bytes: int) -> List[WorkUnit]:
                     f.seek(end)
                     f.readline()
                     end = f.tell()
-                units.append(WorkUnit(len(units), path, start, end))
+                units.append(WorkUnit(len(units), path, start, end, line_is_document))
                 start = end
     return units
 
@@ -158,7 +159,6 @@ class BuildOptions:
     max_seq_length: int = 128
     seed: int = 12345
     hfl_segment_bug: bool = False
-    line_is_document: bool = False
     blanks_separate_docs: bool = True
 
 
@@ -177,11 +177,11 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
 
-def _lines_to_items(lines: List[str], opts: BuildOptions):
+def _lines_to_items(lines, opts: BuildOptions, line_is_document: bool):
     """(text or None for a document break) in input order, as the original's writer feeds its builder."""
     for raw in lines:
         line = raw.strip()
-        if opts.line_is_document:
+        if line_is_document:
             if line:
                 yield from split_sentences(line)
                 yield None
@@ -228,7 +228,7 @@ def build_unit(unit: WorkUnit, opts: BuildOptions, batch_lines: int = 2000) -> d
                     emit(builder.add_line(next(ids)))
 
         chunk = []
-        for item in _lines_to_items(_counted(_read_lines(unit), stats), opts):
+        for item in _lines_to_items(_counted(_read_lines(unit), stats), opts, unit.line_is_document):
             chunk.append(item)
             if len(chunk) >= batch_lines:
                 feed(chunk)
@@ -260,17 +260,20 @@ def file_md5(path: str) -> str:
 
 
 def build_dataset(inputs: Sequence[str], opts: BuildOptions, num_processes: int = 1,
-                  unit_bytes: Optional[int] = None, progress: bool = True) -> dict:
+                  unit_bytes: Optional[int] = None, progress: bool = True,
+                  docs_per_line: Sequence[str] = ()) -> dict:
     """Build the shards and index.json into opts.output_dir (written to a temporary folder and
-    renamed, so an interrupted build leaves no half folder). Returns the summary."""
+    renamed, so an interrupted build leaves no half folder). Returns the index. `inputs` are in the
+    original's format; `docs_per_line` files hold one whole document a line."""
     from tqdm import tqdm
     from ..checkpoint import atomic_dir
-    if not inputs:
+    inputs, docs_per_line = list(inputs or []), list(docs_per_line or [])
+    if not inputs and not docs_per_line:
         raise DataError("no input files")
-    total_bytes = sum(os.path.getsize(p) for p in inputs if os.path.isfile(p))
+    total_bytes = sum(os.path.getsize(p) for p in inputs + docs_per_line if os.path.isfile(p))
     if unit_bytes is None:  # enough units to keep every process busy, at most 32 MB each
         unit_bytes = max(1 << 16, min(32 << 20, total_bytes // max(1, 4 * num_processes) + 1))
-    units = plan_units(inputs, unit_bytes)
+    units = plan_units(inputs, unit_bytes, docs_per_line)
     t0 = time.time()
     final_dir = opts.output_dir
     with atomic_dir(final_dir) as tmp:
@@ -316,13 +319,14 @@ def build_dataset(inputs: Sequence[str], opts: BuildOptions, num_processes: int 
             "special_ids": {"pad": tok.pad_token_id, "cls": tok.cls_token_id, "sep": tok.sep_token_id,
                             "mask": tok.mask_token_id},
             "options": {"seed": opts.seed, "hfl_segment_bug": opts.hfl_segment_bug,
-                        "line_is_document": opts.line_is_document, "inputs": [os.path.abspath(p) for p in inputs]},
+                        "inputs": [os.path.abspath(p) for p in inputs],
+                        "docs_per_line_inputs": [os.path.abspath(p) for p in docs_per_line]},
             "shards": [{"name": shard_name(r["unit"]), "examples": r["examples"], "tokens": r["tokens"]}
                        for r in results],
             "summary": summary,
         }
         if n_ex == 0:
-            raise DataError(f"no examples: the inputs {list(inputs)} hold no text")
+            raise DataError(f"no examples: the inputs {inputs + docs_per_line} hold no text")
         with open(os.path.join(tmp, INDEX_NAME), "w", encoding="utf-8") as f:
             json.dump(index, f, indent=2, ensure_ascii=False)
     return index
@@ -416,8 +420,11 @@ class ExampleOrder:
 # --- command line (pretrain/build_pretraining_dataset.py) -----------------------------------------------
 def add_build_arguments(p):
     from ..tokenizer import bundled_vocab_path
-    p.add_argument("--input", nargs="+", required=True, metavar="FILE",
+    p.add_argument("--input", nargs="+", default=[], metavar="FILE",
                    help="text files: one sentence or paragraph a line, a blank line between documents")
+    p.add_argument("--input-docs-per-line", nargs="+", default=[], metavar="FILE",
+                   help="text files with one whole document a line (e.g. CLUECorpusSmall): each line is split "
+                        "into sentences at 。！？!?；; and ends its document")
     p.add_argument("--vocab", default=bundled_vocab_path(), help="vocab.txt (default: the bundled Chinese vocab)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--max-seq-length", type=int, default=128)
@@ -426,18 +433,17 @@ def add_build_arguments(p):
     p.add_argument("--hfl-segment-bug", action="store_true",
                    help="the first-segment rule of HFL's Chinese ELECTRA data (before google-research/electra "
                         "commit 1ed0852): most examples end up with one segment")
-    p.add_argument("--line-is-document", action="store_true",
-                   help="each input line is a whole document (e.g. CLUECorpusSmall): split it into sentences "
-                        "at 。！？!?；; and end the document after the line")
     p.add_argument("--unit-mb", type=float, help="text per work unit / shard in MB (default: automatic, <= 32)")
 
 
 def run_build(args) -> int:
     opts = BuildOptions(output_dir=args.output_dir, vocab_file=args.vocab, max_seq_length=args.max_seq_length,
-                        seed=args.seed, hfl_segment_bug=args.hfl_segment_bug,
-                        line_is_document=args.line_is_document)
+                        seed=args.seed, hfl_segment_bug=args.hfl_segment_bug)
+    if not args.input and not args.input_docs_per_line:
+        raise SystemExit("give --input and/or --input-docs-per-line")
     index = build_dataset(args.input, opts, num_processes=args.num_processes,
-                          unit_bytes=int(args.unit_mb * (1 << 20)) if args.unit_mb else None)
+                          unit_bytes=int(args.unit_mb * (1 << 20)) if args.unit_mb else None,
+                          docs_per_line=args.input_docs_per_line)
     s = index["summary"]
     print(f"wrote {args.output_dir}: {len(index['shards'])} shards, {s['documents']} documents, {s['lines']} lines, "
           f"{s['examples']} examples, {s['tokens']} tokens, padding {100 * s['padding_share']:.1f}%, "

@@ -78,8 +78,8 @@ def add_arguments(p: argparse.ArgumentParser):
                    help="mixed precision (DistributedStrategy.amp); fp16 uses dynamic loss scaling (GPU)")
     g.add_argument("--recompute", action="store_true",
                    help="recompute encoder layers in the backward pass (DistributedStrategy.recompute)")
-    g.add_argument("--to-static", choices=["auto", "on", "off"], default="auto",
-                   help="compile the forward with paddle.jit.to_static (auto: off, see docs/pretraining.md)")
+    g.add_argument("--fast-cpu-kernels", choices=["auto", "on", "off"], default="auto",
+                   help="GEMV bias gradients and transpose-free attention (pretraining.fast_cpu); auto: on for CPU")
     g.add_argument("--no-progress", action="store_true", help="no tqdm bar (metrics still go to stdout)")
 
 
@@ -242,6 +242,9 @@ class Trainer:
             disc, gen = build_configs(args)
             self.model = ElectraForPreTraining(disc, gen)
         self._check_vocab()
+        if args.fast_cpu_kernels == "on" or (args.fast_cpu_kernels == "auto" and self.device == "cpu"):
+            from . import fast_cpu
+            fast_cpu.enable(self.model)
         if args.recompute:
             enable_recompute(self.model)
         self.cfg = RTDConfig(args.gen_weight, args.disc_weight, args.temperature)

@@ -1,0 +1,183 @@
+"""Pretraining throughput on this machine: ELECTRA-small (discriminator 12 x 256, generator 12 x 64),
+global batch 32 x 128, tokens/s of full training steps (forward, backward, AdamW, clipping).
+
+- ours, one process using every core (pretrain/run_pretraining.py, the real trainer);
+- ours, one process per core (`paddle.distributed.launch`, data parallel, one thread each);
+- PaddleNLP 2.8 ElectraForTotalPretraining + ElectraPretrainingCriterion on the same discriminator
+  config (its generator is built from the same config, and it computes logits over the whole
+  vocabulary at every position: that is its design), AdamW + clipping, one process, every core;
+and the share of the fp32 roofline: model GEMM FLOPs per step (3 x forward) x steps/s over the
+fp32 GEMM rate measured here (2048^3 matmul, all cores).
+
+    python benchmarks/pretrain_throughput.py [--steps 3] [--skip-paddlenlp] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def gemm_peak(seconds=3.0):
+    import paddle
+    from paddle_electra.runtime import setup_device
+    setup_device("cpu")
+    n = 2048
+    a, b = paddle.randn([n, n]), paddle.randn([n, n])
+    paddle.matmul(a, b).numpy()
+    best, t_end = 0.0, time.time() + seconds
+    while time.time() < t_end:
+        t0 = time.perf_counter()
+        paddle.matmul(a, b).numpy()
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def model_flops(disc, gen, B, L, n_slots, generator_everywhere=False):
+    """GEMM FLOPs of one training step (forward x 3) of the RTD model."""
+    def encoder(c, tokens):
+        H, I = c.hidden_size, c.intermediate_size
+        per_layer = 2 * tokens * (4 * H * H + 2 * H * I) + 2 * 2 * B * L * L * H
+        proj = 2 * tokens * c.embedding_size * H if c.embedding_size != H else 0
+        return c.num_hidden_layers * per_layer + proj
+    T = B * L
+    fwd = encoder(disc, T) + 2 * T * disc.hidden_size * (disc.hidden_size + 1)
+    rows = T if generator_everywhere else B * n_slots
+    fwd += encoder(gen, T) + 2 * rows * (gen.hidden_size * gen.embedding_size + gen.embedding_size * gen.vocab_size)
+    return 3 * fwd
+
+
+def build_data(tmp, L):
+    src = os.path.join(ROOT, "demo_data", "corpus_sample.txt")
+    out = os.path.join(tmp, "data")
+    subprocess.run([sys.executable, os.path.join(ROOT, "pretrain", "build_pretraining_dataset.py"), "--input", src,
+                    "--output-dir", out, "--max-seq-length", str(L), "--num-processes", "2"],
+                   check=True, capture_output=True)
+    return out
+
+
+def run_ours(tmp, data, nproc, B, steps):
+    """tokens/s of steps 2..steps+1 (step 1 warms up), read from the trainer's metrics.jsonl."""
+    out = os.path.join(tmp, f"ours{nproc}")
+    args = ["--data-dir", data, "--model", "chinese-electra-small", "--output-dir", out,
+            "--max-steps", str(steps + 1), "--train-batch-size", str(B // nproc), "--logging-steps", "1",
+            "--save-steps", "1000000", "--warmup-steps", "10", "--no-progress"]
+    script = os.path.join(ROOT, "pretrain", "run_pretraining.py")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if nproc == 1:
+        cmd = [sys.executable, script] + args
+    else:
+        cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc),
+               "--log_dir", os.path.join(tmp, f"log{nproc}"), script] + args
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+    recs = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if l.strip()]
+    times = [B * 128 / r["tokens_per_second"] for r in recs if "tokens_per_second" in r][1:]
+    return B * 128 * len(times) / sum(times)
+
+
+def run_paddlenlp(B, L, steps):
+    import numpy as np
+    import paddle
+    from paddlenlp.transformers import ElectraConfig as PConfig
+    from paddlenlp.transformers import ElectraForTotalPretraining, ElectraPretrainingCriterion
+    from paddle_electra.config import get_variant
+    from paddle_electra.pretraining.masking import mask_batch
+    from paddle_electra.runtime import setup_device
+    setup_device("cpu")
+    d = get_variant("chinese-electra-small").discriminator
+    cfg = PConfig(vocab_size=d.vocab_size, embedding_size=d.embedding_size, hidden_size=d.hidden_size,
+                  num_hidden_layers=d.num_hidden_layers, num_attention_heads=d.num_attention_heads,
+                  intermediate_size=d.intermediate_size, hidden_act="gelu", hidden_dropout_prob=0.1,
+                  attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
+                  initializer_range=0.02, pad_token_id=0)
+    paddle.seed(0)
+    model = ElectraForTotalPretraining(cfg)
+    crit = ElectraPretrainingCriterion(cfg)
+    decay = [p.name for n, p in model.named_parameters() if not any(k in n for k in ("bias", "norm", "LayerNorm"))]
+    opt = paddle.optimizer.AdamW(5e-4, parameters=model.parameters(), weight_decay=0.01, epsilon=1e-6,
+                                 apply_decay_param_fun=lambda n: n in decay,
+                                 grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
+    rng = np.random.default_rng(0)
+    times = []
+    for step in range(steps + 1):
+        ids = rng.integers(1000, 20000, (B, L))
+        ids[:, 0], ids[:, -1] = 101, 102
+        mask = np.ones((B, L), np.int64)
+        m = mask_batch(ids, mask, np.arange(B) + step * B, {"pad": 0, "cls": 101, "sep": 102, "mask": 103}, 0)
+        labels = np.full((B, L), -100, np.int64)
+        for b in range(B):
+            w = m["masked_lm_weights"][b] > 0
+            labels[b, m["masked_lm_positions"][b][w]] = m["masked_lm_ids"][b][w]
+        t0 = time.perf_counter()
+        gl, dl, dlab, am = model(input_ids=paddle.to_tensor(m["masked_input_ids"]),
+                                 token_type_ids=paddle.zeros([B, L], "int64"),
+                                 raw_input_ids=paddle.to_tensor(ids), generator_labels=paddle.to_tensor(labels))
+        loss = crit(gl, dl, paddle.to_tensor(labels), dlab, am)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        float(loss)
+        if step:
+            times.append(time.perf_counter() - t0)
+        print(f"  paddlenlp step {step}: {time.perf_counter() - t0:.1f} s", flush=True)
+    return B * L * len(times) / sum(times)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per configuration (after one warm-up step)")
+    p.add_argument("--paddlenlp-steps", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--skip-paddlenlp", action="store_true")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+    from paddle_electra.config import get_variant
+    from paddle_electra.pretraining.masking import max_predictions
+    from paddle_electra.runtime import available_cores
+
+    B, L = args.batch_size, 128
+    v = get_variant("chinese-electra-small")
+    load = os.getloadavg()
+    print(f"cores {available_cores()}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    peak = gemm_peak()
+    print(f"fp32 GEMM peak (2048^3, all cores): {peak / 1e9:.0f} GFLOP/s", flush=True)
+    flops = model_flops(v.discriminator, v.generator, B, L, max_predictions(0.15, L))
+    res = {"batch": B, "seq_len": L, "gemm_peak_gflops": peak / 1e9, "flops_per_step": flops,
+           "load_average": load}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = build_data(tmp, L)
+        cores = available_cores()
+        for nproc in sorted({1, cores} if cores > 1 else {1}):
+            tps = run_ours(tmp, data, nproc, B, args.steps)
+            share = flops * tps / (B * L) / peak
+            res[f"ours_{nproc}proc_tokens_per_s"] = tps
+            res[f"ours_{nproc}proc_roofline_share"] = share
+            print(f"ours, {nproc} process(es): {tps:.0f} tokens/s, {100 * share:.1f}% of the fp32 roofline", flush=True)
+    best = max(v_ for k, v_ in res.items() if k.startswith("ours_") and k.endswith("tokens_per_s"))
+    res["ours_best_tokens_per_s"] = best
+    if not args.skip_paddlenlp:
+        tps = run_paddlenlp(B, L, args.paddlenlp_steps)
+        pflops = model_flops(v.discriminator, v.discriminator, B, L, L, generator_everywhere=True)
+        res.update(paddlenlp_tokens_per_s=tps, paddlenlp_roofline_share=pflops * tps / (B * L) / peak,
+                   ratio_best_ours_vs_paddlenlp=best / tps)
+        print(f"PaddleNLP ElectraForTotalPretraining: {tps:.0f} tokens/s "
+              f"({100 * res['paddlenlp_roofline_share']:.1f}% of the roofline for its larger model)")
+        print(f"ratio (our best / PaddleNLP): {best / tps:.1f}x")
+    load = os.getloadavg()
+    print(f"load average at the end {load[0]:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
