@@ -157,22 +157,30 @@ def _probe_seq_axes(model) -> List[Optional[int]]:
 
 
 def export(model, path: str, meta: Optional[Dict] = None) -> str:
-    """Save `model` (a dygraph ELECTRA model or head, eval mode) as a static graph in folder `path`
+    """Save `model` (a dygraph ELECTRA model or head) in eval mode as a static graph in folder `path`
     (written atomically): inputs input_ids, token_type_ids, attention_mask, all int64 [batch, seq_len]
-    with both dimensions dynamic."""
+    with both dimensions dynamic. The model itself is left as it was (dygraph, same train/eval mode)."""
     import paddle
     from paddle.static import InputSpec
+    was_training = model.training
     model.eval()
     seq_axes = _probe_seq_axes(model)
     spec = [InputSpec([None, None], "int64", name=n) for n in INPUT_NAMES]
     static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
-    with atomic_dir(path) as tmp:
-        paddle.jit.save(static, os.path.join(tmp, MODEL_PREFIX))
-        info = {"format": EXPORT_FORMAT, "paddle": paddle.__version__, "class": type(model).__name__,
-                "inputs": list(INPUT_NAMES), "seq_axes": seq_axes, **(meta or {})}
-        with open(os.path.join(tmp, EXPORT_META), "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=2)
-            f.write("\n")
+    try:
+        with atomic_dir(path) as tmp:
+            paddle.jit.save(static, os.path.join(tmp, MODEL_PREFIX))
+            info = {"format": EXPORT_FORMAT, "paddle": paddle.__version__, "class": type(model).__name__,
+                    "inputs": list(INPUT_NAMES), "seq_axes": seq_axes, **(meta or {})}
+            with open(os.path.join(tmp, EXPORT_META), "w", encoding="utf-8") as f:
+                json.dump(info, f, indent=2)
+                f.write("\n")
+    finally:
+        # to_static swapped the layer's forward for a static function: give the caller its dygraph model back
+        rollback = getattr(model.forward, "rollback", None)
+        if rollback is not None:
+            rollback()
+        model.train(was_training)
     return path
 
 

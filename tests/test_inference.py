@@ -256,3 +256,17 @@ def test_bucketing_rejects_bad_input(dirs):
         pred.predict_batches([[1, 2], []])
     with pytest.raises(ValueError, match="sequence 0: 2 input_ids but 1 token_type_ids"):
         pred.predict_batches([[1, 2]], [[0]])
+
+
+def test_export_leaves_the_model_as_it_was(tmp_path):
+    paddle.seed(13)
+    model = ElectraModel(TINY)
+    model.train()
+    ids = paddle.to_tensor([[5, 6, 7]])
+    inference.export(model, str(tmp_path / "e"))
+    assert model.training  # mode restored
+    model.eval()
+    with paddle.no_grad():
+        out = model(ids)  # still dygraph: optional arguments may be None again
+    assert isinstance(out, paddle.Tensor) and out.shape == [1, 3, TINY.hidden_size]
+    assert sorted(os.listdir(tmp_path / "e")) == ["export.json", "model.json", "model.pdiparams"]
