@@ -161,3 +161,18 @@ def test_export_and_init_from(data_dir, tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=k)
     with pytest.raises(Exception, match="no complete checkpoint"):
         main(["export-discriminator", str(tmp_path), str(tmp_path / "x")])
+
+
+def test_gradient_accumulation_and_recompute_match_the_full_batch(data_dir, tmp_path):
+    from paddle_electra.checkpoint import load_tensors
+    disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)
+    full = str(tmp_path / "full")
+    _run(_args(data_dir, full, disc, gen, 2, 4))
+    acc = str(tmp_path / "acc")
+    _run(_args(data_dir, acc, disc, gen, 2, 2) + ["--gradient-accumulation-steps", "2", "--recompute"])
+    l1, l2 = _losses(full), _losses(acc)
+    assert l2[1] == pytest.approx(l1[1], rel=1e-5) and l2[2] == pytest.approx(l1[2], rel=1e-4)
+    ck = os.path.join("checkpoints", "checkpoint-00000002", "model", "model.safetensors")
+    a, b = load_tensors(os.path.join(full, ck)), load_tensors(os.path.join(acc, ck))
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=2e-6, err_msg=k)

@@ -81,6 +81,9 @@ def add_arguments(p: argparse.ArgumentParser):
     g.add_argument("--fast-cpu-kernels", choices=["auto", "on", "off"], default="auto",
                    help="GEMV bias gradients and transpose-free attention (pretraining.fast_cpu); auto: on for CPU")
     g.add_argument("--no-progress", action="store_true", help="no tqdm bar (metrics still go to stdout)")
+    g.add_argument("--eval-only", action="store_true",
+                   help="only evaluate (--init-from or the newest checkpoint) on --eval-data-dir; writes "
+                        "OUTPUT_DIR/eval_results.json")
 
 
 # --- set-up --------------------------------------------------------------------------------------
@@ -227,6 +230,9 @@ class Trainer:
         self.args = args
         self.world, self.rank, local = _dist_env()
         self.device = setup_device(args.device, args.num_threads, processes_per_node=local)
+        if args.amp != "off" and self.device == "cpu":
+            raise SystemExit(f"--amp {args.amp} needs a GPU: Paddle {paddle.__version__} has no bfloat16/float16 "
+                             f"matmul kernel on CPU in dygraph")
         if self.world > 1:
             fleet.init(is_collective=True, strategy=_make_strategy(args))
         self.is_main = self.rank == 0
@@ -540,7 +546,18 @@ def _fmt(v):
 
 
 def run(args):
+    if args.eval_only and not args.eval_data_dir:
+        raise SystemExit("--eval-only needs --eval-data-dir")
     trainer = Trainer(args)
+    if args.eval_only:
+        m = trainer.evaluate()
+        m["step"] = trainer.step
+        if trainer.is_main:
+            os.makedirs(args.output_dir, exist_ok=True)
+            with open(os.path.join(args.output_dir, "eval_results.json"), "w", encoding="utf-8") as f:
+                json.dump(m, f, indent=1)
+            print("eval " + " ".join(f"{k}={_fmt(v)}" for k, v in m.items()), flush=True)
+        return 0
     trainer.train()
     return 0
 
