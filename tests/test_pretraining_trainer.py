@@ -159,6 +159,15 @@ def test_export_and_init_from(data_dir, tmp_path):
     again = ElectraForPreTraining.from_pretrained(os.path.join(cont, "checkpoints", "checkpoint-00000001", "model"))
     for (k, a), (_, b) in zip(sorted(both.state_dict().items()), sorted(again.state_dict().items())):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=k)
+    # held-out evaluation of the export: deterministic, every example once
+    results = []
+    for i in range(2):
+        ev = str(tmp_path / f"eval{i}")
+        _run(["--eval-only", "--data-dir", data_dir, "--eval-data-dir", data_dir, "--init-from", out,
+              "--output-dir", ev, "--train-batch-size", "8", "--eval-batches", "3", "--device", "cpu"])
+        results.append(json.load(open(os.path.join(ev, "eval_results.json"))))
+    assert results[0] == results[1]
+    assert results[0]["examples"] == 24 and 0 <= results[0]["mlm_accuracy"] <= 1
     with pytest.raises(Exception, match="no complete checkpoint"):
         main(["export-discriminator", str(tmp_path), str(tmp_path / "x")])
 

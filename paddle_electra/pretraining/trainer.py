@@ -305,12 +305,12 @@ class Trainer:
             fh.writelines(keep)
 
     # --- one batch on the host -------------------------------------------------------------------
-    def host_batch(self, micro_index: int, data=None, order=None, rank=None, world=None, seed=None):
-        data, order = data or self.data, order or self.order
-        rank = self.rank if rank is None else rank
-        world = self.world if world is None else world
-        seed = self.args.seed if seed is None else seed
-        idx, pos = order.indices(micro_index, self.args.train_batch_size, rank, world)
+    def host_batch(self, micro_index: int):
+        idx, pos = self.order.indices(micro_index, self.args.train_batch_size, self.rank, self.world)
+        return self.make_batch(self.data, idx, pos, self.args.seed)
+
+    def make_batch(self, data, idx, pos, seed):
+        """Examples `idx` of `data`, masked and with gumbel noise seeded by their stream positions `pos`."""
         ids, mask, seg = data.batch(idx)
         m = mask_batch(ids, mask, pos, data.special_ids, seed, self.args.mask_prob, self.n_slots)
         batch = {"input_ids": ids, "input_mask": mask, "segment_ids": seg, **m}
@@ -369,33 +369,31 @@ class Trainer:
 
     # --- evaluation -----------------------------------------------------------------------------
     def evaluate(self, data=None, num_batches=None, batch_size=None) -> Dict[str, float]:
-        """MLM and disc metrics on held-out data, dropout off, fixed masking (seed 0 of the eval order).
-        Every process evaluates the same batches."""
+        """MLM and disc metrics on held-out data: its first num_batches x batch_size examples in order,
+        dropout off, masks and samples seeded by the example index (the same every time). Every
+        process evaluates the same examples."""
         import paddle
         data = data or self.eval_data
-        num_batches = num_batches or self.args.eval_batches
         bs = batch_size or self.args.train_batch_size
-        order = ExampleOrder(len(data), seed=0)
-        num_batches = min(num_batches, max(1, math.ceil(len(data) / bs)))
+        n = min(len(data), (num_batches or self.args.eval_batches) * bs)
         self.model.eval()
         total, probs, labels, reals = None, [], [], []
-        saved_bs = self.args.train_batch_size
-        self.args.train_batch_size = bs
         try:
             with paddle.no_grad():
-                for i in range(num_batches):
-                    b, noise = self.host_batch(i, data=data, order=order, rank=0, world=1, seed=0)
+                for start in range(0, n, bs):
+                    idx = np.arange(start, min(n, start + bs))
+                    b, noise = self.make_batch(data, idx, idx, seed=0)
                     batch, noise_t = self.to_tensors(b, noise)
                     with self._amp_ctx():
                         _, stats, p, l = rtd_forward(self.model, batch, noise_t, self.cfg)
                     total = stats if total is None else total + stats
-                    probs.append(p.numpy()), labels.append(l.numpy()), reals.append(b["input_mask"])
+                    probs.append(p.numpy().ravel()), labels.append(l.numpy().ravel())
+                    reals.append(b["input_mask"].ravel())
         finally:
-            self.args.train_batch_size = saved_bs
             self.model.train()
         out = summarize(total.numpy(), self.cfg.gen_weight, self.cfg.disc_weight)
         out["disc_auc"] = masked_auc(np.concatenate(probs), np.concatenate(labels), np.concatenate(reals))
-        out["examples"] = num_batches * bs
+        out["examples"] = n
         return out
 
     # --- the loop ---------------------------------------------------------------------------------
