@@ -128,7 +128,7 @@ def test_moduleinfo_matches_the_registry(name, installed):
 
 
 def test_load_by_name_and_directory(installed, home):
-    base = hub.Module(name="chinese-electra-base")
+    base = hub.Module(name="chinese-electra-base", use_fast_path=False)  # no graph export of base here
     assert base.name == "chinese-electra-base" and base.config.hidden_size == 768
     emb = base.get_embedding([["你好"]])
     assert len(emb[0][0]) == 768 and len(emb[0][1]) == 4
@@ -217,11 +217,13 @@ def test_seq_cls_labels_probs_truncation_and_reload(load, home, tmp_path, caplog
     assert not np.allclose(long_probs, probs[1:2], atol=1e-6)
     # reload: a from_pretrained dir keeps the label map; a PaddleHub .pdparams needs the same classes
     m.save_pretrained(str(tmp_path / "dir"))
-    again = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=str(tmp_path / "dir"))
+    again = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=str(tmp_path / "dir"),
+                       use_fast_path=False)
     assert again.labels == ["negative", "positive"]
     np.testing.assert_allclose(again.predict(data, max_seq_len=32, return_prob=True)[1], probs, atol=1e-5)
     paddle.save(m.state_dict(), str(tmp_path / "model.pdparams"))
-    pd = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=str(tmp_path / "model.pdparams"))
+    pd = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=str(tmp_path / "model.pdparams"),
+                    use_fast_path=False)
     np.testing.assert_allclose(pd.predict(data, max_seq_len=32, return_prob=True)[1], probs, atol=1e-5)
     from paddle_electra.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="num_classes"):
@@ -354,7 +356,7 @@ def test_hub_trainer_seq_cls_saves_and_reloads(installed, home, shared_data, tmp
     _write_tsv(tmp_path / "train.tsv", ["label", "text_a"], rows[:16])
     _write_tsv(tmp_path / "dev.tsv", ["label", "text_a"], rows[16:])
     paddle.seed(1)
-    model = hub.Module(name="chinese-electra-small", task="seq-cls", num_classes=2)
+    model = hub.Module(name="chinese-electra-small", task="seq-cls", num_classes=2, use_fast_path=False)
     before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     # ChnSentiCorp's own layout and class (it is TextClassificationDataset on files like these)
     ds = {mode: TextClassificationDataset(base_path=str(tmp_path), tokenizer=model.get_tokenizer(), max_seq_len=64,
@@ -371,7 +373,7 @@ def test_hub_trainer_seq_cls_saves_and_reloads(installed, home, shared_data, tmp
     assert saved.exists() and (tmp_path / "ckpt" / "best_model" / "model.pdparams").exists()
     texts = [[r[1]] for r in rows[16:]]
     want = model.predict(texts, max_seq_len=64, return_prob=True)
-    again = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=str(saved))
+    again = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=str(saved), use_fast_path=False)
     got = again.predict(texts, max_seq_len=64, return_prob=True)
     assert got[0] == want[0]
     np.testing.assert_allclose(got[1], want[1], atol=1e-5)
@@ -382,7 +384,8 @@ def test_hub_trainer_token_cls_and_text_matching(installed, home, shared_data, t
     # MSRA_NER's layout: text_a and label, characters and tags joined by \002
     sents = _msra_sentences(os.path.join(shared_data, "msra_ner", "train.txt"), 12)
     _write_tsv(tmp_path / "ner.tsv", ["text_a", "label"], sents)
-    tagger = hub.Module(name="chinese-electra-small", task="token-cls", label_map=dict(enumerate(MSRA_LABELS)))
+    tagger = hub.Module(name="chinese-electra-small", task="token-cls", label_map=dict(enumerate(MSRA_LABELS)),
+                        use_fast_path=False)
     ner = SeqLabelingDataset(base_path=str(tmp_path), tokenizer=tagger.get_tokenizer(), max_seq_len=48,
                              data_file="ner.tsv", label_list=MSRA_LABELS, is_file_with_header=True)
     trainer = hub.Trainer(tagger, paddle.optimizer.AdamW(learning_rate=1e-3, parameters=tagger.parameters()),
@@ -397,7 +400,8 @@ def test_hub_trainer_token_cls_and_text_matching(installed, home, shared_data, t
         pairs = [line.rstrip("\n").split("\t") for line in f][1:13]
     _write_tsv(tmp_path / "pairs.tsv", ["text_a", "text_b", "label"], pairs)
     names = ["entailment", "neutral", "contradiction"]
-    matcher = hub.Module(name="chinese-electra-small", task="text-matching", label_map=dict(enumerate(names)))
+    matcher = hub.Module(name="chinese-electra-small", task="text-matching", label_map=dict(enumerate(names)),
+                         use_fast_path=False)
     tm = TextMatchingDataset(base_path=str(tmp_path), tokenizer=matcher.get_tokenizer(), max_seq_len=48,
                              data_file="pairs.tsv", label_list=names, is_file_with_header=True)
     trainer = hub.Trainer(matcher, paddle.optimizer.AdamW(learning_rate=1e-3, parameters=matcher.parameters()),
@@ -413,7 +417,7 @@ def test_hub_trainer_reading_comprehension(installed, home, shared_data, tmp_pat
         squad = json.load(f)
     para = squad["data"][0]["paragraphs"][0]
     sample = {"data": [{"paragraphs": [{"context": para["context"], "qas": para["qas"][:3]}]}]}
-    reader = hub.Module(name="chinese-electra-small", task="reading-comprehension")
+    reader = hub.Module(name="chinese-electra-small", task="reading-comprehension", use_fast_path=False)
     ds = ReadingComprehensionDataset(sample, reader.get_tokenizer(), max_seq_len=128, doc_stride=64)
     assert len(ds) >= 3 and any(int(r[2]) > 0 for r in ds.records)
     trainer = hub.Trainer(reader, paddle.optimizer.AdamW(learning_rate=1e-3, parameters=reader.parameters()),
