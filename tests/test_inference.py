@@ -270,3 +270,14 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
         out = model(ids)  # still dygraph: optional arguments may be None again
     assert isinstance(out, paddle.Tensor) and out.shape == [1, 3, TINY.hidden_size]
     assert sorted(os.listdir(tmp_path / "e")) == ["export.json", "model.json", "model.pdiparams"]
+
+
+def test_predict_texts_tokenizes_with_the_model_vocab(dirs):
+    from paddle_electra.tokenizer import ElectraTokenizer
+    pred = ElectraPredictor.from_pretrained(dirs["pretraining"], task="discriminator")
+    texts, pairs = ["今天天气很好", "这本书不错。"], ["是的", "我也觉得很好看"]
+    got = pred.predict_texts(texts, pairs, max_length=8)
+    enc = ElectraTokenizer.from_pretrained(dirs["pretraining"])(texts, pairs, max_length=8, truncation=True)
+    for g, ids, types in zip(got, enc["input_ids"], enc["token_type_ids"]):
+        assert len(ids) <= 8 and g.shape == (len(ids),)
+        np.testing.assert_allclose(g, pred(np.array([ids]), np.array([types]))[0], atol=1e-4, rtol=0)
