@@ -273,9 +273,9 @@ class ElectraHubModule(nn.Layer, TransformerModule):
             self._predictor, self._weights_dir = None, None
         return super().train(mode)
 
-    def get_tokenizer(self, *args, **kwargs) -> HubTokenizer:
+    def get_tokenizer(self, **kwargs) -> HubTokenizer:
         """A PaddleNLP tokenizer (what PaddleHub's datasets accept) splitting text as the original."""
-        return HubTokenizer(self._vocab_file, *args, **kwargs)
+        return HubTokenizer(self._vocab_file, **kwargs)
 
     # --- running the model -----------------------------------------------------------------------
     def _set_device(self, use_gpu: bool):
