@@ -194,15 +194,15 @@ class ElectraHubModule(nn.Layer, TransformerModule):
         self._warned_truncation = False
         labels = labels_from_label_map(label_map, num_classes) if task in ("seq-cls", "token-cls",
                                                                            "text-matching") else None
-        self.model, self._weights_dir = self._load(task, load_checkpoint, labels, label_map is not None)
-        if getattr(self.model, "newly_initialized", None):
-            self._weights_dir = None  # a new head: the weights exist only here, not in a dir
+        self.model, source = self._load(task, load_checkpoint, labels, label_map is not None)
+        # the dir holding exactly these weights (for the fast path); not so with a new head
+        self._weights_dir = None if getattr(self.model, "newly_initialized", None) else source
         if labels is not None:
             self.labels = list(self.model.labels)
             self.label_map = dict(enumerate(self.labels))  # PaddleHub's attribute: {id: label}
             self.num_classes = len(self.labels)
-        vocab = os.path.join(self._weights_dir or "", "vocab.txt")
-        self._vocab_file = vocab if self._weights_dir and os.path.exists(vocab) else bundled_vocab_path()
+        vocab = os.path.join(source or "", "vocab.txt")
+        self._vocab_file = vocab if source and os.path.exists(vocab) else bundled_vocab_path()
         self.tokenizer = ElectraTokenizer(self._vocab_file)
         self.eval()
 
@@ -216,7 +216,7 @@ class ElectraHubModule(nn.Layer, TransformerModule):
         return self.model if isinstance(self.model, ElectraModel) else self.model.electra
 
     def _load(self, task, load_checkpoint, labels, labels_given):
-        """-> (model, the from_pretrained dir its weights are exactly those of, or None)."""
+        """-> (model, the from_pretrained dir it was loaded from, or None for a .pdparams)."""
         cls = TASK_HEADS[task] if task else ElectraModel
         if load_checkpoint is not None:
             if not isinstance(load_checkpoint, (str, os.PathLike)):
