@@ -267,7 +267,7 @@ def main(argv=None):
 
     print(f"\nELECTRA-{args.model}, batch {args.batch_size} x {args.seq_len}, {threads} threads, "
           f"{flops / 1e9:.1f} GFLOP per batch; load average during throughput {load_tp}, latency {load_lat}")
-    head = f"| engine | seq/s (median) | seq/s (best) | x PaddleNLP | x HF | roofline share | batch-1 latency ms | max abs diff |"
+    head = "| engine | seq/s (median) | seq/s (best) | x PaddleNLP | x HF | roofline share | batch-1 latency ms | max abs diff |"
     print(head + "\n|" + "---|" * 8)
     for name, r in rows.items():
         x_nlp = f"{r['seq_per_s'] / base_nlp:.2f}" if base_nlp else "-"

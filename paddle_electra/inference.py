@@ -32,7 +32,7 @@ import logging
 import os
 import tempfile
 import threading
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,9 +52,9 @@ EXPORT_FORMAT = 1
 _PROBE_LENGTH = 24
 # delete inference-time dropout (an identity) before the oneDNN fusions run
 CPU_EXTRA_PASSES = ("identity_op_clean_pass",)
-# oneDNN keeps one set of primitives per input shape; without a bound memory grows by ~12 MB per new
-# (batch, length) pair on ELECTRA-small (measured: +500 MB after 160 lengths). A bound of 1 keeps it
-# flat and costs nothing when consecutive batches share a shape, which length bucketing arranges.
+# oneDNN keeps primitives per input shape; unbounded, memory grows with every new (batch, length) pair
+# (ELECTRA-small, batch 4, lengths 1..160: +497 MB; bounded to 1: +157 MB). A bound of 1 costs nothing
+# when consecutive batches share a shape, which length bucketing arranges (docs/inference.md).
 DEFAULT_ONEDNN_CACHE_CAPACITY = 1
 # the length bucketing pads each batch up to a multiple of this (fewer distinct shapes)
 DEFAULT_PAD_MULTIPLE = 16
