@@ -85,7 +85,14 @@ def _model_class(task: Optional[str]):
 
 
 def _task_dirname(task: Optional[str]) -> str:
-    return task or "backbone"
+    """The cache folder of a task; tasks served by the same class share one ("text-matching" is
+    "seq-cls": the same graph)."""
+    if task is None:
+        return "backbone"
+    from .heads import TASK_HEADS
+    if task in TASK_HEADS:
+        return next(name for name, cls in TASK_HEADS.items() if cls is TASK_HEADS[task])
+    return task
 
 
 def _source_files(model_dir: str, task: Optional[str]) -> List[str]:
@@ -111,7 +118,8 @@ def model_config(model_dir: str, task: Optional[str]) -> ElectraConfig:
 def fingerprint(model_dir: str, task: Optional[str]) -> str:
     import paddle
     h = hashlib.sha256()
-    h.update(json.dumps({"format": EXPORT_FORMAT, "paddle": paddle.__version__, "task": task}).encode())
+    h.update(json.dumps({"format": EXPORT_FORMAT, "paddle": paddle.__version__,
+                         "task": _task_dirname(task)}).encode())
     for f in _source_files(model_dir, task):
         h.update(os.path.basename(f).encode() + b"\0")
         with open(f, "rb") as fh:

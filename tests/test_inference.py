@@ -281,3 +281,9 @@ def test_predict_texts_tokenizes_with_the_model_vocab(dirs):
     for g, ids, types in zip(got, enc["input_ids"], enc["token_type_ids"]):
         assert len(ids) <= 8 and g.shape == (len(ids),)
         np.testing.assert_allclose(g, pred(np.array([ids]), np.array([types]))[0], atol=1e-4, rtol=0)
+
+
+def test_text_matching_shares_the_seq_cls_export(dirs):
+    a = ElectraPredictor.from_pretrained(dirs["seq-cls"], task="seq-cls")
+    b = ElectraPredictor.from_pretrained(dirs["seq-cls"], task="text-matching")
+    assert a.export_dir == b.export_dir and a.export_dir.endswith(os.path.join("inference", "seq-cls"))
