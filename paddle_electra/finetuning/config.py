@@ -73,7 +73,7 @@ class FinetuneConfig:
     # evaluation: "dygraph" (the layer itself), "inference" (static export + Paddle Inference), or
     # "auto": inference for classification and tagging (5-10x faster here), dygraph for QA (the joint
     # head's beam ran slower under oneDNN with per-batch lengths: 29 s vs 16 s on 96 windows)
-    eval_backend: str = "dygraph"
+    eval_backend: str = "auto"
     log_every: int = 20
     output_dir: Optional[str] = None  # default <data_dir>/finetuning_models
     results_dir: Optional[str] = None  # default <data_dir>/results
