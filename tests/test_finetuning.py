@@ -134,6 +134,25 @@ def test_shared_data_readers(shared_data, tmp_path):
     assert len(m.get_examples("dev")) == 4631
     q = make_task("cmrc2018", tmp_path, dev_file=d(shared_data, "cmrc2018/dev.json"))
     assert len(q.get_examples("dev")) == 3219
+    r = make_task("drcd", tmp_path, dev_file=d(shared_data, "drcd/DRCD_dev.json"))
+    assert len(r.get_examples("dev")) == 3524
+
+
+def test_shared_cmrc_answers_map_back(shared_data, tmp_path):
+    """Every CMRC 2018 trial answer is labelled at tokens whose characters are the answer text, except
+    answers the annotators padded with spaces (or ending in a combining mark the tokenizer drops)."""
+    q = make_task("cmrc2018", tmp_path, train_file=os.path.join(shared_data, "cmrc2018/trial.json"),
+                  max_seq_length=512)
+    examples = q.get_examples("train")
+    exact = 0
+    for e in examples:
+        a = e.answers[0]
+        f = next(f for f in featurize_qa(q.tokenizer, e.question, e.context, 512, answer_text=a["text"],
+                                         answer_start=a["answer_start"]) if f.start_position)
+        got = e.context[f.offsets[f.start_position][0]:f.offsets[f.end_position][1]]
+        exact += got == a["text"]
+        assert got == a["text"] or a["text"].strip().startswith(got)
+    assert exact >= len(examples) - 3
 
 
 def test_truncate_pair_original_rule():
