@@ -422,6 +422,8 @@ class ElectraPredictor:
         multiple of `pad_multiple`, which bounds the number of distinct shapes), run, and return one
         result per sequence in input order, with the length axes trimmed back to the sequence's own
         length (an array, or a tuple of arrays for several outputs)."""
+        if token_type_ids is None and self.task == "reading-comprehension":
+            raise ValueError("reading-comprehension needs token_type_ids: answers are searched in segment 1")
         seqs = [list(map(int, s)) for s in input_ids]
         types = [list(map(int, t)) for t in token_type_ids] if token_type_ids is not None else None
         if types is not None:

@@ -248,6 +248,8 @@ def test_bucketing_pads_to_the_qa_beam(dirs):
     got = pred.predict_batches(seqs, types, batch_size=2)
     assert got[0][0].shape == (len(seqs[0]),)  # start logits trimmed to the sequence
     assert got[1][1].shape == (20,) and got[1][3].shape == (20, 20)  # beams untouched
+    with pytest.raises(ValueError, match="needs token_type_ids"):
+        pred.predict_batches(seqs)
 
 
 def test_bucketing_rejects_bad_input(dirs):
