@@ -79,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser):
     g.add_argument("--recompute", action="store_true",
                    help="recompute encoder layers in the backward pass (DistributedStrategy.recompute)")
     g.add_argument("--fast-cpu-kernels", choices=["auto", "on", "off"], default="auto",
-                   help="GEMV bias gradients and transpose-free attention (pretraining.fast_cpu); auto: on for CPU")
+                   help="GEMV bias gradients and transpose-free attention (paddle_electra.fast_cpu); auto: on for CPU")
     g.add_argument("--no-progress", action="store_true", help="no tqdm bar (metrics still go to stdout)")
     g.add_argument("--eval-only", action="store_true",
                    help="only evaluate (--init-from or the newest checkpoint) on --eval-data-dir; writes "
@@ -249,7 +249,7 @@ class Trainer:
             self.model = ElectraForPreTraining(disc, gen)
         self._check_vocab()
         if args.fast_cpu_kernels == "on" or (args.fast_cpu_kernels == "auto" and self.device == "cpu"):
-            from . import fast_cpu
+            from .. import fast_cpu
             fast_cpu.enable(self.model)
         if args.recompute:
             enable_recompute(self.model)

@@ -1,5 +1,5 @@
-"""Faster training kernels for Paddle on CPU, patched onto a model's layers (parameter names, weights
-and results stay the same up to float rounding).
+"""Faster training kernels for Paddle on CPU, patched onto a model's layers by the pretraining and
+fine-tuning trainers (parameter names, weights and results stay the same up to float rounding).
 
 What costs time in Paddle's CPU training step besides the GEMMs (measured with the profiler on
 ELECTRA-small, batch 32 x 128, see docs/pretraining.md):
@@ -88,7 +88,7 @@ def _self_attention_forward(att):
 
 def enable(model: nn.Layer) -> int:
     """Patch every nn.Linear and ElectraSelfAttention inside `model`; returns how many layers."""
-    from ..modeling import ElectraSelfAttention
+    from .modeling import ElectraSelfAttention
     n = 0
     for layer in model.sublayers(include_self=True):
         if isinstance(layer, ElectraSelfAttention):
