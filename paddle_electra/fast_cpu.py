@@ -14,6 +14,7 @@ ELECTRA-small, batch 32 x 128, see docs/pretraining.md):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import paddle
@@ -98,3 +99,27 @@ def enable(model: nn.Layer) -> int:
             layer.forward = _linear_forward(layer)
             n += 1
     return n
+
+
+def disable(model: nn.Layer) -> int:
+    """Undo enable(): the layers' own forward again (for export to a static graph, which the PyLayers
+    above do not support)."""
+    n = 0
+    for layer in model.sublayers(include_self=True):
+        if "forward" in layer.__dict__:
+            del layer.__dict__["forward"]
+            n += 1
+    return n
+
+
+@contextlib.contextmanager
+def patched(model: nn.Layer, enabled: bool = True):
+    """enable() for the duration of a training loop, disable() after it."""
+    if not enabled:
+        yield model
+        return
+    enable(model)
+    try:
+        yield model
+    finally:
+        disable(model)
