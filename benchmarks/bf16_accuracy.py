@@ -88,17 +88,22 @@ def main(argv=None):
     acc = {k: accuracy(v, labels) for k, v in logits.items()}
     diff = np.abs(logits["bf16"] - logits["fp32"])
     flips = int((logits["bf16"].argmax(-1) != logits["fp32"].argmax(-1)).sum())
+    # how close the closest fp32 decision is: top logit minus the runner-up
+    top2 = np.sort(logits["fp32"], axis=-1)[:, -2:]
+    margin = float((top2[:, 1] - top2[:, 0]).min()) if logits["fp32"].shape[1] > 1 else float("nan")
     delta = 100 * (acc["bf16"] - acc["fp32"])
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "model_dir": os.path.abspath(args.model_dir),
               "dev_file": os.path.abspath(args.dev_file), "examples": len(feats),
               "accuracy": acc, "bf16_minus_fp32_points": delta, "max_abs_logit_diff": float(diff.max()),
               "mean_abs_logit_diff": float(diff.mean()), "flipped_predictions": flips,
+              "smallest_fp32_margin": margin,
               "seq_per_s": {k: len(feats) / v for k, v in secs.items()}}
     if "dygraph" in logits:
         record["max_abs_logit_diff_fp32_vs_dygraph"] = float(np.abs(logits["fp32"] - logits["dygraph"]).max())
     print(f"\naccuracy fp32 {100 * acc['fp32']:.2f}, bf16 {100 * acc['bf16']:.2f} ({delta:+.2f} points; "
           f"{'within' if abs(delta) <= 0.5 else 'OUTSIDE'} 0.5); max |logit diff| {diff.max():.4f}, "
-          f"mean {diff.mean():.4f}; {flips} of {len(feats)} predictions flip")
+          f"mean {diff.mean():.4f}; {flips} of {len(feats)} predictions flip (smallest fp32 margin between "
+          f"the top two logits: {margin:.4f})")
     if "max_abs_logit_diff_fp32_vs_dygraph" in record:
         print(f"fp32 predictor vs dygraph: max |logit diff| {record['max_abs_logit_diff_fp32_vs_dygraph']:.2e}")
     if args.output:
