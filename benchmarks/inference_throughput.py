@@ -198,7 +198,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--rounds", type=int, default=None, help="timed batches per engine (default 5 small, 3 base)")
-    p.add_argument("--latency-rounds", type=int, default=20)
+    p.add_argument("--latency-rounds", type=int, default=None, help="batch-1 runs per engine (default 20 small, 10 base)")
     p.add_argument("--num-threads", type=int, default=None, help="default: all cores")
     p.add_argument("--skip", nargs="*", default=[], choices=["paddlenlp", "hf", "plain", "bf16"])
     p.add_argument("--output", default="runs/bench/inference_throughput.jsonl", help="JSON lines appended here")
@@ -207,6 +207,7 @@ def main(argv=None):
     runtime.setup_device("cpu", args.num_threads)
     threads = args.num_threads or runtime.default_num_threads()
     rounds = args.rounds or (5 if args.model == "small" else 3)
+    latency_rounds = args.latency_rounds or (20 if args.model == "small" else 10)
     variant = get_variant(VARIANTS[args.model])
     model_dir = args.model_dir
     if model_dir is None:
@@ -249,9 +250,9 @@ def main(argv=None):
     peak = {p: max(v for name, v in gemm_rates.items() if name.startswith(f"GEMM {p} ")) for p in precisions}
     ref = engines["ours fp32"](ids, types)
     agree = {n: float(np.abs(run(ids, types) - ref).max()) for n, run in engines.items()}
-    print(f"[3/3] latency, batch 1 x {args.seq_len}, {args.latency_rounds} rounds ...", flush=True)
+    print(f"[3/3] latency, batch 1 x {args.seq_len}, {latency_rounds} rounds ...", flush=True)
     ids1, types1 = batch_of(1, args.seq_len, cfg.vocab_size)
-    lat = measure({n: (lambda run=run: run(ids1, types1)) for n, run in engines.items()}, args.latency_rounds)
+    lat = measure({n: (lambda run=run: run(ids1, types1)) for n, run in engines.items()}, latency_rounds)
     load_lat = load()
 
     flops = matmul_flops(cfg, args.batch_size, args.seq_len)
@@ -281,7 +282,7 @@ def main(argv=None):
 
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "model": args.model,
               "model_dir": args.model_dir, "batch_size": args.batch_size, "seq_len": args.seq_len,
-              "threads": threads, "rounds": rounds, "cpu": _cpu_name(), "cores": runtime.available_cores(),
+              "threads": threads, "rounds": rounds, "latency_rounds": latency_rounds, "cpu": _cpu_name(), "cores": runtime.available_cores(),
               "loadavg_throughput": load_tp, "loadavg_latency": load_lat, "gemm_peak_gflops": peak, "gemm_gflops": gemm_rates,
               "gflop_per_batch": flops / 1e9, "engines": rows, "versions": _versions(),
               "python": platform.python_version()}
