@@ -180,6 +180,11 @@ def save_checkpoint(output_dir, step, model, optimizer, scheduler, rng_states, e
                        **extra}, f, indent=1)
     for old in checkpoint_dirs(output_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
+    # temporaries that a killed save left beside the checkpoints (atomic_dir's ".<name>.tmp-*")
+    root = os.path.dirname(path)
+    for name in os.listdir(root):
+        if name.startswith("." + CHECKPOINT_PREFIX):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     return path
 
 
