@@ -8,7 +8,6 @@ ElectraForPreTraining. Pickle formats are never read implicitly.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -16,15 +15,13 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .config import CONFIG_NAME, GENERATOR_CONFIG_NAME, ConfigError, ElectraConfig, get_variant
+from .config import CONFIG_NAME, GENERATOR_CONFIG_NAME, ElectraConfig, get_variant
 
 WEIGHTS_NAME = "model.safetensors"
 GENERATOR_WEIGHTS_NAME = "generator.safetensors"
 PDPARAMS_NAME = "model_state.pdparams"
 VOCAB_NAME = "vocab.txt"
 LABEL_MAP_NAME = "label_map.json"
-# heads a backbone may be loaded from (HF's habit: ElectraModel.from_pretrained(discriminator dir))
-HEAD_PREFIXES = ("discriminator_predictions.", "generator_predictions.", "classifier.", "qa.")
 
 
 class CheckpointError(ValueError):
@@ -155,14 +152,6 @@ def resolve(name_or_path: str, download: bool = True) -> str:
         f"or the HF repos {variant.hf_discriminator} / {variant.hf_generator}:\n"
         f"  paddle-electra convert hf --input <discriminator folder> --generator <generator folder> --output {local}\n"
         f"(or set PADDLE_ELECTRA_HOME to the folder that holds {variant.name}/).")
-
-
-def read_label_map(path: str) -> Optional[Dict[str, int]]:
-    f = os.path.join(path, LABEL_MAP_NAME)
-    if not os.path.exists(f):
-        return None
-    with open(f, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 # --- the mixin every model class gets --------------------------------------------------------------

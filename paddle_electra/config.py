@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
@@ -171,10 +170,3 @@ def get_variant(name: str) -> Variant:
     if key not in VARIANTS:
         raise KeyError(f"unknown variant {name!r}; registered: {', '.join(VARIANTS)}")
     return VARIANTS[key]
-
-
-def load_config_dir(path: str, generator: bool = False) -> ElectraConfig:
-    """Config of a from_pretrained dir: config.json, or generator_config.json for the generator
-    of a pretraining dir (one that holds both)."""
-    name = GENERATOR_CONFIG_NAME if generator else CONFIG_NAME
-    return ElectraConfig.from_json_file(os.path.join(path, name))

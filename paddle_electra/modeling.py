@@ -12,7 +12,7 @@ checkpoint is a name table (see paddle_electra/conversion). TF kernels are
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import Optional
 
 import paddle
 import paddle.nn as nn
@@ -263,13 +263,3 @@ class ElectraForPreTraining(PretrainedMixin, nn.Layer):
         """Both models on the same input (for inspection); training goes through pretraining.rtd."""
         return (self.generator(input_ids, token_type_ids, attention_mask, position_ids),
                 self.discriminator(input_ids, token_type_ids, attention_mask, position_ids))
-
-
-def all_parameters_unique(model: nn.Layer) -> List:
-    """Parameters once each (the shared embeddings appear under two names in state_dict)."""
-    seen, out = set(), []
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            out.append(p)
-    return out

@@ -1,8 +1,6 @@
 """Pretraining pieces on hand-made inputs: the example builder (Google's segment rule and HFL's bug),
 the shard format, masking, the gumbel sample, the scatter, the RTD labels and losses, the metrics."""
-import json
 import os
-import random
 
 import numpy as np
 import paddle

@@ -135,7 +135,6 @@ def test_two_processes_match_one_process_with_doubled_batch(data_dir, tmp_path):
 
 
 def test_export_and_init_from(data_dir, tmp_path):
-    import paddle
     from paddle_electra.cli import main
     from paddle_electra.modeling import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator
     disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)

@@ -26,7 +26,7 @@ import json
 import re
 import sys
 from collections import OrderedDict
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 import numpy as np
 

@@ -15,7 +15,7 @@ Used by the cmrc2018/drcd tasks and by the hub module's reading-comprehension ta
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np

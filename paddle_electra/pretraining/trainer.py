@@ -21,7 +21,7 @@ import re
 import shutil
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from ..config import ElectraConfig, generator_config_for, get_variant
 from .data import DataError, ExampleOrder, PretrainingData, file_md5
 from .masking import gumbel_noise, mask_batch, max_predictions
 from .metrics import masked_auc, summarize
-from .objective import STAT_NAMES, RTDConfig, rtd_forward
+from .objective import RTDConfig, rtd_forward
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_NAME = "trainer_state.json"
@@ -280,7 +280,6 @@ class Trainer:
                             f"tokens but the model has vocab_size {V}")
 
     def _resume(self):
-        import paddle
         found = checkpoint_dirs(self.args.output_dir)
         if not found:
             return
