@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/pretrain_throughput.py
 	$(PY) benchmarks/finetune_throughput.py
 	$(PY) benchmarks/tokenizer_throughput.py
+	$(PY) benchmarks/hub_throughput.py
+	$(PY) benchmarks/serving_load.py --start --random-weights
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

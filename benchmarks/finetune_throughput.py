@@ -1,6 +1,7 @@
 """Fine-tuning throughput: training examples/s of ELECTRA-small sequence classification (batch 32,
 length 128 by default) with this library (ElectraForSequenceClassification + the original's
-AdamW with layerwise LR decay, global-norm clip 1.0) against PaddleNLP 2.8's
+AdamW with layerwise LR decay, global-norm clip 1.0, and on CPU the training kernels of
+paddle_electra.fast_cpu, as run_finetuning.py trains) against PaddleNLP 2.8's
 ElectraForSequenceClassification (paddle.optimizer.AdamW, the same clip and weight decay), same
 shapes, same random weights for the backbone, same batches, in one process.
 
@@ -27,9 +28,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def ours(cfg, lr):
+    import paddle
+    from paddle_electra import fast_cpu
     from paddle_electra.heads import ElectraForSequenceClassification
     from paddle_electra.optimization import create_optimizer
     model = ElectraForSequenceClassification(cfg, num_labels=2)
+    if paddle.get_device() == "cpu":  # as finetuning.trainer does for its training loop
+        fast_cpu.enable(model)
     opt, sched = create_optimizer(model, lr, 1000, 100, layerwise_lr_decay=0.8)
 
     def step(ids, types, mask, labels):

@@ -9,7 +9,7 @@ global batch 32 x 128, tokens/s of full training steps (forward, backward, AdamW
 and the share of the fp32 roofline: model GEMM FLOPs per step (3 x forward) x steps/s over the
 fp32 GEMM rate measured here (2048^3 matmul, all cores).
 
-    python benchmarks/pretrain_throughput.py [--steps 3] [--skip-paddlenlp] [--json OUT]
+    python benchmarks/pretrain_throughput.py [--steps 10] [--skip-steps 10] [--skip-paddlenlp] [--json OUT]
 """
 from __future__ import annotations
 
@@ -63,11 +63,11 @@ def build_data(tmp, L):
     return out
 
 
-def run_ours(tmp, data, nproc, B, steps):
-    """tokens/s of steps 2..steps+1 (step 1 warms up), read from the trainer's metrics.jsonl."""
+def run_ours(tmp, data, nproc, B, steps, skip):
+    """tokens/s of the `steps` steps after `skip` untimed ones, from the trainer's metrics.jsonl."""
     out = os.path.join(tmp, f"ours{nproc}")
     args = ["--data-dir", data, "--model", "chinese-electra-small", "--output-dir", out,
-            "--max-steps", str(steps + 1), "--train-batch-size", str(B // nproc), "--logging-steps", "1",
+            "--max-steps", str(skip + steps), "--train-batch-size", str(B // nproc), "--logging-steps", "1",
             "--save-steps", "1000000", "--warmup-steps", "10", "--no-progress"]
     script = os.path.join(ROOT, "pretrain", "run_pretraining.py")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -80,7 +80,7 @@ def run_ours(tmp, data, nproc, B, steps):
     if r.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
     recs = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if l.strip()]
-    times = [B * 128 / r["tokens_per_second"] for r in recs if "tokens_per_second" in r][1:]
+    times = [B * 128 / r["tokens_per_second"] for r in recs if "tokens_per_second" in r][skip:]
     return B * 128 * len(times) / sum(times)
 
 
@@ -134,7 +134,9 @@ def run_paddlenlp(B, L, steps):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per configuration (after one warm-up step)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps of ours per configuration")
+    p.add_argument("--skip-steps", type=int, default=10,
+                   help="untimed steps of ours first: start-up, and the optimizer state of real training")
     p.add_argument("--paddlenlp-steps", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--skip-paddlenlp", action="store_true")
@@ -157,7 +159,7 @@ def main():
         data = build_data(tmp, L)
         cores = available_cores()
         for nproc in sorted({1, cores} if cores > 1 else {1}):
-            tps = run_ours(tmp, data, nproc, B, args.steps)
+            tps = run_ours(tmp, data, nproc, B, args.steps, args.skip_steps)
             share = flops * tps / (B * L) / peak
             res[f"ours_{nproc}proc_tokens_per_s"] = tps
             res[f"ours_{nproc}proc_roofline_share"] = share

@@ -122,11 +122,12 @@ def setup_random(module, workdir, env):
                    env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def start_server(module, port, env, log_path, timeout=300):
+def start_server(module, port, env, log_path, timeout=300, config=None):
+    """`hub serving start -m module -p port`, or `-c config` (which names the port) when given."""
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "paddle_electra.hub", "serving", "start", "-m", module,
-                             "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    what = ["-c", config] if config else ["-m", module, "-p", str(port)]
+    proc = subprocess.Popen([sys.executable, "-m", "paddle_electra.hub", "serving", "start", *what],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:

@@ -165,18 +165,15 @@ class PretrainedMixin:
     def save_pretrained(self, path: str, vocab_file: Optional[str] = None):
         from .tokenizer import bundled_vocab_path
         with atomic_dir(path) as tmp:
-            if type(self).__name__ == "ElectraForPreTraining":
-                self.discriminator.config.to_json_file(os.path.join(tmp, CONFIG_NAME))
-                self.generator.config.to_json_file(os.path.join(tmp, GENERATOR_CONFIG_NAME))
-                save_tensors(state_to_numpy(self.discriminator), os.path.join(tmp, WEIGHTS_NAME))
-                save_tensors(state_to_numpy(self.generator), os.path.join(tmp, GENERATOR_WEIGHTS_NAME))
-            else:
-                cfg = self.config.replace(extra={**self.config.extra, **self._config_dict_extra()})
-                cfg.to_json_file(os.path.join(tmp, CONFIG_NAME))
-                save_tensors(state_to_numpy(self), os.path.join(tmp, WEIGHTS_NAME))
+            self._write_weights(tmp)
             shutil.copyfile(vocab_file or bundled_vocab_path(), os.path.join(tmp, VOCAB_NAME))
             self._save_extra(tmp)
         return path
+
+    def _write_weights(self, tmp: str):
+        cfg = self.config.replace(extra={**self.config.extra, **self._config_dict_extra()})
+        cfg.to_json_file(os.path.join(tmp, CONFIG_NAME))
+        save_tensors(state_to_numpy(self), os.path.join(tmp, WEIGHTS_NAME))
 
     def _save_extra(self, path: str):
         """Task heads write their label map here."""
@@ -188,45 +185,57 @@ class PretrainedMixin:
     @classmethod
     def from_pretrained(cls, name_or_path: str, allow_pickle: bool = False, **kwargs):
         path = resolve(name_or_path)
-        name = cls.__name__
-        if name == "ElectraForPreTraining":
-            gen_cfg_file = os.path.join(path, GENERATOR_CONFIG_NAME)
-            if not os.path.exists(gen_cfg_file):
-                raise CheckpointError(f"{path} holds no generator ({GENERATOR_CONFIG_NAME}); "
-                                      f"ElectraForPreTraining needs a pretraining dir")
-            model = cls(ElectraConfig.from_json_file(os.path.join(path, CONFIG_NAME)),
-                        ElectraConfig.from_json_file(gen_cfg_file))
-            disc = _read_weights(path, WEIGHTS_NAME, allow_pickle)
-            gen = _read_weights(path, GENERATOR_WEIGHTS_NAME, allow_pickle)
-            src = os.path.join(path, WEIGHTS_NAME)
-            check_state({k: v.shape for k, v in model.discriminator.state_dict().items()}, disc, src)
-            check_state({k: v.shape for k, v in model.generator.state_dict().items()}, gen,
-                        os.path.join(path, GENERATOR_WEIGHTS_NAME))
-            for k in [k for k in gen if k.startswith("electra.embeddings.")]:
-                if not np.array_equal(gen[k], disc[k]):
-                    raise CheckpointError(f"{path}: shared tensor {k} differs between {WEIGHTS_NAME} and "
-                                          f"{GENERATOR_WEIGHTS_NAME}")
-            load_state_strict(model.discriminator, disc, src)
-            load_state_strict(model.generator, gen, os.path.join(path, GENERATOR_WEIGHTS_NAME))
-            return model
-        # the generator of a pretraining dir lives in generator.*; a standalone one in model.*
-        use_gen = name == "ElectraGenerator" and os.path.exists(os.path.join(path, GENERATOR_CONFIG_NAME))
-        cfg_file = os.path.join(path, GENERATOR_CONFIG_NAME if use_gen else CONFIG_NAME)
-        weights = _read_weights(path, GENERATOR_WEIGHTS_NAME if use_gen else WEIGHTS_NAME, allow_pickle)
+        cfg_name, weights_name = cls._files(path)
+        weights = _read_weights(path, weights_name, allow_pickle)
         config = ElectraConfig.from_json_file(
-            cfg_file, embedding_size=_embedding_size_from(weights))
+            os.path.join(path, cfg_name), embedding_size=_embedding_size_from(weights))
         model = cls._build(path, config, **kwargs)
         weights = model._adapt_weights(weights)
-        load_state_strict(model, weights, os.path.join(path, GENERATOR_WEIGHTS_NAME if use_gen else WEIGHTS_NAME))
+        load_state_strict(model, weights, os.path.join(path, weights_name))
         return model
 
+    @classmethod
+    def _files(cls, path: str):
+        """(config, weights) file names this class reads from `path`."""
+        return CONFIG_NAME, WEIGHTS_NAME
+
     def _adapt_weights(self, weights: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """ElectraModel takes the backbone of a checkpoint with heads (drops `electra.` and the heads);
-        a task head takes a discriminator's backbone and initialises its own new head."""
-        if type(self).__name__ == "ElectraModel" and any(k.startswith("electra.") for k in weights):
-            return {k[len("electra."):]: v for k, v in weights.items()
-                    if k.startswith("electra.")}
+        """Hook for classes that take a checkpoint of another class (ElectraModel, the task heads)."""
         return weights
+
+
+class PretrainingPairMixin(PretrainedMixin):
+    """ElectraForPreTraining's checkpoint is a pair: the discriminator in model.safetensors, the
+    generator in generator.safetensors, the embeddings block stored in both (and checked equal)."""
+
+    def _write_weights(self, tmp: str):
+        self.discriminator.config.to_json_file(os.path.join(tmp, CONFIG_NAME))
+        self.generator.config.to_json_file(os.path.join(tmp, GENERATOR_CONFIG_NAME))
+        save_tensors(state_to_numpy(self.discriminator), os.path.join(tmp, WEIGHTS_NAME))
+        save_tensors(state_to_numpy(self.generator), os.path.join(tmp, GENERATOR_WEIGHTS_NAME))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, allow_pickle: bool = False, **kwargs):
+        path = resolve(name_or_path)
+        gen_cfg_file = os.path.join(path, GENERATOR_CONFIG_NAME)
+        if not os.path.exists(gen_cfg_file):
+            raise CheckpointError(f"{path} holds no generator ({GENERATOR_CONFIG_NAME}); "
+                                  f"ElectraForPreTraining needs a pretraining dir")
+        model = cls(ElectraConfig.from_json_file(os.path.join(path, CONFIG_NAME)),
+                    ElectraConfig.from_json_file(gen_cfg_file))
+        disc = _read_weights(path, WEIGHTS_NAME, allow_pickle)
+        gen = _read_weights(path, GENERATOR_WEIGHTS_NAME, allow_pickle)
+        src = os.path.join(path, WEIGHTS_NAME)
+        check_state({k: v.shape for k, v in model.discriminator.state_dict().items()}, disc, src)
+        check_state({k: v.shape for k, v in model.generator.state_dict().items()}, gen,
+                    os.path.join(path, GENERATOR_WEIGHTS_NAME))
+        for k in [k for k in gen if k.startswith("electra.embeddings.")]:
+            if not np.array_equal(gen[k], disc[k]):
+                raise CheckpointError(f"{path}: shared tensor {k} differs between {WEIGHTS_NAME} and "
+                                      f"{GENERATOR_WEIGHTS_NAME}")
+        load_state_strict(model.discriminator, disc, src)
+        load_state_strict(model.generator, gen, os.path.join(path, GENERATOR_WEIGHTS_NAME))
+        return model
 
 
 def _embedding_size_from(weights: Dict[str, np.ndarray]) -> Optional[int]:

@@ -87,7 +87,7 @@ def main(argv=None):
           "--data-dir", data, "--output-dir", run_dir,
           "--discriminator-config", "pretrain/configs/small6_discriminator.json",
           "--generator-config", "pretrain/configs/small6_generator.json",
-          "--train-batch-size", "8", "--learning-rate", "1e-3", "--warmup-steps", "40",
+          "--train-batch-size", "8", "--learning-rate", "5e-4", "--warmup-steps", "100",
           "--max-steps", str(args.pretrain_steps), "--max-minutes", str(args.pretrain_minutes),
           "--save-steps", "100", "--logging-steps", "10"], env)
     report["pretraining"] = _last_jsonl(os.path.join(run_dir, "metrics.jsonl"))

@@ -88,9 +88,6 @@ class _TaskModel(PretrainedMixin, nn.Layer):
     _saved_fields: Dict[str, str] = {}
     _saved_as_one = False
 
-    def _config_dict_extra(self) -> Dict:
-        return {"architectures": [type(self).__name__]}
-
     @classmethod
     def _build(cls, path: str, config: ElectraConfig, **kwargs):
         # a dir fine-tuned for this very class gives its saved head settings; the caller's win

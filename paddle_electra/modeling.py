@@ -12,13 +12,15 @@ checkpoint is a name table (see paddle_electra/conversion). TF kernels are
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .checkpoint import PretrainedMixin
+from .checkpoint import (CONFIG_NAME, GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME, WEIGHTS_NAME,
+                         PretrainedMixin, PretrainingPairMixin)
 from .config import ElectraConfig
 
 
@@ -177,6 +179,12 @@ class ElectraModel(PretrainedMixin, nn.Layer):
         mask = additive_attention_mask(attention_mask, input_ids, x.dtype)
         return self.encoder(x, mask, output_hidden_states)
 
+    def _adapt_weights(self, weights):
+        # a checkpoint with heads (discriminator, generator, task head): keep its `electra.` backbone
+        if any(k.startswith("electra.") for k in weights):
+            return {k[len("electra."):]: v for k, v in weights.items() if k.startswith("electra.")}
+        return weights
+
 
 class DiscriminatorPredictions(nn.Layer):
     """TF scope discriminator_predictions: dense(H->H, act) -> dense_1(H->1)."""
@@ -245,8 +253,15 @@ class ElectraGenerator(PretrainedMixin, nn.Layer):
             hidden = gather_positions(hidden, masked_positions)
         return self.generator_predictions(hidden, self.electra.embeddings.word_embeddings.weight)
 
+    @classmethod
+    def _files(cls, path):
+        # the generator of a pretraining dir lives in generator.*; a standalone one in model.*
+        if os.path.exists(os.path.join(path, GENERATOR_CONFIG_NAME)):
+            return GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME
+        return CONFIG_NAME, WEIGHTS_NAME
 
-class ElectraForPreTraining(PretrainedMixin, nn.Layer):
+
+class ElectraForPreTraining(PretrainingPairMixin, nn.Layer):
     """Generator and discriminator with the whole embeddings block shared, as the original.
     The RTD objective (masking, sampling, losses) lives in paddle_electra.pretraining."""
 

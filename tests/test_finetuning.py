@@ -409,7 +409,7 @@ def test_tiny_tagging(tmp_path, pretrained_dir):
 
 
 def test_tiny_qa(tmp_path, pretrained_dir):
-    qas, paras = [], []
+    paras = []
     for i, (city, other) in enumerate([("北京", "上海"), ("广州", "深圳"), ("南京", "杭州"), ("成都", "重庆")] * 2):
         ctx = f"{other}很美。{city}是答案。{other}也不错。"
         paras.append({"context": ctx, "qas": [{"id": f"Q{i}", "question": "答案是哪里？",

@@ -329,6 +329,17 @@ def test_generator_sees_masked_positions_only_and_total_loss():
     assert emb.grad is not None and float(emb.grad.abs().sum()) > 0
 
 
+def test_precision_recall_are_zero_without_positives():
+    from paddle_electra.pretraining.objective import STAT_NAMES
+    stats = dict.fromkeys(STAT_NAMES, 0.0)
+    stats.update(num_masked=4, num_real=20, disc_correct=17, disc_label_pos=3)  # nothing predicted fake
+    s = summarize([stats[k] for k in STAT_NAMES], 1.0, 50.0)
+    assert s["disc_precision"] == 0.0 and s["disc_recall"] == 0.0 and s["disc_accuracy"] == 0.85
+    stats.update(disc_pred_pos=4, disc_tp=3)
+    s = summarize([stats[k] for k in STAT_NAMES], 1.0, 50.0)
+    assert s["disc_precision"] == 0.75 and s["disc_recall"] == 1.0
+
+
 def test_auc_against_pair_count():
     rng = np.random.default_rng(0)
     s = rng.random(300).round(2)  # ties

@@ -39,8 +39,10 @@ def summarize(stats: Sequence[float], gen_weight: float, disc_weight: float) -> 
         "sampled_mlm_accuracy": div(s["sampled_correct"], s["num_masked"]),
         "disc_loss": disc_loss,
         "disc_accuracy": div(s["disc_correct"], s["num_real"]),
-        "disc_precision": div(s["disc_tp"], s["disc_pred_pos"]),
-        "disc_recall": div(s["disc_tp"], s["disc_label_pos"]),
+        # 0 rather than undefined when nothing is predicted (or labelled) replaced, as the original's
+        # tf.metrics.precision / recall (their safe division) report it
+        "disc_precision": float(s["disc_tp"] / s["disc_pred_pos"]) if s["disc_pred_pos"] else 0.0,
+        "disc_recall": float(s["disc_tp"] / s["disc_label_pos"]) if s["disc_label_pos"] else 0.0,
         "fake_share": div(s["disc_label_pos"], s["num_real"]),
     }
 
