@@ -142,7 +142,8 @@ def train(task: Task, model, config: FinetuneConfig, trial: int, log_path: Optio
     log = open(log_path, "w", encoding="utf-8") if log_path else None
     model.train()
     order, pos, t0, seen, running = [], 0, time.time(), 0, []
-    bar = tqdm(range(num_steps), desc=f"{task.name} trial {trial}", mininterval=5, disable=False)  # also when logged to a file
+    # shown also when the output goes to a log file (disable=None would hide it there)
+    bar = tqdm(range(num_steps), desc=f"{task.name} trial {trial}", mininterval=5, disable=False)
     try:
         for step in bar:
             if pos + bs > len(order):  # a new pass over the data, reshuffled
