@@ -20,12 +20,10 @@ module is installed (and the random weights written) in temporary homes.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,12 +35,14 @@ from serving_load import free_port, setup_random, start_server, stop_server  # n
 
 
 def read_texts(n):
+    from paddle_electra.finetuning.config import FinetuneConfig
+    from paddle_electra.finetuning.tasks import get_task
+    from paddle_electra.tokenizer import ElectraTokenizer
     for path in (os.path.join(ROOT, "..", "shared", "data", "chnsenticorp", "dev.tsv"),
                  os.path.join(ROOT, "demo_data", "chnsenticorp", "dev.tsv")):
         if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-            return [r["text_a"] for r in rows[:n]], path
+            task = get_task("chnsenticorp", FinetuneConfig(task_names=["chnsenticorp"]), ElectraTokenizer())
+            return [e.text_a for e in task.read_file(path, "dev")[:n]], path
     raise FileNotFoundError("no ChnSentiCorp dev.tsv in ../shared/data or demo_data")
 
 

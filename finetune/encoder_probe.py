@@ -2,7 +2,8 @@
 
   - a linear probe per layer: the frozen encoder's states (mean over the real tokens, and the [CLS]
     state) -> logistic regression (scikit-learn, after standardising), trained on the first --n-train
-    rows of a classification tsv (label, text_a) and scored on the first --n-dev rows of another;
+    examples of a classification file (read by the fine-tuning task --task) and scored on the first
+    --n-dev examples of another;
   - anisotropy per layer: the mean cosine similarity between the states of the tokens of one sentence
     ([CLS] and [SEP] left out), over the first 40 dev sentences.
 
@@ -12,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -20,12 +20,6 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-
-def read_tsv(path, n):
-    with open(path, encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:n]
-    return [r["text_a"] for r in rows], np.array([int(r["label"]) for r in rows])
 
 
 def layer_states(model, tokenizer, texts, max_length, batch_size=32):
@@ -63,6 +57,7 @@ def token_cosine(model, tokenizer, texts, max_chars=62):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_dirs", nargs="+", help="from_pretrained dirs (backbone, discriminator or task model)")
+    p.add_argument("--task", default="chnsenticorp", help="a single-sentence classification task")
     p.add_argument("--train-file", required=True)
     p.add_argument("--dev-file", required=True)
     p.add_argument("--n-train", type=int, default=1600)
@@ -76,11 +71,19 @@ def main(argv=None):
     from sklearn.preprocessing import StandardScaler
 
     from paddle_electra import ElectraModel, ElectraTokenizer
+    from paddle_electra.finetuning.config import FinetuneConfig
+    from paddle_electra.finetuning.tasks import get_task
     from paddle_electra.runtime import setup_device
     setup_device(num_threads=args.num_threads)
-    train_x, train_y = read_tsv(args.train_file, args.n_train)
-    dev_x, dev_y = read_tsv(args.dev_file, args.n_dev)
     tokenizer = ElectraTokenizer()
+    task = get_task(args.task, FinetuneConfig(task_names=[args.task]), tokenizer)
+
+    def read(path, split, n):
+        examples = task.read_file(path, split)[:n]
+        return [e.text_a for e in examples], np.array([e.label for e in examples])
+
+    train_x, train_y = read(args.train_file, "train", args.n_train)
+    dev_x, dev_y = read(args.dev_file, "dev", args.n_dev)
     for model_dir in args.model_dirs:
         model = ElectraModel.from_pretrained(model_dir)
         model.eval()

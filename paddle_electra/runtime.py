@@ -9,6 +9,7 @@ to zero as TensorFlow's CPU thread pools and Paddle Inference's predictor do (`f
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 from typing import Optional
@@ -37,6 +38,19 @@ def set_cpu_threads(num_threads: Optional[int] = None, processes_per_node: int =
     return n
 
 
+@functools.lru_cache(maxsize=None)
+def _scoped_flush_denormal_ctor():
+    """Paddle's exported ScopedFlushDenormal::ScopedFlushDenormal(), looked up once; None where this
+    Paddle build does not export it."""
+    import paddle
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(paddle.__file__), "base", "libpaddle.so"))
+        return lib._ZN6paddle8platform19ScopedFlushDenormalC1Ev
+    except (OSError, AttributeError) as e:
+        logger.debug("cannot flush denormals: %s", e)
+        return None
+
+
 def flush_denormals() -> bool:
     """Set flush-to-zero and denormals-are-zero (SSE MXCSR) on this thread; threads it starts later
     inherit the mode, so call it before the first parallel kernel. Paddle dygraph leaves denormals on,
@@ -46,12 +60,8 @@ def flush_denormals() -> bool:
     losses. The original ran in TensorFlow, whose CPU thread pools flush denormals too.
     Uses Paddle's own ScopedFlushDenormal (the one its inference predictor sets), never destroyed so
     the mode stays; returns False where this Paddle build does not export it."""
-    import paddle
-    try:
-        lib = ctypes.CDLL(os.path.join(os.path.dirname(paddle.__file__), "base", "libpaddle.so"))
-        ctor = lib._ZN6paddle8platform19ScopedFlushDenormalC1Ev  # ScopedFlushDenormal::ScopedFlushDenormal()
-    except (OSError, AttributeError) as e:
-        logger.debug("cannot flush denormals: %s", e)
+    ctor = _scoped_flush_denormal_ctor()
+    if ctor is None:
         return False
     ctor(ctypes.create_string_buffer(64))  # the object only holds the previous mode (two bools)
     return True
