@@ -29,12 +29,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 def ours(cfg, lr):
     import paddle
-    from paddle_electra import fast_cpu
     from paddle_electra.heads import ElectraForSequenceClassification
     from paddle_electra.optimization import create_optimizer
     model = ElectraForSequenceClassification(cfg, num_labels=2)
-    if paddle.get_device() == "cpu":  # as finetuning.trainer does for its training loop
-        fast_cpu.enable(model)
+    from paddle_electra.modeling import set_execution_modes
+    set_execution_modes(model, fast_cpu_kernels=paddle.get_device() == "cpu")  # as finetuning.trainer does
     opt, sched = create_optimizer(model, lr, 1000, 100, layerwise_lr_decay=0.8)
 
     def step(ids, types, mask, labels):

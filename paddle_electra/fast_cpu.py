@@ -1,5 +1,6 @@
-"""Faster training kernels for Paddle on CPU, patched onto a model's layers by the pretraining and
-fine-tuning trainers (parameter names, weights and results stay the same up to float rounding).
+"""Faster training kernels for Paddle on CPU, which modeling.py's Linear and ElectraSelfAttention run
+in dygraph training when their `fast_cpu_kernels` flag is set (modeling.set_execution_modes; the
+trainers set it on CPU). Parameter names, weights and results stay the same up to float rounding.
 
 What costs time in Paddle's CPU training step besides the GEMMs (measured with the profiler on
 ELECTRA-small, batch 32 x 128, see docs/pretraining.md):
@@ -14,11 +15,9 @@ ELECTRA-small, batch 32 x 128, see docs/pretraining.md):
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import paddle
-import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
@@ -62,64 +61,19 @@ def linear(x, weight, bias=None):
     return _LinearFn.apply(x, weight, bias)
 
 
-def _linear_forward(layer):
-    def forward(x):
-        return linear(x, layer.weight, layer.bias)
-    return forward
-
-
-def _self_attention_forward(att):
-    """ElectraSelfAttention.forward without head transposes (see the module docstring)."""
-    def forward(hidden, additive_mask):
-        h, d = att.num_heads, att.head_dim
-        scale = 1.0 / math.sqrt(d)
-        mask = additive_mask.squeeze(1)  # [B, 1, 1, S] -> [B, 1, S]
-        outs = []
-        for i in range(h):
-            cols = slice(i * d, (i + 1) * d)
-            q = linear(hidden, att.query.weight[:, cols], att.query.bias[cols])
-            k = linear(hidden, att.key.weight[:, cols], att.key.bias[cols])
-            v = linear(hidden, att.value.weight[:, cols], att.value.bias[cols])
-            # (q k^T) * scale in the original's order: the scale goes on the scores, not on q
-            scores = paddle.matmul(q, k, transpose_y=True) * scale + mask
-            outs.append(paddle.matmul(att.dropout(F.softmax(scores, axis=-1)), v))
-        return outs[0] if h == 1 else paddle.concat(outs, axis=-1)
-    return forward
-
-
-def enable(model: nn.Layer) -> int:
-    """Patch every nn.Linear and ElectraSelfAttention inside `model`; returns how many layers."""
-    from .modeling import ElectraSelfAttention
-    n = 0
-    for layer in model.sublayers(include_self=True):
-        if isinstance(layer, ElectraSelfAttention):
-            layer.forward = _self_attention_forward(layer)
-            n += 1
-        elif isinstance(layer, nn.Linear):
-            layer.forward = _linear_forward(layer)
-            n += 1
-    return n
-
-
-def disable(model: nn.Layer) -> int:
-    """Undo enable(): the layers' own forward again (for export to a static graph, which the PyLayers
-    above do not support)."""
-    n = 0
-    for layer in model.sublayers(include_self=True):
-        if "forward" in layer.__dict__:
-            del layer.__dict__["forward"]
-            n += 1
-    return n
-
-
-@contextlib.contextmanager
-def patched(model: nn.Layer, enabled: bool = True):
-    """enable() for the duration of a training loop, disable() after it."""
-    if not enabled:
-        yield model
-        return
-    enable(model)
-    try:
-        yield model
-    finally:
-        disable(model)
+def attention(hidden, additive_mask, query, key, value, num_heads: int, dropout):
+    """ElectraSelfAttention's forward without head transposes (see the module docstring): `query`,
+    `key`, `value` are its Linear layers, `additive_mask` [B, 1, 1, S]."""
+    d = query.weight.shape[1] // num_heads
+    scale = 1.0 / math.sqrt(d)
+    mask = additive_mask.squeeze(1)  # [B, 1, 1, S] -> [B, 1, S]
+    outs = []
+    for i in range(num_heads):
+        cols = slice(i * d, (i + 1) * d)
+        q = linear(hidden, query.weight[:, cols], query.bias[cols])
+        k = linear(hidden, key.weight[:, cols], key.bias[cols])
+        v = linear(hidden, value.weight[:, cols], value.bias[cols])
+        # (q k^T) * scale in the original's order: the scale goes on the scores, not on q
+        scores = paddle.matmul(q, k, transpose_y=True) * scale + mask
+        outs.append(paddle.matmul(dropout(F.softmax(scores, axis=-1)), v))
+    return outs[0] if num_heads == 1 else paddle.concat(outs, axis=-1)

@@ -8,6 +8,13 @@ Sub-layer names mirror the TF variable scopes of the released checkpoints
 `electra.encoder.layer.3.attention.self.query.weight` here), so converting a
 checkpoint is a name table (see paddle_electra/conversion). TF kernels are
 [in, out], as Paddle's Linear weights are: no transposes from TF.
+
+Execution modes are flags that the forwards below read (as nanoGPT's flash/manual switch), set with
+`set_execution_modes(model, fast_cpu_kernels=..., recompute=...)`; both act only in dygraph training
+(`self.training` and `paddle.in_dynamic_mode()`), so evaluation and export run the plain code:
+- `fast_cpu_kernels`: Linear and self-attention use the PyLayers of paddle_electra.fast_cpu (GEMV
+  bias gradients, no head transposes); the same results up to float rounding, faster CPU training;
+- `recompute`: each encoder layer's activations are recomputed in the backward pass.
 """
 from __future__ import annotations
 
@@ -18,7 +25,9 @@ from typing import Optional
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+from paddle.distributed.fleet.utils import recompute as _recompute  # fleet comes with `import paddle`
 
+from . import fast_cpu
 from .checkpoint import (CONFIG_NAME, GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME, WEIGHTS_NAME,
                          PretrainedMixin, PretrainingPairMixin)
 from .config import ElectraConfig
@@ -29,8 +38,22 @@ def _init(config: ElectraConfig):
     return paddle.ParamAttr(initializer=nn.initializer.TruncatedNormal(std=config.initializer_range))
 
 
+def _training_fast_path(layer) -> bool:
+    return layer.fast_cpu_kernels and layer.training and paddle.in_dynamic_mode()
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters) whose dygraph training step can take fast_cpu's GEMV bias gradient."""
+    fast_cpu_kernels = False
+
+    def forward(self, x):
+        if _training_fast_path(self):
+            return fast_cpu.linear(x, self.weight, self.bias)
+        return super().forward(x)
+
+
 def _linear(config, n_in, n_out):
-    return nn.Linear(n_in, n_out, weight_attr=_init(config))
+    return Linear(n_in, n_out, weight_attr=_init(config))
 
 
 def _layer_norm(config, width):
@@ -71,6 +94,8 @@ class ElectraEmbeddings(nn.Layer):
 
 
 class ElectraSelfAttention(nn.Layer):  # TF scope attention/self
+    fast_cpu_kernels = False
+
     def __init__(self, config: ElectraConfig):
         super().__init__()
         H = config.hidden_size
@@ -85,6 +110,9 @@ class ElectraSelfAttention(nn.Layer):  # TF scope attention/self
         return x.reshape([0, 0, self.num_heads, self.head_dim]).transpose([0, 2, 1, 3])
 
     def forward(self, hidden, additive_mask):
+        if _training_fast_path(self):  # per-head column blocks of the kernels: no transposes
+            return fast_cpu.attention(hidden, additive_mask, self.query, self.key, self.value, self.num_heads,
+                                      self.dropout)
         q, k, v = self._split(self.query(hidden)), self._split(self.key(hidden)), self._split(self.value(hidden))
         scores = paddle.matmul(q, k, transpose_y=True) * (1.0 / math.sqrt(self.head_dim)) + additive_mask
         probs = self.dropout(F.softmax(scores, axis=-1))
@@ -138,16 +166,31 @@ class ElectraLayer(nn.Layer):  # TF scope encoder/layer_N
 
 
 class ElectraEncoder(nn.Layer):
+    recompute = False
+
     def __init__(self, config: ElectraConfig):
         super().__init__()
         self.layer = nn.LayerList([ElectraLayer(config) for _ in range(config.num_hidden_layers)])
 
     def forward(self, hidden, additive_mask, output_hidden_states=False):
+        recompute = self.recompute and self.training and paddle.in_dynamic_mode()
         states = [hidden]
         for layer in self.layer:
-            hidden = layer(hidden, additive_mask)
+            hidden = _recompute(layer, hidden, additive_mask) if recompute else layer(hidden, additive_mask)
             states.append(hidden)
         return (hidden, states) if output_hidden_states else hidden
+
+
+def set_execution_modes(model: nn.Layer, fast_cpu_kernels: Optional[bool] = None,
+                        recompute: Optional[bool] = None) -> nn.Layer:
+    """Set the execution flags (see the module docstring) on every layer of `model` that reads them;
+    None leaves a flag as it is. Parameters, names and weights are untouched."""
+    for layer in model.sublayers(include_self=True):
+        if fast_cpu_kernels is not None and isinstance(layer, (Linear, ElectraSelfAttention)):
+            layer.fast_cpu_kernels = bool(fast_cpu_kernels)
+        if recompute is not None and isinstance(layer, ElectraEncoder):
+            layer.recompute = bool(recompute)
+    return model
 
 
 def additive_attention_mask(attention_mask, input_ids, dtype):

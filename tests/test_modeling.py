@@ -163,3 +163,104 @@ def test_numerics_match_a_numpy_transcription_of_the_original():
     attn = ln(dense(ctx, p + "attention.output.dense") + x, p + "attention.output.LayerNorm")
     out = ln(dense(gelu(dense(attn, p + "intermediate.dense")), p + "output.dense") + attn, p + "output.LayerNorm")
     np.testing.assert_allclose(got, out, atol=2e-5)
+
+
+# --- execution modes (flags read inside the forwards) ------------------------------------------------
+def _train_step(model, ids, tt, mask):
+    out = model(ids, tt, mask)
+    (out * paddle.arange(out.shape[-1], dtype=out.dtype)).sum().backward()  # a gradient that differs per position
+    grads = {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
+    return out.numpy(), grads
+
+
+def _count_calls(monkeypatch):
+    from paddle_electra import fast_cpu
+    calls = {"linear": 0, "attention": 0}
+    for name in calls:
+        real = getattr(fast_cpu, name)
+
+        def counted(*a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return _real(*a, **k)
+        monkeypatch.setattr(fast_cpu, name, counted)
+    return calls
+
+
+def test_fast_cpu_kernels_match_the_plain_forward_and_gradients(monkeypatch):
+    """The PyLayer path (GEMV bias gradients, transpose-free attention) against modeling.py's plain
+    code, same weights, dropout off: forward within 1e-5, every gradient within rtol 1e-4."""
+    from paddle_electra.modeling import set_execution_modes
+    calls = _count_calls(monkeypatch)
+    cfg = TINY.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ids, tt, mask = _batch()
+    results = []
+    for fast in (False, True):
+        paddle.seed(5)
+        model = set_execution_modes(ElectraDiscriminator(cfg), fast_cpu_kernels=fast)
+        results.append(_train_step(model, ids, tt, mask))
+        if not fast:
+            assert calls == {"linear": 0, "attention": 0}
+    # 2 layers: attention once each (its q/k/v per head inside), the other Linears through fast_cpu.linear
+    assert calls["attention"] == 2 and calls["linear"] > 2 * 4 * 3
+    (plain_out, plain_grads), (fast_out, fast_grads) = results
+    np.testing.assert_allclose(fast_out, plain_out, rtol=1e-5, atol=1e-5)
+    assert fast_grads.keys() == plain_grads.keys()
+    for n, g in plain_grads.items():
+        if n.endswith("key.bias"):  # its true gradient is 0 (softmax ignores a per-row constant): rounding only
+            assert np.abs(fast_grads[n]).max() < 1e-5
+            continue
+        np.testing.assert_allclose(fast_grads[n], g, rtol=1e-4, atol=1e-6 * np.abs(g).max(), err_msg=n)
+
+
+def test_execution_modes_act_only_in_dygraph_training(monkeypatch):
+    from paddle_electra.modeling import set_execution_modes
+    calls = _count_calls(monkeypatch)
+    model = set_execution_modes(ElectraDiscriminator(TINY), fast_cpu_kernels=True, recompute=True)
+    model.eval()
+    ids, tt, mask = _batch()
+    with paddle.no_grad():
+        model(ids, tt, mask)
+    assert calls == {"linear": 0, "attention": 0}
+    set_execution_modes(model, fast_cpu_kernels=False)  # None leaves recompute as it was
+    assert model.electra.encoder.recompute and not model.electra.encoder.layer[0].attention.self.fast_cpu_kernels
+
+
+def test_recompute_gives_the_same_outputs_and_gradients():
+    """Recomputed encoder layers (dropout on: the recompute replays the RNG state) = the plain backward."""
+    from paddle_electra.modeling import set_execution_modes
+    ids, tt, mask = _batch()
+    results = []
+    for recompute in (False, True):
+        paddle.seed(7)
+        model = set_execution_modes(ElectraDiscriminator(TINY), recompute=recompute)
+        paddle.seed(8)  # the same dropout masks in both runs
+        results.append(_train_step(model, ids, tt, mask))
+    (plain_out, plain_grads), (rec_out, rec_grads) = results
+    np.testing.assert_allclose(rec_out, plain_out, rtol=1e-6, atol=1e-6)
+    for n, g in plain_grads.items():
+        np.testing.assert_allclose(rec_grads[n], g, rtol=1e-5, atol=1e-7 * np.abs(g).max(), err_msg=n)
+
+
+def test_export_after_fast_training_needs_no_undo(tmp_path):
+    """Train a step with both modes on, then export with the flags still set: the static graph traces
+    the plain code (in training mode too) and gives the dygraph model's eval outputs."""
+    from paddle_electra.modeling import set_execution_modes
+    from paddle_electra.inference import export
+    cfg = TINY.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    paddle.seed(9)
+    model = set_execution_modes(ElectraDiscriminator(cfg), fast_cpu_kernels=True, recompute=True)
+    ids, tt, mask = _batch()
+    opt = paddle.optimizer.SGD(learning_rate=0.1, parameters=model.parameters())
+    model(ids, tt, mask).sum().backward()
+    opt.step()
+    assert not any("forward" in layer.__dict__ for layer in model.sublayers(include_self=True))
+    model.eval()
+    want = model(ids, tt, mask).numpy()
+    model.train()
+    export(model, str(tmp_path / "exported"))
+    loaded = paddle.jit.load(str(tmp_path / "exported" / "model"))
+    np.testing.assert_allclose(loaded(ids, tt, mask).numpy(), want, rtol=1e-5, atol=1e-5)
+    # to_static in training mode with the flags set: paddle.in_dynamic_mode() is False while tracing
+    static = paddle.jit.to_static(model, full_graph=True)
+    np.testing.assert_allclose(static(ids, tt, mask).numpy(), want, rtol=1e-5, atol=1e-5)
+    assert model.training

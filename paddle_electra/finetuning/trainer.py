@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import paddle
 
-from .. import fast_cpu
+from ..modeling import set_execution_modes
 from ..optimization import create_optimizer
 from .config import FinetuneConfig
 from .tasks import Task, get_task
@@ -203,11 +203,10 @@ def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: O
     results_dir = os.path.dirname(config.results_path())
     os.makedirs(results_dir, exist_ok=True)
     if config.do_train:
-        # the CPU training kernels of paddle_electra.fast_cpu, for training only: evaluation exports
-        # the model to a static graph, which their PyLayers do not support
-        with fast_cpu.patched(model, enabled=paddle.get_device() == "cpu"):
-            out.update(train(task, model, config, trial,
-                             os.path.join(results_dir, f"{task.name}_train_trial{trial}.jsonl")))
+        # the CPU training kernels of paddle_electra.fast_cpu (modeling.py uses them in dygraph training only)
+        set_execution_modes(model, fast_cpu_kernels=paddle.get_device() == "cpu")
+        out.update(train(task, model, config, trial,
+                         os.path.join(results_dir, f"{task.name}_train_trial{trial}.jsonl")))
         if config.save_model and (config.keep_all_models or trial == config.num_trials):
             path = model.save_pretrained(config.model_dir(trial), vocab_file=tokenizer_vocab)
             out["model_dir"] = path

@@ -144,15 +144,6 @@ class RTDModule:
         return RTD()
 
 
-def enable_recompute(model):
-    """Recompute each encoder layer in backward (keeps the parameter names unchanged)."""
-    from paddle.distributed.fleet.utils import recompute
-    for sub in (model.discriminator.electra, model.generator.electra):
-        for layer in sub.encoder.layer:
-            fwd = layer.forward
-            layer.forward = (lambda f: lambda *a, **k: recompute(f, *a, **k))(fwd)
-
-
 # --- checkpoints ---------------------------------------------------------------------------------
 def checkpoint_dirs(output_dir: str) -> List[str]:
     """Complete checkpoints, oldest first (atomic_dir renames a folder only once it is complete)."""
@@ -228,7 +219,7 @@ class Trainer:
     def __init__(self, args):
         import paddle
         from paddle.distributed import fleet
-        from ..modeling import ElectraForPreTraining
+        from ..modeling import ElectraForPreTraining, set_execution_modes
         from ..optimization import create_optimizer
         from ..runtime import setup_device
 
@@ -253,11 +244,8 @@ class Trainer:
             disc, gen = build_configs(args)
             self.model = ElectraForPreTraining(disc, gen)
         self._check_vocab()
-        if args.fast_cpu_kernels == "on" or (args.fast_cpu_kernels == "auto" and self.device == "cpu"):
-            from .. import fast_cpu
-            fast_cpu.enable(self.model)
-        if args.recompute:
-            enable_recompute(self.model)
+        set_execution_modes(self.model, recompute=args.recompute, fast_cpu_kernels=args.fast_cpu_kernels == "on" or (
+            args.fast_cpu_kernels == "auto" and self.device == "cpu"))
         self.cfg = RTDConfig(args.gen_weight, args.disc_weight, args.temperature)
         self.n_slots = max_predictions(args.mask_prob, self.data.max_seq_length)
         self.optimizer, self.scheduler = create_optimizer(
