@@ -39,6 +39,7 @@ import numpy as np
 from . import runtime
 from .checkpoint import (GENERATOR_WEIGHTS_NAME, LABEL_MAP_NAME, WEIGHTS_NAME, atomic_dir, resolve)
 from .config import CONFIG_NAME, GENERATOR_CONFIG_NAME, ElectraConfig
+from .cpu import cpu_info
 
 logger = logging.getLogger(__name__)
 
@@ -247,24 +248,13 @@ def _min_seq_len(model) -> int:
 
 
 # --- hardware ---------------------------------------------------------------------------------------
-def cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def cpu_supports_bf16() -> bool:
     """Native bf16 on this CPU (AVX512-BF16 or AMX-BF16), as Paddle's oneDNN build sees it."""
     try:
         from paddle.base import core
         return bool(core.supports_bfloat16_fast_performance())
     except (ImportError, AttributeError):
-        return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+        return cpu_info().has_native_bf16
 
 
 def gpu_available() -> bool:

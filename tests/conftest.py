@@ -22,3 +22,9 @@ def shared_data():
 def _isolated_home(tmp_path, monkeypatch):
     # never touch the user's ~/.paddle_electra from a test
     monkeypatch.setenv("PADDLE_ELECTRA_HOME", str(tmp_path / "electra_home"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    # floats and speed depend on the CPU: every run says which one it had (also under -q)
+    from paddle_electra.cpu import cpu_info, mkl_status
+    terminalreporter.write_line(f"ran on: {cpu_info().describe()}, {os.cpu_count()} cores; {mkl_status()}")

@@ -286,7 +286,11 @@ def test_reading_comprehension_answers_are_slices(load, task_dirs):
         assert set(r) == {"answer", "start", "end", "score"}
         assert context[r["start"]:r["end"]] == r["answer"] and 0 <= r["score"] <= 1
         assert r["answer"] and len(m.tokenizer.tokenize(r["answer"])) <= 30  # the original's max answer length
-    assert m.predict(data, max_seq_len=64, batch_size=1) == out  # batching does not change answers
+    # batching does not change answers: spans exactly, scores within float noise (batch shapes change
+    # the GEMM blocking, so the last bits differ between CPUs)
+    one_by_one = m.predict(data, max_seq_len=64, batch_size=1)
+    assert [(r["answer"], r["start"], r["end"]) for r in one_by_one] == [(r["answer"], r["start"], r["end"]) for r in out]
+    np.testing.assert_allclose([r["score"] for r in one_by_one], [r["score"] for r in out], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="max_seq_len"):
         m.predict([[CONTEXT, "问" * 80]], max_seq_len=40)
 
