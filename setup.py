@@ -28,19 +28,27 @@ HUB = [
     "aistudio-sdk<0.2",
     # paddlenlp imports `datasets` (needs pyarrow>=21); pyarrow 23+ refuses numpy 1.x
     "pyarrow>=21,<23",
+    # paddlehub asks for any gradio; without a pin pip backtracks through ~100 releases (~6 GB of
+    # downloads) to the newest one that agrees with huggingface_hub<0.26. 5.x needs Python 3.10+.
+    "gradio==5.1.0; python_version>='3.10'",
 ]
 TEST = [
     "pytest>=7",
     "pytest-timeout",
+    "hypothesis>=6.100",  # the fuzz / property suites
     # reference stack for the parity tests (TF checkpoints, HF transformers 4.x)
     "tensorflow-cpu>=2.15,<2.16",
     "torch==2.13.0",  # pip takes the CPU build of exactly this version from local disk here
     "transformers>=4.30,<5",
 ]
+# the peers the benchmarks measure against in the same run
 BENCH = HUB + ["torch==2.13.0", "transformers>=4.30,<5", "matplotlib",
-               # ONNX check of the exported graphs (paddle2onnx comes with paddlehub); 1.27+ needs
-               # protobuf>=4.25, which paddlehub 2.4's pin (<3.21) excludes
-               "onnxruntime>=1.16,<1.27"]
+               # ONNX Runtime with its transformers optimizer (and the ONNX check of the exported graphs;
+               # paddle2onnx comes with paddlehub); 1.27+ needs protobuf>=4.25, which paddlehub 2.4's
+               # pin (<3.21) excludes
+               "onnxruntime>=1.16,<1.27",
+               # OpenVINO compiled from the same ONNX export (no protobuf dependency)
+               "openvino>=2025.0"]
 
 setup(
     name="paddle-electra",
