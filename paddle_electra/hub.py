@@ -17,8 +17,7 @@ else lives here, once. The API is PaddleHub 2.4's for transformer modules (const
 - the serving method passes arguments by keyword (PaddleHub's shifted `batch_size` into
   `split_char`) and validates requests, answering errors in PaddleHub's envelope.
 
-`python -m paddle_electra.hub serving start ...` is `hub serving start ...` bound to 127.0.0.1 (PaddleHub
-binds every interface) that also answers malformed HTTP requests in the envelope.
+The server (`python -m paddle_electra.hub serving start ...`) is paddle_electra.serving.
 """
 from __future__ import annotations
 
@@ -28,7 +27,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import weakref
 from typing import Dict, List, Optional, Sequence
 
@@ -584,8 +582,16 @@ class ElectraHubModule(nn.Layer, TransformerModule):
     def predict_method(self, data=None, max_seq_len: int = 128, batch_size: int = 32, use_gpu: bool = False,
                        split_char: str = "\002", return_prob: bool = False, pooling: str = "cls", **extra):
         """`POST /predict/<name>` with {"data": [[...], ...], ...}: every argument by keyword (PaddleHub's
-        own passed batch_size into split_char), requests checked against the server's limits. In a
-        threaded server (python -m paddle_electra.hub), requests that wait together share model calls."""
+        own passed batch_size into split_char), requests checked against the server's limits.
+        paddle_electra.serving's server calls check_request and run_request itself, so that requests that
+        wait together share model calls."""
+        data, batch_size, kwargs = self.check_request(data, max_seq_len, batch_size, use_gpu, split_char,
+                                                      return_prob, pooling, **extra)
+        return self.run_request(data, batch_size, **kwargs)
+
+    def check_request(self, data=None, max_seq_len: int = 128, batch_size: int = 32, use_gpu: bool = False,
+                      split_char: str = "\002", return_prob: bool = False, pooling: str = "cls", **extra):
+        """A serving request's fields checked -> (data, batch_size, the other arguments of run_request)."""
         if extra:
             raise ValueError(f"unknown request field(s): {', '.join(sorted(extra))}; accepted: data, max_seq_len, "
                              f"batch_size, use_gpu, split_char, return_prob, pooling")
@@ -599,89 +605,17 @@ class ElectraHubModule(nn.Layer, TransformerModule):
         if self.task is None:
             if pooling not in ("cls", "mean"):
                 raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
-            kwargs = {"max_seq_len": max_seq_len, "pooling": pooling, "use_gpu": use_gpu}
-        else:
-            if not isinstance(split_char, str) or not split_char:
-                raise ValueError(f"split_char must be a non-empty string, got {split_char!r}")
-            kwargs = {"max_seq_len": max_seq_len, "split_char": split_char, "use_gpu": use_gpu,
-                      "return_prob": return_prob}
-        if _BATCH_REQUESTS:
-            with _BATCHER_LOCK:  # one batcher: the model must see one thread only
-                if getattr(self, "_batcher", None) is None:
-                    self._batcher = RequestBatcher(self._predict_any, self.max_serving_texts)
-            return self._batcher(data, batch_size, kwargs)
-        return self._predict_any(data, batch_size=batch_size, **kwargs)
+            return data, batch_size, {"max_seq_len": max_seq_len, "pooling": pooling, "use_gpu": use_gpu}
+        if not isinstance(split_char, str) or not split_char:
+            raise ValueError(f"split_char must be a non-empty string, got {split_char!r}")
+        return data, batch_size, {"max_seq_len": max_seq_len, "split_char": split_char, "use_gpu": use_gpu,
+                                  "return_prob": return_prob}
 
-    def _predict_any(self, data, batch_size, **kwargs):
+    def run_request(self, data, batch_size, **kwargs):
+        """A checked request's results (predict, or get_embedding for task None)."""
         if self.task is None:
             return self.get_embedding(data, batch_size=batch_size, **kwargs)
         return self.predict(data, batch_size=batch_size, **kwargs)
-
-
-# set by the loopback launcher, whose server is threaded: serving methods then batch requests together
-_BATCH_REQUESTS = False
-_BATCHER_LOCK = threading.Lock()
-
-
-class RequestBatcher:
-    """Runs the requests of a threaded server through one worker thread, merging those that are waiting
-    (and ask for the same settings) into one call, with the largest batch_size among them. A request that
-    arrives alone runs at once; under load, model calls see many texts, each padded to its batch's
-    longest. Results are split back per request; an error goes to every request of its call."""
-
-    def __init__(self, fn, max_texts: int):
-        import queue
-        self._fn, self._max_texts = fn, max_texts
-        self._queue = queue.Queue()
-        threading.Thread(target=self._loop, name="electra-request-batcher", daemon=True).start()
-
-    def __call__(self, data, batch_size, kwargs):
-        from concurrent.futures import Future
-        done = Future()
-        self._queue.put((data, batch_size, kwargs, done))
-        return done.result()
-
-    def _loop(self):
-        import queue
-        held = []  # waiting requests with other settings: they go in a later call
-        while True:
-            first = held.pop(0) if held else self._queue.get()
-            group, n, rest = [first], len(first[0]), []
-            for item in held:
-                if item[2] == first[2] and n + len(item[0]) <= self._max_texts:
-                    group.append(item)
-                    n += len(item[0])
-                else:
-                    rest.append(item)
-            held = rest
-            while n < self._max_texts:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item[2] == first[2] and n + len(item[0]) <= self._max_texts:
-                    group.append(item)
-                    n += len(item[0])
-                else:
-                    held.append(item)
-            self._run(group)
-
-    def _run(self, group):
-        data = [ex for item in group for ex in item[0]]
-        try:
-            out = self._fn(data, batch_size=max(item[1] for item in group), **group[0][2])
-        except Exception as e:  # noqa: BLE001 - handed to the requests, which answer it in the envelope
-            for item in group:
-                item[3].set_exception(e)
-            return
-        k = 0
-        for item in group:
-            n = len(item[0])
-            if isinstance(out, tuple):  # (labels, probabilities)
-                item[3].set_result(tuple(part[k:k + n] for part in out))
-            else:
-                item[3].set_result(out[k:k + n])
-            k += n
 
 
 class ReadingComprehensionDataset(paddle.io.Dataset):
@@ -730,74 +664,6 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype("float32")
 
 
-# --- `hub serving start`, bound to loopback --------------------------------------------------------
-def _serve_loopback(host: str):
-    """PaddleHub's single-process app (its routes, envelope and predict_v2), on `host`, answering
-    malformed requests (not JSON, not an object, unknown routes) in the envelope instead of HTML."""
-    from flask import request
-    from paddlehub.serving import app_compat
-    from werkzeug.exceptions import HTTPException
-
-    def run(configs=None, port=8866):
-        if configs is None:
-            raise RuntimeError("no modules to serve")
-        app_compat.config_with_file(configs)
-        app = app_compat.create_app(init_flag=True)
-
-        @app.before_request
-        def require_json_object():
-            if request.method == "POST" and request.path.startswith("/predict/"):
-                body = request.get_json(force=True, silent=True)
-                if not isinstance(body, dict):
-                    return app_compat.package_result(
-                        "112", 'the request body must be a JSON object such as {"data": [["text"]]}', ""), 400
-
-        @app.errorhandler(Exception)
-        def envelope(err):
-            code = err.code if isinstance(err, HTTPException) else 500
-            return app_compat.package_result("101" if code == 500 else str(code), str(err), ""), code
-
-        print(f"serving {', '.join(configs)} on http://{host}:{port}", flush=True)
-        # threaded: requests are read and answered in parallel, and RequestBatcher hands the model
-        # the ones that wait together (PaddleHub's server takes one request at a time)
-        app.run(host=host, port=int(port), debug=False, threaded=True)
-
-    # the flag of the imported module (`python -m` runs this file as __main__, a second copy)
-    import paddle_electra.hub
-    paddle_electra.hub._BATCH_REQUESTS = True
-    app_compat.run = run
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """`python -m paddle_electra.hub [--host 127.0.0.1] serving start -c config.json | -m NAME [-p PORT]`:
-    PaddleHub's `hub` command, serving on loopback by default."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    host = "127.0.0.1"
-    if "--host" in argv:
-        i = argv.index("--host")
-        host = argv[i + 1]
-        del argv[i:i + 2]
-    if argv[:2] != ["serving", "start"]:
-        print("usage: python -m paddle_electra.hub [--host 127.0.0.1] serving start (-c config.json | -m NAME) "
-              "[-p PORT]\n`hub serving start` served on loopback, malformed requests answered in the envelope",
-              file=sys.stderr)
-        return 2
-    cfg = argv[argv.index("-c") + 1] if "-c" in argv else argv[argv.index("--config") + 1] if "--config" in argv else None
-    if cfg and os.path.exists(cfg):
-        with open(cfg, encoding="utf-8") as f:
-            c = json.load(f)
-        if c.get("use_gpu") or c.get("use_multiprocess"):
-            print("use_gpu / use_multiprocess start PaddleHub's multi-process servers, which bind every "
-                  "interface; use `hub serving start` for those", file=sys.stderr)
-            return 2
-    if "--use_gpu" in argv or "--use_multiprocess" in argv:
-        print("--use_gpu / --use_multiprocess: use `hub serving start`", file=sys.stderr)
-        return 2
-    _serve_loopback(host)
-    from paddlehub.commands.utils import execute
-    sys.argv = ["hub"] + argv
-    return execute()
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python -m paddle_electra.hub serving start ...`: paddle_electra.serving
+    from .serving import main
     sys.exit(main())
