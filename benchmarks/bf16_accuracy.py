@@ -45,7 +45,7 @@ def main(argv=None):
     from paddle_electra.finetuning.tasks import get_task
     from paddle_electra.tokenizer import ElectraTokenizer
 
-    runtime.setup_device("cpu", args.num_threads)
+    runtime.configure_process("cpu", args.num_threads)
     if not inference.cpu_supports_bf16():
         sys.exit("this CPU has no native bf16 (AVX512-BF16 / AMX-BF16): nothing to compare")
     if not os.path.exists(args.dev_file):

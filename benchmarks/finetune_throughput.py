@@ -98,8 +98,8 @@ def main(argv=None):
 
     import paddle
     from paddle_electra.config import get_variant
-    from paddle_electra.runtime import setup_device
-    device = setup_device()
+    from paddle_electra.runtime import configure_process
+    device = configure_process()
     cfg = get_variant(args.model).discriminator
     if args.num_hidden_layers:
         cfg = cfg.replace(num_hidden_layers=args.num_hidden_layers)

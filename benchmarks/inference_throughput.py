@@ -204,7 +204,7 @@ def main(argv=None):
     p.add_argument("--output", default="runs/bench/inference_throughput.jsonl", help="JSON lines appended here")
     args = p.parse_args(argv)
 
-    runtime.setup_device("cpu", args.num_threads)
+    runtime.configure_process("cpu", args.num_threads)
     threads = args.num_threads or runtime.default_num_threads()
     rounds = args.rounds or (5 if args.model == "small" else 3)
     latency_rounds = args.latency_rounds or (20 if args.model == "small" else 10)

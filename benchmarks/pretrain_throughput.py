@@ -27,8 +27,8 @@ sys.path.insert(0, ROOT)
 
 def gemm_peak(seconds=3.0):
     import paddle
-    from paddle_electra.runtime import setup_device
-    setup_device("cpu")
+    from paddle_electra.runtime import configure_process
+    configure_process("cpu")
     n = 2048
     a, b = paddle.randn([n, n]), paddle.randn([n, n])
     paddle.matmul(a, b).numpy()
@@ -91,8 +91,8 @@ def run_paddlenlp(B, L, steps):
     from paddlenlp.transformers import ElectraForTotalPretraining, ElectraPretrainingCriterion
     from paddle_electra.config import get_variant
     from paddle_electra.pretraining.masking import mask_batch
-    from paddle_electra.runtime import setup_device
-    setup_device("cpu")
+    from paddle_electra.runtime import configure_process
+    configure_process("cpu")
     d = get_variant("chinese-electra-small").discriminator
     cfg = PConfig(vocab_size=d.vocab_size, embedding_size=d.embedding_size, hidden_size=d.hidden_size,
                   num_hidden_layers=d.num_hidden_layers, num_attention_heads=d.num_attention_heads,

@@ -11,11 +11,11 @@ import argparse
 import sys
 
 from paddle_electra.conversion.cli import add_tf_arguments, run_tf
-from paddle_electra.runtime import setup_device
+from paddle_electra.runtime import configure_process
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_tf_arguments(parser)
     args = parser.parse_args()
-    setup_device()
+    configure_process()
     sys.exit(run_tf(args))

@@ -73,8 +73,8 @@ def main(argv=None):
     from paddle_electra import ElectraModel, ElectraTokenizer
     from paddle_electra.finetuning.config import FinetuneConfig
     from paddle_electra.finetuning.tasks import get_task
-    from paddle_electra.runtime import setup_device
-    setup_device(num_threads=args.num_threads)
+    from paddle_electra.runtime import configure_process
+    configure_process(num_threads=args.num_threads)
     tokenizer = ElectraTokenizer()
     task = get_task(args.task, FinetuneConfig(task_names=[args.task]), tokenizer)
 

@@ -34,6 +34,8 @@ def main(argv=None):
         config = FinetuneConfig.load(args.hparams, data_dir=args.data_dir, model_name=args.model_name, **overrides)
     except HparamsError as e:
         p.error(str(e))
+    from paddle_electra.runtime import configure_process
+    configure_process(config.device, config.num_threads)
     run_finetuning(config)
     return 0
 

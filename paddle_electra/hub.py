@@ -281,7 +281,7 @@ class ElectraHubModule(nn.Layer, TransformerModule):
             raise TypeError(f"use_gpu must be true or false, got {_type(use_gpu)} {use_gpu!r}")
         if use_gpu and not (paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
             raise RuntimeError("use_gpu=True but this PaddlePaddle build sees no GPU (install paddlepaddle-gpu)")
-        device = runtime.setup_device("gpu" if use_gpu else "cpu", num_threads=self.num_threads)
+        device = runtime.resolve_device("gpu" if use_gpu else "cpu")
         params = self.parameters()
         if params and params[0].place.is_gpu_place() != use_gpu:
             self.to(device=device)

@@ -250,11 +250,9 @@ def _min_seq_len(model) -> int:
 # --- hardware ---------------------------------------------------------------------------------------
 def cpu_supports_bf16() -> bool:
     """Native bf16 on this CPU (AVX512-BF16 or AMX-BF16), as Paddle's oneDNN build sees it."""
-    try:
-        from paddle.base import core
-        return bool(core.supports_bfloat16_fast_performance())
-    except (ImportError, AttributeError):
-        return cpu_info().has_native_bf16
+    from .paddle_compat import supports_bf16_fast
+    native = supports_bf16_fast()
+    return cpu_info().has_native_bf16 if native is None else native
 
 
 def gpu_available() -> bool:

@@ -25,6 +25,8 @@ from typing import Dict, Iterable, Optional, Sequence
 
 import paddle
 
+from .paddle_compat import ADAMW_BETA_POW_ACCUMULATORS, HookedAdamW
+
 NO_DECAY = ("LayerNorm", "layer_norm", "bias")
 
 
@@ -82,11 +84,11 @@ def use_weight_decay(name: str) -> bool:
     return not any(k in name for k in NO_DECAY)
 
 
-class ElectraAdamW(paddle.optimizer.AdamW):
+class ElectraAdamW(HookedAdamW):
     """Paddle's fused AdamW without bias correction, with per-parameter lr multipliers
     (`lr_ratios`: internal parameter name -> multiplier; missing means 1)."""
 
-    _POWS = ("beta1_pow_acc", "beta2_pow_acc")
+    _POWS = ADAMW_BETA_POW_ACCUMULATORS
 
     def __init__(self, *args, lr_ratios: Optional[Dict[str, float]] = None,
                  param_names: Optional[Dict[str, str]] = None, **kwargs):
@@ -95,15 +97,12 @@ class ElectraAdamW(paddle.optimizer.AdamW):
         # internal name (linear_3.w_0, which depends on creation order) -> structured model name
         self._electra_names = dict(param_names or {})
 
-    def _add_accumulator(self, name, param, dtype=None, fill_value=0.0, shape=None, type=None, device=None):
-        if name in self._POWS:  # 0 -> the kernel's bias correction factors are exactly 1, forever
-            fill_value = 0.0
-        return super()._add_accumulator(name, param, dtype=dtype, fill_value=fill_value, shape=shape,
-                                        type=type, device=device)
+    def accumulator_initial_value(self, name, default):
+        # 0 -> the kernel's bias correction factors are exactly 1, forever
+        return 0.0 if name in self._POWS else default
 
-    def _create_param_lr(self, param_and_grad):
-        ratio = self._electra_lr_ratios.get(param_and_grad[0].name, 1.0)
-        lr = self._global_learning_rate()
+    def parameter_lr(self, param, lr):
+        ratio = self._electra_lr_ratios.get(param.name, 1.0)
         return lr if ratio == 1.0 else lr * ratio
 
     def set_state_dict(self, state_dict):

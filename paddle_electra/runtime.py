@@ -1,4 +1,6 @@
-"""Device and CPU thread set-up shared by every entry point.
+"""Process-wide set-up, for entry points only (the `paddle-electra` CLI, the repo scripts, the
+benchmarks): `configure_process()`. Library objects (trainers, ElectraPredictor, the hub module) take
+an explicit device (`resolve_device` picks one without setting anything) and never call it.
 
 Paddle picks GPU when it was built with CUDA and sees one; on CPU it runs its kernels on one
 thread unless told otherwise (it sets OMP_NUM_THREADS=1 at import), which halves GEMM speed on
@@ -12,6 +14,7 @@ import ctypes
 import functools
 import logging
 import os
+import platform
 from typing import Optional
 
 logger = logging.getLogger(__name__)
@@ -32,23 +35,41 @@ def default_num_threads(processes_per_node: int = 1) -> int:
 
 
 def set_cpu_threads(num_threads: Optional[int] = None, processes_per_node: int = 1) -> int:
-    import paddle
-    n = num_threads or default_num_threads(processes_per_node)
-    paddle.base.core.set_num_threads(n)
-    return n
+    from .paddle_compat import set_math_threads
+    return set_math_threads(num_threads or default_num_threads(processes_per_node))
+
+
+class _FEnv(ctypes.Structure):
+    """glibc's fenv_t on x86-64 (<bits/fenv.h>): the x87 environment that fnstenv stores (28 bytes),
+    then the SSE control and status register MXCSR."""
+    _fields_ = [("x87", ctypes.c_uint8 * 28), ("mxcsr", ctypes.c_uint32)]
+
+
+_MXCSR_FTZ, _MXCSR_DAZ = 1 << 15, 1 << 6  # flush-to-zero, denormals-are-zero
 
 
 @functools.lru_cache(maxsize=None)
-def _scoped_flush_denormal_ctor():
-    """Paddle's exported ScopedFlushDenormal::ScopedFlushDenormal(), looked up once; None where this
-    Paddle build does not export it."""
-    import paddle
+def _libm():
+    """glibc's libm (fegetenv/fesetenv, C99 <fenv.h>) where _FEnv is its fenv_t; None elsewhere."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64") \
+            or platform.libc_ver()[0] != "glibc":
+        return None
     try:
-        lib = ctypes.CDLL(os.path.join(os.path.dirname(paddle.__file__), "base", "libpaddle.so"))
-        return lib._ZN6paddle8platform19ScopedFlushDenormalC1Ev
-    except (OSError, AttributeError) as e:
+        return ctypes.CDLL("libm.so.6")
+    except OSError as e:
         logger.debug("cannot flush denormals: %s", e)
         return None
+
+
+def _fenv(libm) -> Optional[_FEnv]:
+    env = _FEnv()
+    return env if libm is not None and libm.fegetenv(ctypes.byref(env)) == 0 else None
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread flushes denormals (MXCSR FTZ and DAZ set); False where unknown."""
+    env = _fenv(_libm())
+    return env is not None and env.mxcsr & (_MXCSR_FTZ | _MXCSR_DAZ) == _MXCSR_FTZ | _MXCSR_DAZ
 
 
 def flush_denormals() -> bool:
@@ -58,19 +79,26 @@ def flush_denormals() -> bool:
     below 1.2e-38, and every later update of that parameter runs in microcode. Measured here:
     fine-tuning a freshly pretrained small model at 2.1 examples/s with denormals, 19 without, same
     losses. The original ran in TensorFlow, whose CPU thread pools flush denormals too.
-    Uses Paddle's own ScopedFlushDenormal (the one its inference predictor sets), never destroyed so
-    the mode stays; returns False where this Paddle build does not export it."""
-    ctor = _scoped_flush_denormal_ctor()
-    if ctor is None:
+    Sets the same two bits as Paddle's own ScopedFlushDenormal (what its inference predictor does),
+    through libc's fegetenv/fesetenv; returns False where that is not available (not x86-64 glibc)."""
+    libm = _libm()
+    env = _fenv(libm)
+    if env is None:
         return False
-    ctor(ctypes.create_string_buffer(64))  # the object only holds the previous mode (two bools)
-    return True
+    env.mxcsr |= _MXCSR_FTZ | _MXCSR_DAZ
+    return libm.fesetenv(ctypes.byref(env)) == 0
 
 
-def setup_device(device: Optional[str] = None, num_threads: Optional[int] = None,
-                 processes_per_node: int = 1) -> str:
-    """Use `device` if given ("cpu", "gpu", "gpu:1"), else the GPU when there is one, else CPU with
-    all cores (split between the processes of this node)."""
+def local_process_count() -> int:
+    """Processes of this job on this machine (paddle.distributed.launch's environment; 1 otherwise)."""
+    world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+    local = int(os.environ.get("PADDLE_LOCAL_SIZE", os.environ.get("PADDLE_NPROC_PER_NODE", str(world))))
+    return max(1, min(local, world))
+
+
+def resolve_device(device: Optional[str] = None) -> str:
+    """`device` if given ("cpu", "gpu", "gpu:1"; a bare "gpu" under paddle.distributed.launch is this
+    process's card), else the GPU when there is one, else "cpu". Sets nothing."""
     import paddle
     if device is None:
         device = "gpu" if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else "cpu"
@@ -78,8 +106,18 @@ def setup_device(device: Optional[str] = None, num_threads: Optional[int] = None
         local_rank = os.environ.get("PADDLE_LOCAL_RANK") or os.environ.get("FLAGS_selected_gpus")
         if local_rank:
             device = f"gpu:{local_rank.split(',')[0]}"
+    return device
+
+
+def configure_process(device: Optional[str] = None, num_threads: Optional[int] = None,
+                      processes_per_node: Optional[int] = None) -> str:
+    """What an entry point sets once for its whole process: Paddle's global device (resolve_device),
+    and on CPU denormal flushing and the math library's threads (all cores, split between the
+    processes of this node). Returns the device."""
+    import paddle
+    device = resolve_device(device)
     paddle.set_device(device)
     if device == "cpu":
         flush_denormals()
-        set_cpu_threads(num_threads, processes_per_node)
+        set_cpu_threads(num_threads, processes_per_node or local_process_count())
     return device

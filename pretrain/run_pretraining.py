@@ -9,8 +9,11 @@ import argparse
 import sys
 
 from paddle_electra.pretraining.trainer import add_arguments, run
+from paddle_electra.runtime import configure_process
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    sys.exit(run(parser.parse_args()))
+    args = parser.parse_args()
+    configure_process(args.device, args.num_threads)
+    sys.exit(run(args))

@@ -89,6 +89,4 @@ def run_hf(args) -> int:
 
 
 def run(args) -> int:
-    from ..runtime import setup_device
-    setup_device()
     return run_tf(args) if args.source == "tf" else run_hf(args)

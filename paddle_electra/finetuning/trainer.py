@@ -265,9 +265,8 @@ def summarize(trials: List[Dict]) -> Dict:
 
 
 def run_finetuning(config: FinetuneConfig) -> Dict:
-    from ..runtime import setup_device
+    # the entry point has set up the process: runtime.configure_process with config.device, config.num_threads
     from ..tokenizer import ElectraTokenizer
-    setup_device(config.device, config.num_threads)
     path = resolve_model(config)
     tokenizer = ElectraTokenizer.from_pretrained(path if os.path.isdir(path) else None)
     task = get_task(config.task_name, config, tokenizer)

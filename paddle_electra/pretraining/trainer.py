@@ -27,6 +27,7 @@ import numpy as np
 
 from ..checkpoint import CheckpointError, atomic_dir, load_tensors, save_tensors
 from ..config import ElectraConfig, generator_config_for, get_variant
+from ..paddle_compat import rng_state_from_json, rng_state_to_json
 from .data import DataError, ExampleOrder, PretrainingData, file_md5
 from .masking import gumbel_noise, mask_batch, max_predictions
 from .metrics import masked_auc, summarize
@@ -194,26 +195,6 @@ def load_checkpoint(path, model, optimizer, scheduler) -> Dict:
     return state
 
 
-def rng_state_to_json():
-    import paddle
-    return [list_state(s.__getstate__()) for s in paddle.get_rng_state()]
-
-
-def list_state(x):
-    return [list_state(v) for v in x] if isinstance(x, (tuple, list)) else x
-
-
-def rng_state_from_json(states):
-    import paddle
-    from paddle.base.libpaddle import GeneratorState
-    out = []
-    for s in states:
-        g = GeneratorState.__new__(GeneratorState)
-        g.__setstate__(tuple(s))
-        out.append(g)
-    paddle.set_rng_state(out)
-
-
 # --- the loop ------------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, args):
@@ -221,11 +202,11 @@ class Trainer:
         from paddle.distributed import fleet
         from ..modeling import ElectraForPreTraining, set_execution_modes
         from ..optimization import create_optimizer
-        from ..runtime import setup_device
+        from ..runtime import resolve_device
 
         self.args = args
-        self.world, self.rank, local = _dist_env()
-        self.device = setup_device(args.device, args.num_threads, processes_per_node=local)
+        self.world, self.rank, _ = _dist_env()
+        self.device = resolve_device(args.device)  # the process is set up by the entry point (runtime.configure_process)
         if args.amp != "off" and self.device == "cpu":
             raise SystemExit(f"--amp {args.amp} needs a GPU: Paddle {paddle.__version__} has no bfloat16/float16 "
                              f"matmul kernel on CPU in dygraph")
