@@ -122,7 +122,7 @@ def ours(model_dir, precision, threads, extra_passes=inference.CPU_EXTRA_PASSES)
 def paddlenlp_engine(model_dir, cfg):
     import paddle
     from paddlenlp.transformers import ElectraConfig as NLPConfig, ElectraModel as NLPModel
-    from paddle_electra.checkpoint import WEIGHTS_NAME, load_tensors
+    from paddle_electra.io import WEIGHTS_NAME, load_tensors
     from paddle_electra.conversion.paddlenlp_export import to_paddlenlp_name
     fields = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
               "intermediate_size", "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
@@ -143,7 +143,7 @@ def paddlenlp_engine(model_dir, cfg):
 def hf_engine(model_dir, cfg, threads):
     import torch
     import transformers
-    from paddle_electra.checkpoint import WEIGHTS_NAME, load_tensors
+    from paddle_electra.io import WEIGHTS_NAME, load_tensors
     torch.set_num_threads(threads)
     hf_cfg = transformers.ElectraConfig(**{f: getattr(cfg, f) for f in (
         "vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",

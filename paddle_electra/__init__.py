@@ -22,6 +22,9 @@ _EXPORTS = {
 }
 __all__ = list(_EXPORTS)
 
+# installs name resolution (registry, download) for every model's from_pretrained; imports no paddle
+from . import resolve as _resolve  # noqa: E402,F401
+
 
 def __getattr__(name):
     if name in _EXPORTS:

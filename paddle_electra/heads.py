@@ -10,7 +10,7 @@ HF style (`id2label`, `label2id`, `num_labels`) in config.json, plus `label_map.
 
 `X.from_pretrained(dir)` on a fine-tuned dir of the same class loads everything strictly; on a
 discriminator / pretraining / backbone dir (or a dir fine-tuned for another head) it takes the
-backbone and initialises a new head; `model.newly_initialized` names the new tensors.
+backbone and initialises a new head; `model.load_report.newly_initialized` names the new tensors.
 
 The QA featurizer (sliding windows, character offsets) and the n-best answer search live in
 paddle_electra.finetuning.qa.
@@ -18,7 +18,6 @@ paddle_electra.finetuning.qa.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -27,11 +26,10 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .checkpoint import LABEL_MAP_NAME, PretrainedMixin
+from .io import LABEL_MAP_NAME
+from .modeling_utils import PretrainedMixin
 from .config import ConfigError, ElectraConfig
 from .modeling import ElectraModel
-
-logger = logging.getLogger(__name__)
 
 # the mask the original adds to logits outside the answer segment: 1000 * (mask - 1)
 _MASK_PENALTY = 1000.0
@@ -106,19 +104,13 @@ class _TaskModel(PretrainedMixin, nn.Layer):
 
     def _adapt_weights(self, weights: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         if getattr(self, "_source_architectures", None) == [type(self).__name__]:
-            self.newly_initialized = []
             return weights  # a fine-tuned dir of this class: strict, every tensor must be there
         # a backbone (ElectraModel dir: no prefix) or a model with other heads: take the backbone
         if not any(k.startswith("electra.") for k in weights):
             weights = {"electra." + k: v for k, v in weights.items()}
         out = {k: v for k, v in weights.items() if k.startswith("electra.")}
-        state = self.state_dict()
-        self.newly_initialized = sorted(k for k in state if k not in out)
-        for k in self.newly_initialized:
-            out[k] = state[k].numpy()
-        logger.warning("%s: initialised new head tensors (not in %s): %s", type(self).__name__,
-                       getattr(self, "_source_path", "the checkpoint"), ", ".join(self.newly_initialized))
-        return out
+        # None: the new head keeps its initialisation (from_pretrained lists it in load_report)
+        return {**{k: None for k in self.state_dict() if k not in out}, **out}
 
 
 class _ClassifierModel(_TaskModel):

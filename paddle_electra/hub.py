@@ -39,7 +39,9 @@ from paddlehub.module.nlp_module import TransformerModule
 from paddlenlp.transformers import ElectraTokenizer as _PaddleNLPElectraTokenizer
 
 from . import runtime
-from .checkpoint import CheckpointError, load_pdparams, load_state_strict, resolve
+from .io import CheckpointError, load_pdparams
+from .modeling_utils import load_state_strict
+from .resolve import resolve
 from .config import CONFIG_NAME, ElectraConfig, get_variant
 from .finetuning import qa
 from .heads import TASK_HEADS, normalize_label_map
@@ -194,7 +196,7 @@ class ElectraHubModule(nn.Layer, TransformerModule):
                                                                            "text-matching") else None
         self.model, source = self._load(task, load_checkpoint, labels, label_map is not None)
         # the dir holding exactly these weights (for the fast path); not so with a new head
-        self._weights_dir = None if getattr(self.model, "newly_initialized", None) else source
+        self._weights_dir = source if self.model.load_report and self.model.load_report.complete else None
         if labels is not None:
             self.labels = list(self.model.labels)
             self.label_map = dict(enumerate(self.labels))  # PaddleHub's attribute: {id: label}

@@ -37,7 +37,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import runtime
-from .checkpoint import (GENERATOR_WEIGHTS_NAME, LABEL_MAP_NAME, WEIGHTS_NAME, atomic_dir, resolve)
+from .io import GENERATOR_WEIGHTS_NAME, LABEL_MAP_NAME, WEIGHTS_NAME, atomic_dir
+from .resolve import resolve
 from .config import CONFIG_NAME, GENERATOR_CONFIG_NAME, ElectraConfig
 from .cpu import cpu_info
 
@@ -133,7 +134,7 @@ def load_dygraph(model_dir: str, task: Optional[str] = None):
     """The dygraph model the export is made from, in eval mode (also the parity reference)."""
     cls = _model_class(task)
     model = cls.from_pretrained(model_dir)
-    new = getattr(model, "newly_initialized", None)
+    new = model.load_report.newly_initialized
     if new:
         raise InferenceError(
             f"{model_dir} holds no fine-tuned {cls.__name__} (its head tensors {', '.join(new)} would be "

@@ -28,8 +28,8 @@ import paddle.nn.functional as F
 from paddle.distributed.fleet.utils import recompute as _recompute  # fleet comes with `import paddle`
 
 from . import fast_cpu
-from .checkpoint import (CONFIG_NAME, GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME, WEIGHTS_NAME,
-                         PretrainedMixin, PretrainingPairMixin)
+from .io import CONFIG_NAME, GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME, WEIGHTS_NAME
+from .modeling_utils import PretrainedMixin, PretrainingPairMixin
 from .config import ElectraConfig
 
 

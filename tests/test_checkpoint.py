@@ -1,4 +1,4 @@
-"""paddle_electra.checkpoint: save/load round trips, strict loading, bad files, pickle policy,
+"""paddle_electra.io / modeling_utils / resolve: save/load round trips, strict loading, bad files, pickle policy,
 name resolution and atomic writes."""
 import json
 import os
@@ -6,8 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from paddle_electra import checkpoint
-from paddle_electra.checkpoint import CheckpointError, atomic_dir, load_state_strict, resolve, save_tensors
+from paddle_electra.io import CheckpointError, OutputError, atomic_dir, load_tensors, save_tensors
+from paddle_electra.modeling_utils import load_state_strict
+from paddle_electra.resolve import resolve
 from paddle_electra.config import ConfigError, ElectraConfig
 
 TINY = ElectraConfig(vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -169,7 +170,7 @@ def test_generator_error_names_generator_file(pretraining_dir, tmp_path):
     from paddle_electra.modeling import ElectraGenerator
     path = str(tmp_path / "p")
     shutil.copytree(pretraining_dir, path)
-    g = checkpoint.load_tensors(os.path.join(path, "generator.safetensors"))
+    g = load_tensors(os.path.join(path, "generator.safetensors"))
     del g["generator_predictions.output_bias"]
     save_tensors(g, os.path.join(path, "generator.safetensors"))
     with pytest.raises(CheckpointError, match=r"generator.safetensors does not fit.*\n  missing: "
@@ -182,7 +183,7 @@ def test_pretraining_dir_with_unshared_embeddings_is_rejected(pretraining_dir, t
     from paddle_electra.modeling import ElectraForPreTraining
     path = str(tmp_path / "p")
     shutil.copytree(pretraining_dir, path)
-    g = checkpoint.load_tensors(os.path.join(path, "generator.safetensors"))
+    g = load_tensors(os.path.join(path, "generator.safetensors"))
     g["electra.embeddings.LayerNorm.bias"] = g["electra.embeddings.LayerNorm.bias"] + 1
     save_tensors(g, os.path.join(path, "generator.safetensors"))
     with pytest.raises(CheckpointError, match="shared tensor electra.embeddings.LayerNorm.bias differs"):
@@ -226,8 +227,8 @@ def test_atomic_dir(tmp_path):
             open(os.path.join(tmp, "b"), "w").write("v2")
             raise KeyboardInterrupt
     assert os.listdir(target) == ["a"] and (target / "a").read_text() == "v1"
-    with pytest.raises(FileExistsError):
-        with atomic_dir(str(target), overwrite=False) as tmp:
+    with pytest.raises(OutputError):
+        with atomic_dir(str(target), check=lambda: (_ for _ in ()).throw(OutputError("no"))) as tmp:
             open(os.path.join(tmp, "b"), "w").write("v2")
     assert os.listdir(target) == ["a"] and os.listdir(tmp_path) == ["out"]
     with atomic_dir(str(target)) as tmp:
@@ -245,3 +246,20 @@ def test_save_pretrained_failure_keeps_existing_dir(tmp_path):
         ElectraModel(TINY).save_pretrained(path, vocab_file=str(tmp_path / "missing_vocab.txt"))
     assert {f: open(os.path.join(path, f), "rb").read() for f in os.listdir(path)} == before
     assert os.listdir(tmp_path) == ["m"]
+
+
+def test_load_report_says_what_was_read_and_initialised(pretraining_dir, tmp_path):
+    from paddle_electra.heads import ElectraForSequenceClassification
+    from paddle_electra.modeling import ElectraDiscriminator, ElectraForPreTraining
+    assert ElectraDiscriminator(TINY).load_report is None  # not loaded
+    d = ElectraDiscriminator.from_pretrained(pretraining_dir)
+    assert d.load_report.path == pretraining_dir and d.load_report.files == ["model.safetensors"]
+    assert d.load_report.complete
+    c = ElectraForSequenceClassification.from_pretrained(pretraining_dir, num_labels=3)
+    assert c.load_report.newly_initialized == ["classifier.bias", "classifier.weight"]
+    assert not c.load_report.complete
+    c2 = ElectraForSequenceClassification.from_pretrained(c.save_pretrained(str(tmp_path / "cls")))
+    assert c2.load_report.complete and c2.load_report.source_architectures == ["ElectraForSequenceClassification"]
+    p = ElectraForPreTraining.from_pretrained(pretraining_dir)
+    assert p.load_report.files == ["model.safetensors", "generator.safetensors"] and p.load_report.complete
+    assert not hasattr(c, "newly_initialized")  # the report replaced the ad hoc attribute

@@ -12,9 +12,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from paddle_electra.checkpoint import CheckpointError, load_tensors
+from paddle_electra.io import CheckpointError, load_tensors
 from paddle_electra.conversion.hf import convert_hf
-from paddle_electra.conversion.torch_pickle import UnsafePickleError, load_torch_state_dict
+from paddle_electra.io.torch_pickle import UnsafePickleError, load_torch_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V, E, H, G = 2000, 128, 256, 64

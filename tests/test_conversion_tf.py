@@ -397,7 +397,7 @@ def test_converts_without_tensorflow(ckpts, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     line = [x for x in r.stdout.splitlines() if x.startswith("converted")]
     assert line and f"converted {len(c['layout'])} variables" in line[0] and "training state" in line[0]
-    from paddle_electra.checkpoint import load_tensors
+    from paddle_electra.io import load_tensors
     from paddle_electra.conversion.tf import expected_variables
     disc = load_tensors(str(out / "model.safetensors"))
     gen = load_tensors(str(out / "generator.safetensors"))

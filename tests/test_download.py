@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from paddle_electra.checkpoint import CheckpointError
+from paddle_electra.io import CheckpointError
 
 DISC_REPO = "hfl/chinese-electra-small-discriminator"
 GEN_REPO = "hfl/chinese-electra-small-generator"

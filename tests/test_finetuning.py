@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_electra.checkpoint import CheckpointError
+from paddle_electra.io import CheckpointError
 from paddle_electra.config import ElectraConfig, generator_config_for
 from paddle_electra.finetuning import metrics
 from paddle_electra.finetuning.config import FinetuneConfig, HparamsError
@@ -243,7 +243,7 @@ def test_postprocess_rules(tok):
 def test_registry_and_head_loading(pretrained_dir, tmp_path):
     assert TASK_HEADS["text-matching"] is ElectraForSequenceClassification
     m = ElectraForSequenceClassification.from_pretrained(pretrained_dir, id2label=["neg", "pos", "mid"])
-    assert m.newly_initialized == ["classifier.bias", "classifier.weight"]
+    assert m.load_report.newly_initialized == ["classifier.bias", "classifier.weight"]
     ids = paddle.to_tensor([[101, 872, 1962, 102, 0]])
     m.eval()
     out = m(ids, attention_mask=paddle.to_tensor([[1, 1, 1, 1, 0]]))
@@ -254,13 +254,13 @@ def test_registry_and_head_loading(pretrained_dir, tmp_path):
     assert json.load(open(tmp_path / "cls/label_map.json")) == {"neg": 0, "pos": 1, "mid": 2}
     m2 = ElectraForSequenceClassification.from_pretrained(str(tmp_path / "cls"))
     m2.eval()
-    assert m2.labels == ["neg", "pos", "mid"] and m2.newly_initialized == []
+    assert m2.labels == ["neg", "pos", "mid"] and m2.load_report.newly_initialized == []
     np.testing.assert_array_equal(m2(ids, attention_mask=paddle.to_tensor([[1, 1, 1, 1, 0]])).numpy(), out.numpy())
     with pytest.raises(CheckpointError, match="classifier.weight"):
         ElectraForSequenceClassification.from_pretrained(str(tmp_path / "cls"), num_labels=2)
     # another head on a fine-tuned dir: its backbone, a new head
     t = ElectraForTokenClassification.from_pretrained(str(tmp_path / "cls"), num_labels=7)
-    assert t.newly_initialized == ["classifier.bias", "classifier.weight"] and t(ids).shape == [1, 5, 7]
+    assert t.load_report.newly_initialized == ["classifier.bias", "classifier.weight"] and t(ids).shape == [1, 5, 7]
     # the backbone alone loads from the fine-tuned dir too
     assert ElectraModel.from_pretrained(str(tmp_path / "cls"))(ids).shape == [1, 5, 64]
 
@@ -296,7 +296,7 @@ def test_qa_heads(pretrained_dir, tmp_path):
     np.testing.assert_array_equal(q2(ids, tt)[3].numpy(), etp.numpy())
     s = ElectraForQuestionAnswering.from_pretrained(pretrained_dir, simple=True)
     assert [o.shape for o in s(ids, tt)] == [[2, 16], [2, 16]]
-    assert s.newly_initialized == ["qa.qa_outputs.bias", "qa.qa_outputs.weight"]
+    assert s.load_report.newly_initialized == ["qa.qa_outputs.bias", "qa.qa_outputs.weight"]
 
 
 def test_token_loss_ignores_unlabelled():

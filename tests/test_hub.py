@@ -220,7 +220,7 @@ def test_seq_cls_labels_probs_truncation_and_reload(load, home, tmp_path, caplog
     pd = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=str(tmp_path / "model.pdparams"),
                     use_fast_path=False)
     np.testing.assert_allclose(pd.predict(data, max_seq_len=32, return_prob=True)[1], probs, atol=1e-5)
-    from paddle_electra.checkpoint import CheckpointError
+    from paddle_electra.io import CheckpointError
     with pytest.raises(CheckpointError, match="num_classes"):
         hub.Module(name="chinese-electra-small", task="seq-cls", num_classes=3,
                    load_checkpoint=str(tmp_path / "model.pdparams"))

@@ -111,7 +111,7 @@ def _launch(args, log_dir):
 
 
 def test_two_processes_match_one_process_with_doubled_batch(data_dir, tmp_path):
-    from paddle_electra.checkpoint import load_tensors
+    from paddle_electra.io import load_tensors
     disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)
     steps = 4
     two = str(tmp_path / "two")
@@ -172,7 +172,7 @@ def test_export_and_init_from(data_dir, tmp_path):
 
 
 def test_gradient_accumulation_and_recompute_match_the_full_batch(data_dir, tmp_path):
-    from paddle_electra.checkpoint import load_tensors
+    from paddle_electra.io import load_tensors
     disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)
     full = str(tmp_path / "full")
     _run(_args(data_dir, full, disc, gen, 2, 4))

@@ -10,6 +10,9 @@ import argparse
 import sys
 import time
 
+from ..config import ConfigError, get_variant
+from ..io import CheckpointError
+
 
 def add_tf_arguments(p: argparse.ArgumentParser):
     p.add_argument("--checkpoint", required=True,
@@ -52,9 +55,7 @@ def _fail(message: str) -> int:
 
 
 def run_tf(args) -> int:
-    from ..checkpoint import CheckpointError
-    from ..config import ConfigError, get_variant
-    from .tf import convert_tf_checkpoint
+    from .tf import convert_tf_checkpoint  # here: the converters import paddle, which `--help` does not need
     if args.model and args.generator_config:
         return _fail("--generator-config goes with --discriminator-config; --model brings both configs")
     if args.discriminator_only and not args.model:
@@ -75,9 +76,7 @@ def run_tf(args) -> int:
 
 
 def run_hf(args) -> int:
-    from ..checkpoint import CheckpointError
-    from ..config import ConfigError
-    from .hf import convert_hf  # imported here: the HF converter brings its own dependencies
+    from .hf import convert_hf  # here: the converters import paddle, which `--help` does not need
     start = time.perf_counter()
     try:
         convert_hf(args.input, args.output, generator_dir=args.generator)

@@ -7,16 +7,18 @@ import shutil
 from typing import Dict, Optional
 
 import numpy as np
+import paddle
 
-from ..checkpoint import (CONFIG_NAME, GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME, VOCAB_NAME,
-                          WEIGHTS_NAME, atomic_dir, check_state, save_tensors)
+from ..io import (CONFIG_NAME, GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME, VOCAB_NAME, WEIGHTS_NAME, atomic_dir,
+                  save_tensors)
+from ..modeling import ElectraDiscriminator, ElectraGenerator
+from ..modeling_utils import check_state
 from ..config import ElectraConfig
 from ..tokenizer import bundled_vocab_path
 
 
 def expected_shapes(model_cls, config: ElectraConfig) -> Dict[str, tuple]:
     """Names and shapes of a model class's state dict, without allocating its weights on a device."""
-    import paddle
     with paddle.LazyGuard():  # parameters are described, not initialised
         model = model_cls(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -29,7 +31,6 @@ def write_converted(output: str, disc_config: ElectraConfig, disc: Dict[str, np.
     model.safetensors and, when given, the generator (ElectraGenerator names, embeddings included)
     in generator.safetensors. Every tensor is checked against the model first; nothing is written
     unless all fit."""
-    from ..modeling import ElectraDiscriminator, ElectraGenerator
     check_state(expected_shapes(ElectraDiscriminator, disc_config), disc, f"{source} (discriminator)")
     if gen is not None:
         check_state(expected_shapes(ElectraGenerator, gen_config), gen, f"{source} (generator)")

@@ -1,7 +1,7 @@
 """Convert Hugging Face Electra repos (hfl/chinese-electra-*) to from_pretrained dirs.
 
 An HF repo folder holds `config.json` (HF ElectraConfig) and `model.safetensors` or
-`pytorch_model.bin` (read by the restricted unpickler in torch_pickle: torch is not needed and the
+`pytorch_model.bin` (read by the restricted unpickler in paddle_electra.io.torch_pickle: torch is not needed and the
 file cannot run code). HF's module names mirror the TF scopes, as ours do, so the map is short:
 
 | HF                                              | ours                                      |
@@ -25,8 +25,11 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ..checkpoint import (CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME, CheckpointError, atomic_dir, check_state,
-                          load_tensors, save_tensors)
+from ..io import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME, CheckpointError, atomic_dir, load_tensors, save_tensors
+from ..io.torch_pickle import load_torch_state_dict
+from ..modeling import ElectraGenerator, ElectraModel
+from ..modeling_utils import check_state
+from ..tokenizer import bundled_vocab_path
 from ..config import ConfigError, ElectraConfig
 from .common import expected_shapes, write_converted
 
@@ -65,7 +68,6 @@ def read_hf_weights(folder: str) -> Tuple[Dict[str, np.ndarray], str]:
 def _read_one(path: str) -> Dict[str, np.ndarray]:
     if path.endswith(".safetensors"):
         return load_tensors(path)
-    from .torch_pickle import load_torch_state_dict
     return load_torch_state_dict(path)
 
 
@@ -179,8 +181,6 @@ def convert_hf(input_dir: str, output: str, generator_dir: Optional[str] = None)
     """Convert the HF repo folder `input_dir` (a discriminator, a generator or a bare ElectraModel)
     into `output`, a from_pretrained dir. With `generator_dir` (the matching HF generator) the output
     is a pretraining dir holding both, loadable by ElectraForPreTraining too."""
-    from ..modeling import ElectraGenerator, ElectraModel
-    from ..tokenizer import bundled_vocab_path
     kind, config, tensors, source = _read_model(input_dir)
     vocab = os.path.join(input_dir, VOCAB_NAME)
     vocab = vocab if os.path.exists(vocab) else bundled_vocab_path()

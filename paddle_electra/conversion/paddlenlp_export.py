@@ -27,13 +27,18 @@ import json
 import os
 import re
 import shutil
+import sys
 from typing import Dict
 
 import numpy as np
+import paddle
 
-from ..checkpoint import (CONFIG_NAME, GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME, PDPARAMS_NAME, VOCAB_NAME,
-                          WEIGHTS_NAME, CheckpointError, _read_weights, atomic_dir, check_state, resolve)
-from ..config import ElectraConfig
+from ..io import (CONFIG_NAME, GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME, PDPARAMS_NAME, VOCAB_NAME,
+                  WEIGHTS_NAME, CheckpointError, atomic_dir)
+from ..modeling_utils import check_state, read_weights, resolve_name
+from ..config import ConfigError, ElectraConfig
+from ..modeling import ElectraDiscriminator, ElectraGenerator, ElectraModel
+from ..tokenizer import bundled_vocab_path
 from .common import expected_shapes
 
 _LAYER_RENAMES = [
@@ -87,16 +92,14 @@ def _paddlenlp_config(config: ElectraConfig, architecture: str) -> Dict:
 def export_paddlenlp(input_path: str, output: str, model: str = "backbone", allow_pickle: bool = False) -> str:
     """Write `output` (model_state.pdparams + config.json + vocab.txt + tokenizer_config.json) from
     a from_pretrained dir. `model`: backbone (ElectraModel), discriminator or generator."""
-    import paddle
-    from ..modeling import ElectraDiscriminator, ElectraGenerator, ElectraModel
     if model not in ARCHITECTURES:
         raise ValueError(f"model must be one of {', '.join(ARCHITECTURES)}, got {model!r}")
-    path = resolve(input_path)
+    path = resolve_name(input_path)
     pretraining_dir = os.path.exists(os.path.join(path, GENERATOR_CONFIG_NAME))
     use_gen = model == "generator" and pretraining_dir
     cfg_file = os.path.join(path, GENERATOR_CONFIG_NAME if use_gen else CONFIG_NAME)
     weights_name = GENERATOR_WEIGHTS_NAME if use_gen else WEIGHTS_NAME
-    tensors = _read_weights(path, weights_name, allow_pickle)
+    tensors = read_weights(path, weights_name, allow_pickle)
     source = os.path.join(path, weights_name)
     word = next((v for k, v in tensors.items() if k.endswith("embeddings.word_embeddings.weight")), None)
     config = ElectraConfig.from_json_file(cfg_file, embedding_size=None if word is None else int(word.shape[1]))
@@ -113,7 +116,6 @@ def export_paddlenlp(input_path: str, output: str, model: str = "backbone", allo
     state = {to_paddlenlp_name(k): paddle.to_tensor(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
     vocab = os.path.join(path, VOCAB_NAME)
     if not os.path.exists(vocab):
-        from ..tokenizer import bundled_vocab_path
         vocab = bundled_vocab_path()
     with atomic_dir(output) as tmp:
         paddle.save(state, os.path.join(tmp, PDPARAMS_NAME))
@@ -138,8 +140,6 @@ def add_arguments(p):
 
 
 def run(args):
-    import sys
-    from ..config import ConfigError
     try:
         out = export_paddlenlp(args.input, args.output, model=args.model, allow_pickle=args.allow_pickle)
     except (CheckpointError, ConfigError, FileNotFoundError) as e:

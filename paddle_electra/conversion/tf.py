@@ -35,6 +35,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..config import ConfigError, ElectraConfig
+from ..modeling import ElectraDiscriminator, ElectraGenerator
+from ..tokenizer import bundled_vocab_path, load_vocab
+from .common import expected_shapes, write_converted
 from .tf_checkpoint import TFCheckpoint, TFCheckpointError
 
 DISCRIMINATOR, GENERATOR = "discriminator", "generator"
@@ -76,8 +79,6 @@ def tf_name(model: str, key: str) -> str:
 def expected_variables(disc_config: ElectraConfig, gen_config: Optional[ElectraConfig] = None
                        ) -> Dict[str, Tuple[tuple, List[Tuple[str, str]]]]:
     """TF name -> (shape the models expect, [(model, our key), ...]) for the weights the models need."""
-    from ..modeling import ElectraDiscriminator, ElectraGenerator
-    from .common import expected_shapes
     table: Dict[str, Tuple[tuple, List[Tuple[str, str]]]] = {}
     models = [(DISCRIMINATOR, ElectraDiscriminator, disc_config)]
     if gen_config is not None:
@@ -201,7 +202,6 @@ def _config(cfg: Optional[ConfigLike], ckpt: TFCheckpoint) -> Optional[ElectraCo
 def _vocab(vocab_file: Optional[str], ckpt: TFCheckpoint, vocab_size: int) -> Optional[str]:
     """The vocab to ship: the one given, else the vocab.txt beside the checkpoint (HFL's zips hold
     one), else the bundled one; its size must match the config."""
-    from ..tokenizer import bundled_vocab_path, load_vocab
     if vocab_file is None:
         beside = os.path.join(os.path.dirname(os.path.abspath(ckpt.prefix)), "vocab.txt")
         vocab_file = beside if os.path.exists(beside) else bundled_vocab_path()
@@ -241,7 +241,6 @@ def convert_tf_checkpoint(checkpoint: str, output: str, discriminator_config: Co
     """Convert a released TF checkpoint (folder or prefix) to a from_pretrained folder: the
     discriminator always, the generator too when its config is given. Nothing is written unless
     everything checks out; an existing `output` is replaced only on success."""
-    from .common import write_converted
     start = time.perf_counter()
     with TFCheckpoint(checkpoint) as ckpt:
         disc_cfg = _config(discriminator_config, ckpt)

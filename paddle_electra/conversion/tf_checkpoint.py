@@ -24,7 +24,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..checkpoint import CheckpointError
+from ..io import CheckpointError
 
 try:
     from crc32c import crc32c as _crc32c  # hardware CRC-32C (SSE4.2 / ARMv8), ~GB/s

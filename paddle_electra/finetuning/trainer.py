@@ -38,7 +38,7 @@ def resolve_model(config: FinetuneConfig) -> str:
     under = os.path.join(config.data_dir, "models", name)
     if os.path.isdir(under):
         return under
-    return name  # a registered variant: checkpoint.resolve finds or explains it
+    return name  # a registered variant: resolve.resolve finds or explains it
 
 
 def set_seed(seed: int):
@@ -199,7 +199,7 @@ def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: O
     if hasattr(task, "set_labels") and not task.labels:  # labels known only to the fine-tuned model
         task.set_labels(model.labels)
     out = {"trial": trial, "seed": config.seed + trial - 1,
-           "newly_initialized": getattr(model, "newly_initialized", [])}
+           "newly_initialized": model.load_report.newly_initialized if model.load_report else []}
     results_dir = os.path.dirname(config.results_path())
     os.makedirs(results_dir, exist_ok=True)
     if config.do_train:

@@ -266,7 +266,7 @@ def build_dataset(inputs: Sequence[str], opts: BuildOptions, num_processes: int 
     renamed, so an interrupted build leaves no half folder). Returns the index. `inputs` are in the
     original's format; `docs_per_line` files hold one whole document a line."""
     from tqdm import tqdm
-    from ..checkpoint import atomic_dir
+    from ..io import atomic_dir
     inputs, docs_per_line = list(inputs or []), list(docs_per_line or [])
     if not inputs and not docs_per_line:
         raise DataError("no input files")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from ..checkpoint import CheckpointError
+from ..io import CheckpointError
 
 
 def find_checkpoint(run_dir: str) -> str:

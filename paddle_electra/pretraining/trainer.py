@@ -25,7 +25,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..checkpoint import CheckpointError, atomic_dir, load_tensors, save_tensors
+from ..io import CheckpointError, atomic_dir, load_tensors, save_tensors
 from ..config import ElectraConfig, generator_config_for, get_variant
 from ..paddle_compat import rng_state_from_json, rng_state_to_json
 from .data import DataError, ExampleOrder, PretrainingData, file_md5

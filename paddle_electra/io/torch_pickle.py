@@ -27,7 +27,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from ..checkpoint import CheckpointError
+from . import CheckpointError
 
 
 class UnsafePickleError(CheckpointError):

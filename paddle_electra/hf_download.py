@@ -1,6 +1,6 @@
 """Download HFL's released weights from the Hugging Face hub and convert them in place.
 
-`checkpoint.resolve("chinese-electra-small")` calls `download_variant` when
+`resolve.resolve("chinese-electra-small")` calls `download_variant` when
 $PADDLE_ELECTRA_HOME/chinese-electra-small is absent. Files come from
 `{HF_ENDPOINT}/{repo}/resolve/main/{file}` (HF_ENDPOINT defaults to https://huggingface.co; point it
 at a mirror if needed) into a temporary folder beside the target, are converted by
@@ -17,6 +17,10 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
+
+from tqdm import tqdm
+
+from .conversion.hf import HF_BIN, HF_SAFETENSORS, convert_hf
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CHUNK = 1 << 20
@@ -36,7 +40,6 @@ def _timeout() -> float:
 
 def fetch(url: str, dest: str):
     """Stream `url` to `dest` with a progress bar; OSError (NotOnHub for 404) on any failure."""
-    from tqdm import tqdm
     req = urllib.request.Request(url, headers={"User-Agent": "paddle-electra"})
     try:
         with urllib.request.urlopen(req, timeout=_timeout()) as resp:
@@ -73,7 +76,6 @@ def fetch(url: str, dest: str):
 
 def fetch_repo(repo: str, folder: str, with_vocab: bool = False) -> str:
     """config.json, then model.safetensors or (on 404) pytorch_model.bin of an HF repo into `folder`."""
-    from .conversion.hf import HF_BIN, HF_SAFETENSORS
     os.makedirs(folder, exist_ok=True)
     base = f"{endpoint()}/{repo}/resolve/main"
     fetch(f"{base}/config.json", os.path.join(folder, "config.json"))
@@ -95,7 +97,6 @@ def fetch_repo(repo: str, folder: str, with_vocab: bool = False) -> str:
 def download_variant(variant, local_dir: str) -> str:
     """Download `variant`'s HF discriminator and generator and write a pretraining dir at `local_dir`
     (discriminator only, with a warning, when the generator repo is missing)."""
-    from .conversion.hf import convert_hf
     local_dir = os.path.abspath(local_dir)
     parent = os.path.dirname(local_dir)
     os.makedirs(parent, exist_ok=True)

@@ -1,0 +1,191 @@
+"""Files on disk, below every model: the error class, file names, atomic writes that never replace
+what the caller did not ask to replace, and the tensor readers (safetensors; Paddle and PyTorch
+pickles, read only when asked, and bounded).
+
+Layering (each imports only those before it): io <- modeling_utils <- modeling, heads <- conversion
+<- resolve, hf_download. The PyTorch `.bin` reader is `paddle_electra.io.torch_pickle`.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Dict, Iterable, Optional, Sequence
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+CONFIG_NAME = "config.json"
+GENERATOR_CONFIG_NAME = "generator_config.json"
+WEIGHTS_NAME = "model.safetensors"
+GENERATOR_WEIGHTS_NAME = "generator.safetensors"
+PDPARAMS_NAME = "model_state.pdparams"
+GENERATOR_PDPARAMS_NAME = "generator_state.pdparams"
+VOCAB_NAME = "vocab.txt"
+LABEL_MAP_NAME = "label_map.json"
+MODEL_CARD_NAME = "README.md"
+
+
+class CheckpointError(ValueError):
+    """A weight file does not fit the model: names the file and the tensors."""
+
+
+class OutputError(FileExistsError):
+    """An output path would replace something the caller did not ask to replace."""
+
+
+# --- what a writer may replace -------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of output folder. An existing folder counts as a previous output of this kind (and is
+    replaced without --overwrite) when it holds every `required` name and nothing outside `allowed`
+    (glob patterns)."""
+    name: str
+    required: Sequence[str]
+    allowed: Sequence[str]
+
+    def matches(self, folder: str) -> bool:
+        names = os.listdir(folder)
+        return (all(r in names for r in self.required)
+                and all(any(fnmatch.fnmatchcase(n, a) for a in self.allowed) for n in names))
+
+
+# a from_pretrained dir (save_pretrained, convert tf|hf, init, export-discriminator): the model's
+# files, its model card and the predictor's graph cache
+MODEL_DIR = OutputKind("model folder", (CONFIG_NAME,),
+                       (CONFIG_NAME, GENERATOR_CONFIG_NAME, WEIGHTS_NAME, GENERATOR_WEIGHTS_NAME, PDPARAMS_NAME,
+                        GENERATOR_PDPARAMS_NAME, VOCAB_NAME, LABEL_MAP_NAME, MODEL_CARD_NAME, "inference"))
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_output(path: str, kind: Optional[OutputKind] = None, inputs: Iterable[Optional[str]] = (),
+                 overwrite: bool = False) -> str:
+    """Refuse an output path whose replacement would lose something not asked for: an input (the
+    output is, or holds, one of `inputs`; never allowed), a file or link (a folder never replaces
+    it), or a non-empty folder that is not a previous output of `kind` (unless `overwrite`).
+    Returns the absolute path."""
+    real = os.path.realpath(path)
+    for i in inputs:
+        if i is not None and os.path.exists(i) and _inside(os.path.realpath(i), real):
+            raise OutputError(f"output {path} {'is' if os.path.realpath(i) == real else 'contains'} the input "
+                              f"{i}; writing it would delete the input: choose another output folder")
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        raise OutputError(f"output {path} exists and is {'a link' if os.path.islink(path) else 'not a folder'}; "
+                          f"refusing to replace it with a folder")
+    if os.path.isdir(path) and os.listdir(path) and not overwrite and not (kind and kind.matches(path)):
+        shown = sorted(os.listdir(path))
+        raise OutputError(
+            f"output folder {path} is not empty ({', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''}) "
+            f"and is not a previous {kind.name if kind else 'output'}; choose an empty or new folder, or pass "
+            f"--overwrite (overwrite=True) to replace its contents")
+    return os.path.abspath(path)
+
+
+# --- atomic writes -----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_dir(path: str, check=None):
+    """Yield a temporary folder beside `path`; on success it replaces `path` in one rename, on error
+    it is removed, so `path` is never left half written. A folder is replaced, never a file or a link;
+    `check()` (when given) runs before and again just before the rename. The library's own folders
+    (checkpoints, caches) use this directly; what users name goes through `output_dir`."""
+    def checks():
+        if check is not None:
+            check()
+        if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+            raise OutputError(f"{path} exists and is not a folder; refusing to replace it with a folder")
+
+    checks()
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    try:
+        yield tmp
+        _public_permissions(tmp)
+        checks()
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+            os.rename(path, os.path.join(old, "x"))
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(os.path.join(old, "x"), path)  # put the previous folder back
+                shutil.rmtree(old, ignore_errors=True)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def output_dir(path: str, kind: Optional[OutputKind] = None, inputs: Iterable[Optional[str]] = (),
+               overwrite: bool = False):
+    """atomic_dir for a folder the user named: `check_output`'s rule, before the work and again
+    before the rename."""
+    inputs = list(inputs)
+    return atomic_dir(path, check=lambda: check_output(path, kind, inputs, overwrite))
+
+
+def _public_permissions(root: str):
+    # mkdtemp makes a 0700 folder; give the result the modes a plain mkdir/open would have
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(root, 0o777 & ~umask)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o777 & ~umask)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o666 & ~umask)
+
+
+def copy_inside(folder: str, name: str, dest: str):
+    """Copy `folder/name` to `dest`, refusing a link or a path that leads out of `folder` (a folder
+    read as input must not hand over an arbitrary file of the system)."""
+    src = os.path.join(folder, name)
+    if os.path.islink(src) or not _inside(os.path.realpath(src), os.path.realpath(folder)):
+        raise CheckpointError(f"{src} is a link (to {os.path.realpath(src)}); refusing to read through it: "
+                              f"copy the file itself into {folder}")
+    shutil.copyfile(src, dest)
+
+
+def path_inside(folder: str, name: str, what: str = "file") -> str:
+    """`folder/name` for a name read from a file in `folder` (a shard list): refuse absolute paths,
+    `..` and links that lead out of the folder."""
+    if not isinstance(name, str) or not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        raise CheckpointError(f"{folder}: {what} {name!r} is not a plain path inside the folder")
+    path = os.path.join(folder, name)
+    if os.path.islink(path) or not _inside(os.path.realpath(path), os.path.realpath(folder)):
+        raise CheckpointError(f"{folder}: {what} {name!r} is a link out of the folder; refusing to read it")
+    return path
+
+
+# --- tensors -------------------------------------------------------------------------------------------
+def save_tensors(tensors: Dict[str, np.ndarray], path: str, metadata: Optional[Dict[str, str]] = None):
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path,
+              metadata={"format": "paddle", **(metadata or {})})
+
+
+def load_tensors(path: str) -> Dict[str, np.ndarray]:
+    if not os.path.exists(path):
+        raise CheckpointError(f"weight file not found: {path}")
+    try:
+        return load_file(path)
+    except Exception as e:  # truncated or corrupt files raise SafetensorError / OSError / ...
+        raise CheckpointError(f"{path}: cannot read safetensors file ({type(e).__name__}: {e})") from None
+
+
+def load_pdparams(path: str) -> Dict[str, np.ndarray]:
+    """Read a Paddle pickle (.pdparams). Only call this on files you trust."""
+    import paddle  # here, not at the top: io is imported by commands that never need paddle
+    state = paddle.load(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
+    return {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in state.items()}

@@ -1,0 +1,106 @@
+"""The import graph of paddle_electra: no cycle (function-level imports included), the loading stack
+in its layers (io <- modeling_utils <- modeling, heads <- conversion <- resolve, hf_download), and
+the lowest layer importable without paddle."""
+import ast
+import os
+import subprocess
+import sys
+
+PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "paddle_electra")
+
+
+def _modules():
+    mods = {}
+    for dirpath, _, files in os.walk(PKG):
+        for f in files:
+            if f.endswith(".py"):
+                rel = os.path.relpath(os.path.join(dirpath, f), os.path.dirname(PKG))[:-3].replace(os.sep, ".")
+                mods[rel[: -len(".__init__")] if rel.endswith(".__init__") else rel] = os.path.join(dirpath, f)
+    return mods
+
+
+def _imports(name, path, mods):
+    """{imported paddle_electra module: 'top' | 'function'} for one module."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    package = name if path.endswith("__init__.py") else name.rsplit(".", 1)[0]
+    top_level = {id(n) for n in tree.body} | {id(n) for s in tree.body if isinstance(s, (ast.If, ast.Try))
+                                               for n in ast.walk(s)}
+    out = {}
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+        for t in targets:
+            while t and t not in mods:
+                t = t.rpartition(".")[0]
+            if t and t != name and t != "paddle_electra":  # a package's __init__ runs first anyway
+                where = "top" if id(node) in top_level else "function"
+                if out.get(t) != "top":
+                    out[t] = where
+    return out
+
+
+def _graph():
+    mods = _modules()
+    return {m: _imports(m, p, mods) for m, p in mods.items()}
+
+
+def _cycle(graph):
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for t in graph.get(m, {}):
+            if state.get(t) == "open":
+                return stack[stack.index(t):] + [t]
+            if t not in state:
+                found = visit(t)
+                if found:
+                    return found
+        state[m] = "done"
+        stack.pop()
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle():
+    cycle = _cycle(_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b": "top"}, "b": {"c": "function"}, "c": {"a": "top"}}) == ["a", "b", "c", "a"]
+
+
+def test_loading_stack_layers():
+    graph = _graph()
+    layers = [["paddle_electra.config"], ["paddle_electra.io", "paddle_electra.io.torch_pickle"],
+              ["paddle_electra.modeling_utils"], ["paddle_electra.modeling", "paddle_electra.heads"],
+              [m for m in graph if m.startswith("paddle_electra.conversion.")],
+              ["paddle_electra.resolve", "paddle_electra.hf_download"]]
+    rank = {m: i for i, layer in enumerate(layers) for m in layer}
+    wrong = [f"{m} imports {t}" for m in rank for t in graph[m] if t in rank and rank[t] > rank[m]]
+    assert not wrong, wrong
+    assert "paddle_electra.checkpoint" not in graph and "paddle_electra.hub_download" not in graph
+
+
+def test_io_layer_imports_no_paddle_and_no_model():
+    code = ("import sys, paddle_electra.io, paddle_electra.io.torch_pickle, paddle_electra.resolve; "
+            "print(sorted(m for m in sys.modules if m == 'paddle' or m.startswith(('paddle_electra.modeling', "
+            "'paddle_electra.heads', 'paddle_electra.conversion'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['paddle_electra.modeling_utils']"
