@@ -120,6 +120,9 @@ class ElectraAdamW(HookedAdamW):
     def named_state_dict(self) -> Dict:
         out = {}
         for k, v in self.state_dict().items():
+            if k == "master_weights":  # AMP O2: {internal parameter name: fp32 tensor}
+                out[k] = {self._electra_names.get(n, n): w for n, w in v.items()}
+                continue
             internal = self._owner(k)
             out[k if internal is None else self._electra_names[internal] + k[len(internal):]] = v
         return out
@@ -128,6 +131,9 @@ class ElectraAdamW(HookedAdamW):
         to_internal = {v: k for k, v in self._electra_names.items()}
         converted = {}
         for k, v in state.items():
+            if k == "master_weights":
+                converted[k] = {to_internal.get(n, n): w for n, w in v.items()}
+                continue
             structured = max((n for n in to_internal if k.startswith(n + "_")), key=len, default=None)
             converted[k if structured is None else to_internal[structured] + k[len(structured):]] = v
         expected = len(self._electra_names)

@@ -116,8 +116,8 @@ def test_two_processes_match_one_process_with_doubled_batch(data_dir, tmp_path):
     steps = 4
     two = str(tmp_path / "two")
     _launch(_args(data_dir, two, disc, gen, steps, 2, save=steps), str(tmp_path / "log"))
-    one = str(tmp_path / "one")
-    _run(_args(data_dir, one, disc, gen, steps, 4, save=steps))
+    one = str(tmp_path / "one")  # the 2 processes read 2 example ranges: the same order for 1 process
+    _run(_args(data_dir, one, disc, gen, steps, 4, save=steps) + ["--data-ranges", "2"])
 
     ck = os.path.join("checkpoints", f"checkpoint-{steps:08d}")
     state = json.load(open(os.path.join(two, ck, "trainer_state.json")))

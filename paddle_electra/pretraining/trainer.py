@@ -19,9 +19,11 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -38,6 +40,9 @@ STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
 MODEL_SUBDIR = "model"
 METRICS_NAME = "metrics.jsonl"
+MASTER_PREFIX = "master_weights/"  # AMP O2 master weights in optimizer.safetensors
+PREEMPTED_EXIT = 128 + signal.SIGTERM  # stopped by SIGTERM after saving: run the same command to resume
+LOST_PEER_EXIT = 75  # --step-timeout passed with no step finished
 
 
 def add_arguments(p: argparse.ArgumentParser):
@@ -73,6 +78,15 @@ def add_arguments(p: argparse.ArgumentParser):
     g.add_argument("--eval-batches", type=int, default=50)
     g.add_argument("--max-minutes", type=float, default=0,
                    help="stop (with a checkpoint) after this much wall time; 0 = no limit")
+    g.add_argument("--step-timeout", type=float, default=600,
+                   help="with several processes: exit (code 75) when no step finishes for this many seconds, "
+                        "e.g. because a host is gone and a collective waits for it; 0 = wait forever")
+    g.add_argument("--data-ranges", type=int, default=0,
+                   help="cut the examples into this many contiguous ranges, each read by its own processes "
+                        "(default: the checkpoint's when resuming, else one per process, so that no process reads "
+                        "the whole corpus); the data order depends on it, not on the number of processes")
+    g.add_argument("--allow-data-change", action="store_true",
+                   help="resume although the data (index.json md5) or --data-ranges differ from the checkpoint's")
     g.add_argument("--device", help="cpu, gpu, gpu:1 (default: GPU when present)")
     g.add_argument("--num-threads", type=int, help="CPU threads per process (default: cores / processes)")
     g.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
@@ -159,17 +173,29 @@ def checkpoint_dirs(output_dir: str) -> List[str]:
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(output_dir, step, model, optimizer, scheduler, rng_states, extra, keep: int):
+def _files_md5(root: str) -> Dict[str, str]:
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            full = os.path.join(dirpath, f)
+            out[os.path.relpath(full, root).replace(os.sep, "/")] = file_md5(full)
+    return dict(sorted(out.items()))
+
+
+def save_checkpoint(output_dir, step, model, optimizer, scheduler, rng_states, extra, keep: int, scaler=None):
     path = os.path.join(output_dir, "checkpoints", f"{CHECKPOINT_PREFIX}{step:08d}")
     with atomic_dir(path) as tmp:
         model.save_pretrained(os.path.join(tmp, MODEL_SUBDIR))
         state = optimizer.named_state_dict()
         sched = state.pop("LR_Scheduler", None)
         tensors = {k: v.numpy() for k, v in state.items() if hasattr(v, "numpy")}
+        # AMP O2: fp32 master weights, {structured name: tensor}
+        tensors.update({MASTER_PREFIX + k: v.numpy() for k, v in state.get("master_weights", {}).items()})
         save_tensors(tensors, os.path.join(tmp, OPTIMIZER_NAME))
+        record = {"step": step, "scheduler": sched or scheduler.state_dict(), "rng_states": rng_states,
+                  "grad_scaler": scaler_state_to_json(scaler), **extra, "file_md5": _files_md5(tmp)}
         with open(os.path.join(tmp, STATE_NAME), "w", encoding="utf-8") as f:
-            json.dump({"step": step, "scheduler": sched or scheduler.state_dict(), "rng_states": rng_states,
-                       **extra}, f, indent=1)
+            json.dump(record, f, indent=1)
     for old in checkpoint_dirs(output_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     # temporaries that a killed save left beside the checkpoints (atomic_dir's ".<name>.tmp-*")
@@ -180,19 +206,83 @@ def save_checkpoint(output_dir, step, model, optimizer, scheduler, rng_states, e
     return path
 
 
-def load_checkpoint(path, model, optimizer, scheduler) -> Dict:
+def read_state(path: str) -> Dict:
+    """trainer_state.json of checkpoint `path`, checked: errors name the file."""
+    f = os.path.join(path, STATE_NAME)
+    try:
+        with open(f, encoding="utf-8") as fh:
+            state = json.load(fh)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{f}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{f}: cannot read ({e})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{f}: expected a JSON object, got {type(state).__name__}")
+    for key, kind in (("step", int), ("scheduler", dict)):
+        if not isinstance(state.get(key), kind):
+            raise CheckpointError(f"{f}: field {key!r} is {state.get(key)!r}, expected {kind.__name__}")
+    return state
+
+
+def verify_files(path: str, state: Dict):
+    """The md5 of every file of the checkpoint against the one stored at save time."""
+    stored = state.get("file_md5")
+    if stored is None:  # written before file digests existed
+        return
+    got = _files_md5(path)
+    got.pop(STATE_NAME, None)
+    for name in sorted(set(stored) | set(got)):
+        if name not in got:
+            raise CheckpointError(f"{os.path.join(path, name)}: missing")
+        if stored.get(name) != got[name]:
+            raise CheckpointError(f"{os.path.join(path, name)}: md5 {got[name]}, saved as {stored.get(name)} "
+                                  f"(changed or corrupt since it was written)")
+
+
+def load_checkpoint(path, model, optimizer, scheduler, scaler=None, checksum=None) -> Dict:
+    """Load checkpoint `path` into model, optimizer, scheduler (and GradScaler). Every file is checked
+    against its stored md5 first, and the loaded parameters against the stored parameter checksum
+    (`checksum()` computes it), so a corrupt checkpoint raises CheckpointError naming the file."""
     import paddle
     from ..modeling import ElectraForPreTraining
-    with open(os.path.join(path, STATE_NAME), encoding="utf-8") as f:
-        state = json.load(f)
+    state = read_state(path)
+    verify_files(path, state)
     saved = ElectraForPreTraining.from_pretrained(os.path.join(path, MODEL_SUBDIR))
     model.set_state_dict(saved.state_dict())
+    sums = state.get("param_checksums")
+    if checksum is not None and sums:
+        got = checksum()
+        if got != sums[0]:
+            raise CheckpointError(f"{os.path.join(path, MODEL_SUBDIR)}: the loaded parameters' md5 is {got}, the "
+                                  f"run's was {sums[0]} at step {state['step']} (corrupt weights)")
     tensors = load_tensors(os.path.join(path, OPTIMIZER_NAME))
-    opt_state = {k: paddle.to_tensor(v) for k, v in tensors.items()}
+    opt_state = {k: paddle.to_tensor(v) for k, v in tensors.items() if not k.startswith(MASTER_PREFIX)}
+    master = {k[len(MASTER_PREFIX):]: paddle.to_tensor(v) for k, v in tensors.items() if k.startswith(MASTER_PREFIX)}
+    if master:
+        opt_state["master_weights"] = master
     opt_state["LR_Scheduler"] = state["scheduler"]
-    optimizer.set_named_state_dict(opt_state)
+    try:
+        optimizer.set_named_state_dict(opt_state)
+    except ValueError as e:
+        raise CheckpointError(f"{os.path.join(path, OPTIMIZER_NAME)}: {e}") from None
     scheduler.set_state_dict(state["scheduler"])
+    if scaler is not None:
+        if not state.get("grad_scaler"):
+            raise CheckpointError(f"{os.path.join(path, STATE_NAME)}: no grad_scaler state, but this run uses fp16 "
+                                  f"loss scaling (the checkpoint was written without --amp fp16)")
+        scaler.load_state_dict(scaler_state_from_json(state["grad_scaler"]))
     return state
+
+
+def scaler_state_to_json(scaler) -> Dict:
+    """GradScaler.state_dict() as JSON ({} without a scaler, or for a disabled one)."""
+    if scaler is None:
+        return {}
+    return {k: (np.asarray(v).reshape(-1).tolist() if k == "scale" else v) for k, v in scaler.state_dict().items()}
+
+
+def scaler_state_from_json(state: Dict) -> Dict:
+    return {k: (np.asarray(v, np.float32) if k == "scale" else v) for k, v in state.items()}
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -211,11 +301,12 @@ class Trainer:
             raise SystemExit(f"--amp {args.amp} needs a GPU: Paddle {paddle.__version__} has no bfloat16/float16 "
                              f"matmul kernel on CPU in dygraph")
         if self.world > 1:
+            if self.device == "cpu":
+                _set_gloo_interface()
             fleet.init(is_collective=True, strategy=_make_strategy(args))
         self.is_main = self.rank == 0
 
         self.data = PretrainingData(args.data_dir)
-        self.order = ExampleOrder(len(self.data), args.seed)
         self.eval_data = PretrainingData(args.eval_data_dir) if args.eval_data_dir else None
 
         paddle.seed(args.seed)  # the same initial weights on every process
@@ -240,7 +331,13 @@ class Trainer:
         self.step = 0
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15) if args.amp == "fp16" else None
         paddle.seed(args.seed + 1 + self.rank)  # dropout: different masks on each process
-        self._resume()
+        ranges = self._resume()
+        self.order = ExampleOrder(len(self.data), args.seed, ranges)
+        lo, hi = self.order.rank_range(args.train_batch_size, self.rank, self.world)
+        names = self.data.shard_names(lo, hi)
+        print(f"rank {self.rank}/{self.world} reads examples {lo}..{hi - 1} of {len(self.data)} "
+              f"({len(names)} of {len(self.data.index['shards'])} shards: {names[0]}..{names[-1]}; "
+              f"{ranges} example range{'s' if ranges > 1 else ''})", flush=True)
 
     def _check_vocab(self):
         V = self.model.config.vocab_size
@@ -248,34 +345,97 @@ class Trainer:
             raise DataError(f"{self.args.data_dir} was built with a vocab of {self.data.index['vocab_size']} "
                             f"tokens but the model has vocab_size {V}")
 
-    def _resume(self):
-        found = checkpoint_dirs(self.args.output_dir)
-        if not found:
-            return
-        path = found[-1]
-        state = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
-        gb = self.args.train_batch_size * self.world * self.args.gradient_accumulation_steps
-        if state.get("global_batch_size") != gb or state.get("seed") != self.args.seed:
+    def _resume(self) -> int:
+        """Load the newest intact checkpoint (falling back past corrupt ones, saying why); check that
+        it fits this run; return the number of example ranges the data order uses."""
+        args = self.args
+        found = checkpoint_dirs(args.output_dir)
+        state, path, problems = None, None, []
+        for candidate in reversed(found):
+            try:
+                state = load_checkpoint(candidate, self.model, self.optimizer, self.scheduler, self.scaler,
+                                        checksum=self.param_checksum)
+                path = candidate
+                break
+            except (CheckpointError, DataError, OSError, KeyError, ValueError) as e:
+                problems.append(f"{candidate}: {e}")
+                if self.is_main:
+                    print(f"WARNING: checkpoint {candidate} is not intact ({e}); trying the one before it",
+                          file=sys.stderr, flush=True)
+        if found and state is None:
+            raise CheckpointError(f"no intact checkpoint in {os.path.join(args.output_dir, 'checkpoints')}:\n  " +
+                                  "\n  ".join(problems) + "\nremove them to start again, or use a new --output-dir")
+        step = int(state["step"]) if state else 0
+        self._agree_on_step(step)
+        if state is None:
+            return args.data_ranges or self.world
+        gb = args.train_batch_size * self.world * args.gradient_accumulation_steps
+        if state.get("global_batch_size") != gb or state.get("seed") != args.seed:
             raise CheckpointError(
                 f"{path} was written with global batch {state.get('global_batch_size')} and seed {state.get('seed')}; "
-                f"this run has {gb} and {self.args.seed}: the data position would not carry over. Use the same "
+                f"this run has {gb} and {args.seed}: the data position would not carry over. Use the same "
                 f"--train-batch-size x processes x accumulation and --seed, or a new --output-dir")
-        self.step = int(state["step"])
+        ranges = int(state.get("data_ranges", 1))  # checkpoints from before data ranges read one permutation
+        md5 = file_md5(os.path.join(args.data_dir, "index.json"))
+        changes = []
+        if state.get("data_index_md5") not in (None, md5):
+            changes.append(f"it trained on {state.get('data_dir')} (index.json md5 {state['data_index_md5']}), "
+                           f"--data-dir {args.data_dir} has index.json md5 {md5}")
+        if args.data_ranges and args.data_ranges != ranges:
+            changes.append(f"it read the data in {ranges} example ranges, --data-ranges is {args.data_ranges}")
+        if changes and not args.allow_data_change:
+            raise CheckpointError(f"{path}: {'; '.join(changes)}: step {step} would not continue the same data "
+                                  f"stream. Give the same data, or --allow-data-change to go on from step {step} "
+                                  f"with this data")
+        if changes and self.is_main:
+            print(f"WARNING: --allow-data-change: {'; '.join(changes)}", file=sys.stderr, flush=True)
+        self.step = step
         rngs = state.get("rng_states") or []
         if self.rank < len(rngs):
             rng_state_from_json(rngs[self.rank])
         if self.is_main:
             print(f"resumed from {path} at step {self.step}", flush=True)
-        self._truncate_metrics(self.step)
+        return args.data_ranges or ranges
+
+    def _agree_on_step(self, step: int):
+        """Every process must resume from the same step: with several hosts --output-dir must be one
+        folder that all of them see."""
+        if self.world == 1:
+            return
+        import paddle.distributed as dist
+        steps = []
+        dist.all_gather_object(steps, step)
+        if len(set(steps)) != 1:
+            raise CheckpointError(f"the processes found different newest checkpoints in {self.args.output_dir} "
+                                  f"(steps by rank: {steps}): --output-dir must be a folder shared by all hosts")
 
     def _truncate_metrics(self, step):
+        """Drop the records after `step` (a run killed after its last checkpoint logged them) and torn
+        lines (a kill during a write), so that each step appears once after a restart."""
         f = os.path.join(self.args.output_dir, METRICS_NAME)
         if not (self.is_main and os.path.exists(f)):
             return
-        with open(f, encoding="utf-8") as fh:
-            keep = [l for l in fh if l.strip() and json.loads(l).get("step", 0) <= step]
-        with open(f, "w", encoding="utf-8") as fh:
+        keep, dropped = [], []
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    rec_step = rec.get("step", 0) if isinstance(rec, dict) else None
+                except json.JSONDecodeError:
+                    rec_step = None
+                if rec_step is None:
+                    dropped.append(n)
+                elif rec_step <= step:
+                    keep.append(line if line.endswith("\n") else line + "\n")
+        if dropped:
+            print(f"WARNING: {f}: dropped unreadable line(s) {dropped} (a write cut off by a kill?)",
+                  file=sys.stderr, flush=True)
+        tmp = f + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.writelines(keep)
+        os.replace(tmp, f)
 
     # --- one batch on the host -------------------------------------------------------------------
     def host_batch(self, micro_index: int):
@@ -380,6 +540,7 @@ class Trainer:
         L = self.data.max_seq_length
         writer = None
         if self.is_main:
+            self._truncate_metrics(self.step)
             self._write_run_info(gb)
             try:
                 from visualdl import LogWriter
@@ -392,40 +553,48 @@ class Trainer:
         window_stats, window_probs, window_labels, window_reals = None, [], [], []
         window_t0, window_steps = time.time(), 0
         stop_reason = "max_steps"
-        while self.step < args.max_steps:
-            lr = self.optimizer.get_lr()
-            stats, probs, labels, reals = self.train_step()
-            window_stats = stats if window_stats is None else window_stats + stats
-            window_probs += probs
-            window_labels += labels
-            window_reals += reals
-            window_steps += 1
-            bar.update(1)
-            last = self.step >= args.max_steps
-            out_of_time = self._out_of_time(t_start)
-            if self.step % args.logging_steps == 0 or last or out_of_time:
-                s = window_stats
-                if self.world > 1:
-                    dist.all_reduce(s)
-                elapsed = time.time() - window_t0
-                m = summarize(s.numpy(), self.cfg.gen_weight, self.cfg.disc_weight)
-                m["disc_auc"] = masked_auc(paddle.concat(window_probs).numpy(), paddle.concat(window_labels).numpy(),
-                                           paddle.concat(window_reals).numpy())
-                m.update(step=self.step, lr=lr, tokens_per_second=window_steps * gb * L / elapsed,
-                         examples_seen=self.step * gb, elapsed_minutes=(time.time() - t_start) / 60)
-                if self.is_main:
-                    self._log(m, writer, bar)
-                window_stats, window_probs, window_labels, window_reals = None, [], [], []
-                window_t0, window_steps = time.time(), 0
-            if self.eval_data is not None and args.eval_steps and self.step % args.eval_steps == 0 and not last:
-                self._eval_and_log(writer, bar)
-            if self.step % args.save_steps == 0 or last or out_of_time:
-                self.save(gb)
-            if out_of_time and not last:
-                stop_reason = f"max_minutes {args.max_minutes}"
-                break
+        self.preempted = False
+        with _on_sigterm() as signalled, _Watchdog(args.step_timeout if self.world > 1 else 0, self.rank) as dog:
+            while self.step < args.max_steps:
+                lr = self.optimizer.get_lr()
+                stats, probs, labels, reals = self.train_step()
+                window_stats = stats if window_stats is None else window_stats + stats
+                window_probs += probs
+                window_labels += labels
+                window_reals += reals
+                window_steps += 1
+                bar.update(1)
+                last = self.step >= args.max_steps
+                stop = self._stop_request(t_start, signalled)
+                if self.step % args.logging_steps == 0 or last or stop:
+                    s = window_stats
+                    if self.world > 1:
+                        dist.all_reduce(s)
+                    elapsed = time.time() - window_t0
+                    m = summarize(s.numpy(), self.cfg.gen_weight, self.cfg.disc_weight)
+                    m["disc_auc"] = masked_auc(paddle.concat(window_probs).numpy(),
+                                               paddle.concat(window_labels).numpy(), paddle.concat(window_reals).numpy())
+                    m.update(step=self.step, lr=lr, tokens_per_second=window_steps * gb * L / elapsed,
+                             examples_seen=self.step * gb, elapsed_minutes=(time.time() - t_start) / 60)
+                    if self.is_main:
+                        self._log(m, writer, bar)
+                    window_stats, window_probs, window_labels, window_reals = None, [], [], []
+                    window_t0, window_steps = time.time(), 0
+                if self.eval_data is not None and args.eval_steps and self.step % args.eval_steps == 0 and not last \
+                        and not stop:
+                    self._eval_and_log(writer, bar)
+                if self.step % args.save_steps == 0 or last or stop:
+                    self.save(gb)
+                dog.beat()
+                if stop == "sigterm":
+                    self.preempted = True
+                    stop_reason = "SIGTERM: checkpoint saved, the same command resumes"
+                    break
+                if stop == "max_minutes" and not last:
+                    stop_reason = f"max_minutes {args.max_minutes}"
+                    break
         bar.close()
-        if self.eval_data is not None:
+        if self.eval_data is not None and not self.preempted:
             self._eval_and_log(writer, None, final=True)
         if writer is not None:
             writer.close()
@@ -433,17 +602,18 @@ class Trainer:
             print(f"stopped at step {self.step} ({stop_reason})", flush=True)
         return self.step
 
-    def _out_of_time(self, t_start) -> bool:
-        if not self.args.max_minutes:
-            return False
-        import paddle
-        import paddle.distributed as dist
-        flag = (time.time() - t_start) / 60 >= self.args.max_minutes
-        if self.world > 1:  # every process must stop at the same step
-            t = paddle.to_tensor([float(flag)])
+    def _stop_request(self, t_start, signalled) -> Optional[str]:
+        """"sigterm", "max_minutes" or None, the same on every process (each step, when there are
+        several, the flags are all-reduced, so that a SIGTERM to one host stops all at the same step)."""
+        flags = [float(bool(signalled)),
+                 float(bool(self.args.max_minutes) and (time.time() - t_start) / 60 >= self.args.max_minutes)]
+        if self.world > 1:
+            import paddle
+            import paddle.distributed as dist
+            t = paddle.to_tensor(flags)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = bool(t.numpy()[0] > 0)
-        return flag
+            flags = t.numpy().tolist()
+        return "sigterm" if flags[0] else "max_minutes" if flags[1] else None
 
     def save(self, gb):
         import paddle.distributed as dist
@@ -458,9 +628,10 @@ class Trainer:
                 print(f"WARNING: parameters differ between processes: checksums {sums}", file=sys.stderr)
             extra = {"param_checksums": sums, "global_batch_size": gb, "seed": self.args.seed, "world_size": self.world,
                      "examples_seen": self.step * gb, "data_dir": os.path.abspath(self.args.data_dir),
-                     "data_index_md5": file_md5(os.path.join(self.args.data_dir, "index.json"))}
+                     "data_index_md5": file_md5(os.path.join(self.args.data_dir, "index.json")),
+                     "data_ranges": self.order.ranges}
             save_checkpoint(self.args.output_dir, self.step, self.model, self.optimizer, self.scheduler, rngs,
-                            extra, self.args.save_total_limit)
+                            extra, self.args.save_total_limit, scaler=self.scaler)
         if self.world > 1:
             dist.barrier()
 
@@ -512,6 +683,66 @@ class Trainer:
             json.dump(info, f, indent=1, default=str)
 
 
+@contextlib.contextmanager
+def _on_sigterm():
+    """Within: SIGTERM (preemption, or the launcher stopping the job) is noted in the yielded list
+    instead of killing the process, so that the loop saves a checkpoint and stops at the step's end."""
+    got: List[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Watchdog:
+    """Ends the process (exit code LOST_PEER_EXIT) when no step finished for `timeout` seconds: a
+    collective waiting for a process or host that is gone would otherwise wait forever (gloo has no
+    timeout on CPU). `timeout` 0 = off."""
+
+    def __init__(self, timeout: float, rank: int):
+        self.timeout, self.rank = timeout, rank
+        self._last = time.monotonic()
+        self._done = threading.Event()
+
+    def beat(self):
+        self._last = time.monotonic()
+
+    def __enter__(self):
+        if self.timeout > 0:
+            threading.Thread(target=self._watch, name="step-watchdog", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+
+    def _watch(self):
+        while not self._done.wait(min(5.0, self.timeout / 4)):
+            idle = time.monotonic() - self._last
+            if idle > self.timeout:
+                print(f"rank {self.rank}: no step finished for {idle:.0f} s (--step-timeout {self.timeout:g}): a "
+                      f"process or host of the job is lost or stuck; exiting. The same command resumes from the "
+                      f"newest checkpoint.", file=sys.stderr, flush=True)
+                os._exit(LOST_PEER_EXIT)
+
+
+def _set_gloo_interface():
+    """gloo (CPU collectives) binds the address the host name resolves to, often 127.0.0.1, which
+    other hosts cannot reach; unless GLOO_SOCKET_IFNAME is set, point it at the interface holding the
+    address the launcher gave this process (PADDLE_CURRENT_ENDPOINT)."""
+    ip = os.environ.get("PADDLE_CURRENT_ENDPOINT", "").rpartition(":")[0]
+    if os.environ.get("GLOO_SOCKET_IFNAME") or not ip or ip.startswith("127."):
+        return
+    import psutil  # a requirement of visualdl
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.address == ip for a in addrs):
+            os.environ["GLOO_SOCKET_IFNAME"] = name
+            return
+
+
 def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -530,7 +761,7 @@ def run(args):
             print("eval " + " ".join(f"{k}={_fmt(v)}" for k, v in m.items()), flush=True)
         return 0
     trainer.train()
-    return 0
+    return PREEMPTED_EXIT if trainer.preempted else 0
 
 
 def main(argv=None):
