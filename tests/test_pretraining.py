@@ -163,6 +163,64 @@ def test_example_order_is_sharded_by_rank_and_resumable():
     assert sorted(first) == list(range(10))
 
 
+def test_example_ranges_keep_each_rank_in_its_own_range():
+    n, per_rank, world = 23, 3, 2
+    order = ExampleOrder(n, seed=5, ranges=world)
+    bounds = [0, n // 2, n]
+    seen = {0: [], 1: []}
+    for step in range(20):  # several epochs of each range
+        for rank in range(world):
+            idx, pos = order.indices(step, per_rank, rank, world)
+            assert ((idx >= bounds[rank]) & (idx < bounds[rank + 1])).all()
+            assert list(pos) == list(range(step * 6 + rank * 3, step * 6 + rank * 3 + 3))
+            seen[rank] += list(idx)
+        # one process with the doubled batch and the same ranges reads the same examples
+        single = ExampleOrder(n, seed=5, ranges=world).indices(step, per_rank * world, 0, 1)[0]
+        assert list(single) == list(order.indices(step, per_rank, 0, world)[0]) + \
+            list(order.indices(step, per_rank, 1, world)[0])
+    for rank in range(world):  # each epoch of a range is a permutation of it
+        size = bounds[rank + 1] - bounds[rank]
+        assert sorted(seen[rank][:size]) == list(range(bounds[rank], bounds[rank + 1]))
+        assert order.rank_range(per_rank, rank, world) == (bounds[rank], bounds[rank + 1])
+    # ranges=1 is the one permutation of the whole corpus the order had before ranges
+    legacy = np.random.default_rng([5, 0]).permutation(n)
+    assert list(ExampleOrder(n, 5).indices(1, per_rank, 1, world)[0]) == list(legacy[9:12])
+    with pytest.raises(ValueError, match="does not split into 4 example ranges"):
+        ExampleOrder(n, 5, ranges=4).indices(0, 3, 0, 1)
+
+
+def _mapped_shards(data_dir):
+    with open("/proc/self/maps") as f:
+        return {os.path.basename(l.split()[-1]) for l in f if l.rstrip().endswith((".bin", ".idx")) and
+                os.path.dirname(l.split()[-1]) == data_dir}
+
+
+def test_a_rank_maps_only_the_shards_of_its_range(corpus, tmp_path):
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("no /proc/self/maps to see the mappings")
+    opts = BuildOptions(str(tmp_path / "a"), bundled_vocab_path(), max_seq_length=64, seed=3)
+    index = build_dataset([corpus], opts, num_processes=1, unit_bytes=20000, progress=False)
+    shards = [s["name"] for s in index["shards"]]
+    assert len(shards) >= 6
+    data = PretrainingData(opts.output_dir)
+    assert _mapped_shards(opts.output_dir) == set()  # nothing mapped before a read
+    order = ExampleOrder(len(data), seed=1, ranges=2)
+    lo, hi = order.rank_range(4, rank=1, world=2)
+    for step in range(3 * len(data) // 8):  # rank 1 reads its whole range 3 times
+        data.batch(order.indices(step, 4, rank=1, world=2)[0])
+    mine = data.shard_names(lo, hi)
+    mapped = _mapped_shards(opts.output_dir)
+    assert mapped == {n + e for n in mine for e in (".bin", ".idx")}
+    assert shards[0] not in mine and len(mine) <= len(shards) // 2 + 1  # not the whole corpus
+    # a bound on the mapped bytes: least recently used shards are unmapped
+    want = data.batch(np.arange(len(data)))[0]
+    del data
+    assert _mapped_shards(opts.output_dir) == set()
+    small = PretrainingData(opts.output_dir, max_mapped_bytes=1)
+    np.testing.assert_array_equal(small.batch(np.arange(len(small)))[0], want)
+    assert len(_mapped_shards(opts.output_dir)) == 2  # one shard (.bin + .idx) at a time
+
+
 # --- masking -------------------------------------------------------------------------------------------
 def _example(L=40, real=30):
     ids = np.zeros(L, np.int64)
