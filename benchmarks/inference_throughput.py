@@ -1,4 +1,6 @@
-"""Inference throughput of ELECTRA on CPU: our Paddle Inference predictor (fp32, bf16) against
+"""Inference throughput of ELECTRA on CPU: our Paddle Inference predictor (fp32, bf16) against ONNX Runtime
+(plain, with its transformers optimizer's fusions, int8 dynamic quantization) and OpenVINO (f32; bf16 where
+native), both on an ONNX export of the same weights, and against
 PaddleNLP 2.8's ElectraModel (dygraph, eval, no_grad, as its users run it) and HF transformers'
 ElectraModel (PyTorch eager), all with the same weights in one process.
 
@@ -30,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from paddle_electra import inference, runtime  # noqa: E402
 from paddle_electra.config import get_variant  # noqa: E402
+from paddle_electra.cpu import cpu_info, mkl_status  # noqa: E402
 
 VARIANTS = {"small": "chinese-electra-small", "base": "chinese-electra-base"}
 
@@ -140,7 +143,8 @@ def paddlenlp_engine(model_dir, cfg):
     return run
 
 
-def hf_engine(model_dir, cfg, threads):
+def hf_model(model_dir, cfg, threads):
+    """HF transformers' ElectraModel (PyTorch) holding our weights."""
     import torch
     import transformers
     from paddle_electra.io import WEIGHTS_NAME, load_tensors
@@ -148,9 +152,7 @@ def hf_engine(model_dir, cfg, threads):
     hf_cfg = transformers.ElectraConfig(**{f: getattr(cfg, f) for f in (
         "vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
         "intermediate_size", "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps")})
-    model = transformers.ElectraModel(hf_cfg, add_pooling_layer=False) \
-        if "add_pooling_layer" in transformers.ElectraModel.__init__.__code__.co_varnames \
-        else transformers.ElectraModel(hf_cfg)
+    model = transformers.ElectraModel(hf_cfg)
     tables = ("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight")
     state = {}
     for k, v in load_tensors(os.path.join(model_dir, WEIGHTS_NAME)).items():
@@ -161,11 +163,75 @@ def hf_engine(model_dir, cfg, threads):
     if [m for m in missing if not m.endswith("position_ids")] or unexpected:
         raise RuntimeError(f"HF state mismatch: missing {missing}, unexpected {unexpected}")
     model.eval()
+    return model
+
+
+def hf_engine(model):
+    import torch
 
     def run(ids, types):
         with torch.no_grad():
             return model(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types),
                          attention_mask=torch.ones_like(torch.from_numpy(ids)))[0].numpy()
+    return run
+
+
+# --- deployment peers on an ONNX export of the same model (what HF users deploy: optimum does the same) --
+def onnx_export(model, folder: str) -> str:
+    import torch
+    path = os.path.join(folder, "electra.onnx")
+    ids = torch.ones(2, 16, dtype=torch.int64)
+    axes = {0: "batch", 1: "seq"}
+    kwargs = {"dynamo": False} if "dynamo" in torch.onnx.export.__code__.co_varnames else {}
+    torch.onnx.export(model, (ids, ids, ids * 0), path, input_names=["input_ids", "attention_mask", "token_type_ids"],
+                      output_names=["last_hidden_state"], opset_version=17,
+                      dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes,
+                                    "last_hidden_state": axes}, **kwargs)
+    return path
+
+
+def ort_variants(onnx_path: str, cfg, folder: str, with_int8: bool) -> dict:
+    """{name: onnx file}: plain, with onnxruntime.transformers' BERT fusions (attention, LayerNorm,
+    GELU, embeddings), and that fused graph with dynamic int8 quantization of the weights."""
+    from onnxruntime.transformers import optimizer
+    out = {"ONNX Runtime fp32": onnx_path}
+    fused = optimizer.optimize_model(onnx_path, model_type="bert", num_heads=cfg.num_attention_heads,
+                                     hidden_size=cfg.hidden_size)
+    out["ONNX Runtime fp32 fused"] = os.path.join(folder, "electra.fused.onnx")
+    fused.save_model_to_file(out["ONNX Runtime fp32 fused"])
+    if with_int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        out["ONNX Runtime int8 dynamic"] = os.path.join(folder, "electra.int8.onnx")
+        import onnx
+        # the fused ops (EmbedLayerNormalization, Attention) are outside ONNX shape inference: say float
+        quantize_dynamic(out["ONNX Runtime fp32 fused"], out["ONNX Runtime int8 dynamic"], weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return out
+
+
+def ort_engine(path: str, threads: int):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+
+    def run(ids, types):
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types}
+        return sess.run(None, {k: v for k, v in feed.items() if k in names})[0]
+    return run
+
+
+def openvino_engine(onnx_path: str, threads: int, precision: str = "f32"):
+    import openvino as ov
+    compiled = ov.Core().compile_model(onnx_path, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                          "INFERENCE_PRECISION_HINT": precision})
+    request = compiled.create_infer_request()
+
+    def run(ids, types):
+        request.infer({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types})
+        return request.get_output_tensor(0).data.copy()
     return run
 
 
@@ -199,8 +265,10 @@ def main(argv=None):
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--rounds", type=int, default=None, help="timed batches per engine (default 5 small, 3 base)")
     p.add_argument("--latency-rounds", type=int, default=None, help="batch-1 runs per engine (default 20 small, 10 base)")
+    p.add_argument("--latency-lens", type=int, nargs="+", default=[32, 128], help="batch-1 sentence lengths")
     p.add_argument("--num-threads", type=int, default=None, help="default: all cores")
-    p.add_argument("--skip", nargs="*", default=[], choices=["paddlenlp", "hf", "plain", "bf16"])
+    p.add_argument("--skip", nargs="*", default=[],
+                   choices=["paddlenlp", "hf", "plain", "bf16", "onnxruntime", "openvino", "int8"])
     p.add_argument("--output", default="runs/bench/inference_throughput.jsonl", help="JSON lines appended here")
     args = p.parse_args(argv)
 
@@ -219,6 +287,7 @@ def main(argv=None):
     cfg = inference.model_config(model_dir, None)
     bf16 = "bf16" not in args.skip and inference.cpu_supports_bf16()
     load = lambda: " ".join(f"{x:.2f}" for x in os.getloadavg())  # noqa: E731
+    print(f"{cpu_info().describe()}; {mkl_status()}")
     print(f"ELECTRA-{args.model} ({model_dir}), {threads} threads, batch {args.batch_size} x {args.seq_len}; "
           f"load average {load()}", flush=True)
 
@@ -236,8 +305,19 @@ def main(argv=None):
             engines["plain export bf16"] = ours(model_dir, "bf16", threads, extra_passes=())
     if "paddlenlp" not in args.skip:
         engines["PaddleNLP dygraph"] = paddlenlp_engine(model_dir, cfg)
-    if "hf" not in args.skip:
-        engines["HF PyTorch eager"] = hf_engine(model_dir, cfg, threads)
+    if not {"hf", "onnxruntime", "openvino"} <= set(args.skip):
+        hf = hf_model(model_dir, cfg, threads)
+        if "hf" not in args.skip:
+            engines["HF PyTorch eager"] = hf_engine(hf)
+        folder = tempfile.mkdtemp(prefix="bench-onnx-")
+        onnx_path = onnx_export(hf, folder)
+        if "onnxruntime" not in args.skip:
+            for name, path in ort_variants(onnx_path, cfg, folder, "int8" not in args.skip).items():
+                engines[name] = ort_engine(path, threads)
+        if "openvino" not in args.skip:
+            engines["OpenVINO f32"] = openvino_engine(onnx_path, threads)
+            if bf16:
+                engines["OpenVINO bf16"] = openvino_engine(onnx_path, threads, "bf16")
 
     print(f"[2/3] throughput, batch {args.batch_size} x {args.seq_len}, {rounds} rounds (+ GEMM peak) ...",
           flush=True)
@@ -250,9 +330,11 @@ def main(argv=None):
     peak = {p: max(v for name, v in gemm_rates.items() if name.startswith(f"GEMM {p} ")) for p in precisions}
     ref = engines["ours fp32"](ids, types)
     agree = {n: float(np.abs(run(ids, types) - ref).max()) for n, run in engines.items()}
-    print(f"[3/3] latency, batch 1 x {args.seq_len}, {latency_rounds} rounds ...", flush=True)
-    ids1, types1 = batch_of(1, args.seq_len, cfg.vocab_size)
-    lat = measure({n: (lambda run=run: run(ids1, types1)) for n, run in engines.items()}, latency_rounds)
+    lat = {}
+    for n_tok in args.latency_lens:
+        print(f"[3/3] latency, batch 1 x {n_tok}, {latency_rounds} rounds ...", flush=True)
+        ids1, types1 = batch_of(1, n_tok, cfg.vocab_size)
+        lat[n_tok] = measure({n: (lambda run=run: run(ids1, types1)) for n, run in engines.items()}, latency_rounds)
     load_lat = load()
 
     flops = matmul_flops(cfg, args.batch_size, args.seq_len)
@@ -261,28 +343,43 @@ def main(argv=None):
         med = statistics.median(times[name])
         prec = "bf16" if "bf16" in name else "fp32"
         rows[name] = {"seq_per_s": args.batch_size / med, "seq_per_s_best": args.batch_size / min(times[name]),
-                      "latency_ms_p50": 1000 * statistics.median(lat[name]),
+                      "latency_ms_p50": {n_tok: 1000 * statistics.median(lat[n_tok][name]) for n_tok in lat},
                       "roofline_share": flops / med / 1e9 / peak[prec], "max_abs_diff_vs_ours_fp32": agree[name]}
     base_nlp = rows.get("PaddleNLP dygraph", {}).get("seq_per_s")
     base_hf = rows.get("HF PyTorch eager", {}).get("seq_per_s")
+    # the strongest fp32 peer of this run (the targets are ratios to it)
+    peers = {n: r for n, r in rows.items() if not n.startswith(("ours", "plain export"))
+             and "int8" not in n and "bf16" not in n}
+    best_peer = max(peers, key=lambda n: peers[n]["seq_per_s"]) if peers else None
+    fastest = {n_tok: min(peers, key=lambda n: peers[n]["latency_ms_p50"][n_tok]) for n_tok in lat} if peers else {}
 
     print(f"\nELECTRA-{args.model}, batch {args.batch_size} x {args.seq_len}, {threads} threads, "
           f"{flops / 1e9:.1f} GFLOP per batch; load average during throughput {load_tp}, latency {load_lat}")
-    head = "| engine | seq/s (median) | seq/s (best) | x PaddleNLP | x HF | roofline share | batch-1 latency ms | max abs diff |"
-    print(head + "\n|" + "---|" * 8)
+    lat_heads = " | ".join(f"batch-1 x {n_tok} ms" for n_tok in lat)
+    head = (f"| engine | seq/s (median) | seq/s (best) | x best fp32 peer | x PaddleNLP | x HF | roofline share | "
+            f"{lat_heads} | max abs diff |")
+    print(head + "\n|" + "---|" * (8 + len(lat)))
     for name, r in rows.items():
+        x_best = f"{r['seq_per_s'] / rows[best_peer]['seq_per_s']:.2f}" if best_peer else "-"
         x_nlp = f"{r['seq_per_s'] / base_nlp:.2f}" if base_nlp else "-"
         x_hf = f"{r['seq_per_s'] / base_hf:.2f}" if base_hf else "-"
-        print(f"| {name} | {r['seq_per_s']:.1f} | {r['seq_per_s_best']:.1f} | {x_nlp} | {x_hf} | "
+        lats = " | ".join(f"{r['latency_ms_p50'][n_tok]:.1f}" for n_tok in lat)
+        print(f"| {name} | {r['seq_per_s']:.1f} | {r['seq_per_s_best']:.1f} | {x_best} | {x_nlp} | {x_hf} | "
               f"{100 * r['roofline_share']:.0f}% of {'bf16' if 'bf16' in name else 'fp32'} | "
-              f"{r['latency_ms_p50']:.1f} | {r['max_abs_diff_vs_ours_fp32']:.2g} |")
+              f"{lats} | {r['max_abs_diff_vs_ours_fp32']:.2g} |")
+    if best_peer:
+        print(f"strongest fp32 peer in throughput: {best_peer}; fastest batch-1: " +
+              ", ".join(f"{n_tok} tokens {n}" for n_tok, n in fastest.items()))
     print(f"roofline share: matmul FLOPs / time / GEMM peak = the faster median of {GEMM_DEPTH} chained "
           f"[{GEMM_M}x{GEMM_K}] x [{GEMM_K}x{GEMM_K}] matmuls timed in the same rounds: " +
           ", ".join(f"{name} {v:.0f} GFLOP/s" for name, v in gemm_rates.items()))
 
+    info = cpu_info()
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "model": args.model,
               "model_dir": args.model_dir, "batch_size": args.batch_size, "seq_len": args.seq_len,
-              "threads": threads, "rounds": rounds, "latency_rounds": latency_rounds, "cpu": _cpu_name(), "cores": runtime.available_cores(),
+              "threads": threads, "rounds": rounds, "latency_rounds": latency_rounds, "cpu": info.model, "vendor": info.vendor, "isa": info.isa, "cpu_flags": sorted(info.flags),
+              "mkl": mkl_status(), "cores": runtime.available_cores(), "best_fp32_peer": best_peer,
+              "fastest_batch1_peer": fastest,
               "loadavg_throughput": load_tp, "loadavg_latency": load_lat, "gemm_peak_gflops": peak, "gemm_gflops": gemm_rates,
               "gflop_per_batch": flops / 1e9, "engines": rows, "versions": _versions(),
               "python": platform.python_version()}
@@ -294,21 +391,10 @@ def main(argv=None):
     return record
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def _versions():
     from importlib import metadata
     out = {}
-    for pkg in ("paddlepaddle", "paddlenlp", "torch", "transformers"):
+    for pkg in ("paddlepaddle", "paddlenlp", "torch", "transformers", "onnxruntime", "openvino"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
