@@ -2,14 +2,15 @@
 length 128 by default) with this library (ElectraForSequenceClassification + the original's
 AdamW with layerwise LR decay, global-norm clip 1.0, and on CPU the training kernels of
 paddle_electra.fast_cpu, as run_finetuning.py trains) against PaddleNLP 2.8's
-ElectraForSequenceClassification (paddle.optimizer.AdamW, the same clip and weight decay), same
+ElectraForSequenceClassification (paddle.optimizer.AdamW, the same clip and weight decay) and HF
+transformers' ElectraForSequenceClassification in PyTorch eager (torch AdamW, same clip), same
 shapes, same random weights for the backbone, same batches, in one process.
 
     python benchmarks/finetune_throughput.py                  # 12 layers, 32 x 128, 3 rounds of 5 steps
     python benchmarks/finetune_throughput.py --steps 10 --rounds 5 --output results.jsonl
 
 The two take turns each round (a busy machine slows both alike); the median over rounds is
-reported, with the ratio ours / PaddleNLP. A step is forward + loss + backward + optimizer step.
+reported, with the ratios ours / PaddleNLP and ours / HF PyTorch. A step is forward + loss + backward + optimizer step.
 """
 from __future__ import annotations
 
@@ -83,6 +84,35 @@ def paddlenlp(cfg, lr, state):
     return model, step, loaded
 
 
+def hf_torch(cfg, lr, state, threads):
+    """HF transformers' ElectraForSequenceClassification in PyTorch eager with the same backbone weights:
+    torch.optim.AdamW (same weight decay exclusions), the same clip and schedule."""
+    import torch
+    import transformers
+    from peers import hf_config, load_into
+    torch.set_num_threads(threads)
+    model = transformers.ElectraForSequenceClassification(hf_config(cfg, num_labels=2))
+    load_into(model, state)
+    decay = [p for n, p in model.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
+    rest = [p for n, p in model.named_parameters() if "LayerNorm" in n or n.endswith("bias")]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
+                            lr=lr, eps=1e-6)
+    sched = transformers.get_linear_schedule_with_warmup(opt, 100, 1000)
+    ce = torch.nn.CrossEntropyLoss()
+
+    def step(ids, types, mask, labels):
+        t = lambda x: torch.from_numpy(x.numpy())  # noqa: E731  (the same batches as ours)
+        loss = ce(model(input_ids=t(ids), token_type_ids=t(types), attention_mask=t(mask)).logits, t(labels))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+        return loss.item()
+    model.train()
+    return model, step
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="chinese-electra-small")
@@ -93,6 +123,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before the first round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip-paddlenlp", action="store_true")
+    p.add_argument("--skip-torch", action="store_true")
     p.add_argument("--output", help="append a JSON line with the results")
     args = p.parse_args(argv)
 
@@ -111,6 +142,10 @@ def main(argv=None):
         _, nstep, loaded = paddlenlp(cfg, 3e-4, {k: v.numpy() for k, v in model.state_dict().items()})
         engines["paddlenlp"] = nstep
         print(f"paddlenlp: copied {loaded} backbone tensors from ours")
+    if not args.skip_torch:
+        from paddle_electra.runtime import default_num_threads
+        _, tstep = hf_torch(cfg, 3e-4, {k: v.numpy() for k, v in model.state_dict().items()}, default_num_threads())
+        engines["hf_pytorch"] = tstep
 
     rng = np.random.RandomState(0)
     B, S = args.batch_size, args.seq_len
@@ -132,7 +167,11 @@ def main(argv=None):
                 step(*b)
             times[name].append(args.steps * B / (time.perf_counter() - t0))
         print(f"round {r + 1}: " + ", ".join(f"{n} {times[n][-1]:.1f} ex/s" for n in engines), flush=True)
+    from paddle_electra.cpu import cpu_info, mkl_status
+    info = cpu_info()
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
+              "cpu": info.model, "vendor": info.vendor, "isa": info.isa, "mkl": mkl_status(),
+              "cores": os.cpu_count(), "load_average": os.getloadavg(),
               "device": device, "model": args.model, "num_hidden_layers": cfg.num_hidden_layers,
               "batch_size": B, "seq_len": S, "steps": args.steps, "rounds": args.rounds,
               "examples_per_second": {n: statistics.median(v) for n, v in times.items()},
@@ -141,7 +180,11 @@ def main(argv=None):
     if "paddlenlp" in times:
         result["ratio_ours_over_paddlenlp"] = result["examples_per_second"]["paddle_electra"] / \
             result["examples_per_second"]["paddlenlp"]
-        line += f" - ratio {result['ratio_ours_over_paddlenlp']:.2f}"
+        line += f" - ratio to PaddleNLP {result['ratio_ours_over_paddlenlp']:.2f}"
+    if "hf_pytorch" in times:
+        result["ratio_ours_over_hf_pytorch"] = result["examples_per_second"]["paddle_electra"] / \
+            result["examples_per_second"]["hf_pytorch"]
+        line += f", to HF PyTorch {result['ratio_ours_over_hf_pytorch']:.2f}"
     print(f"training throughput (median of {args.rounds} rounds, batch {B} x {S}): {line}")
     if args.output:
         with open(args.output, "a", encoding="utf-8") as f:

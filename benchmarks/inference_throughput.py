@@ -148,20 +148,10 @@ def hf_model(model_dir, cfg, threads):
     import torch
     import transformers
     from paddle_electra.io import WEIGHTS_NAME, load_tensors
+    from peers import hf_config, load_into
     torch.set_num_threads(threads)
-    hf_cfg = transformers.ElectraConfig(**{f: getattr(cfg, f) for f in (
-        "vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-        "intermediate_size", "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps")})
-    model = transformers.ElectraModel(hf_cfg)
-    tables = ("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight")
-    state = {}
-    for k, v in load_tensors(os.path.join(model_dir, WEIGHTS_NAME)).items():
-        if v.ndim == 2 and not k.endswith(tables):
-            v = v.T  # Paddle Linear [in, out] -> torch [out, in]
-        state[k] = torch.from_numpy(np.ascontiguousarray(v))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if [m for m in missing if not m.endswith("position_ids")] or unexpected:
-        raise RuntimeError(f"HF state mismatch: missing {missing}, unexpected {unexpected}")
+    model = transformers.ElectraModel(hf_config(cfg))
+    load_into(model, load_tensors(os.path.join(model_dir, WEIGHTS_NAME)), prefix="")
     model.eval()
     return model
 

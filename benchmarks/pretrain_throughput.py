@@ -3,13 +3,14 @@ global batch 32 x 128, tokens/s of full training steps (forward, backward, AdamW
 
 - ours, one process using every core (pretrain/run_pretraining.py, the real trainer);
 - ours, one process per core (`paddle.distributed.launch`, data parallel, one thread each);
+- a plain PyTorch loop doing the same RTD step with HF transformers' ELECTRA classes (run_torch);
 - PaddleNLP 2.8 ElectraForTotalPretraining + ElectraPretrainingCriterion on the same discriminator
   config (its generator is built from the same config, and it computes logits over the whole
   vocabulary at every position: that is its design), AdamW + clipping, one process, every core;
 and the share of the fp32 roofline: model GEMM FLOPs per step (3 x forward) x steps/s over the
 fp32 GEMM rate measured here (2048^3 matmul, all cores).
 
-    python benchmarks/pretrain_throughput.py [--steps 10] [--skip-steps 10] [--skip-paddlenlp] [--json OUT]
+    python benchmarks/pretrain_throughput.py [--steps 10] [--skip-steps 10] [--skip-paddlenlp] [--skip-torch] [--json OUT]
 """
 from __future__ import annotations
 
@@ -132,6 +133,70 @@ def run_paddlenlp(B, L, steps):
     return B * L * len(times) / sum(times)
 
 
+def run_torch(B, L, steps, threads):
+    """A plain PyTorch loop doing the same RTD step: HF ElectraForMaskedLM generator and
+    ElectraForPreTraining discriminator sharing the whole embeddings block, generator logits at the
+    masked positions only, gumbel-max sampling, 1 * MLM + 50 * disc, AdamW, global-norm clip 1.0."""
+    import numpy as np
+    import torch
+    import transformers
+    from peers import hf_config
+    from paddle_electra.config import get_variant
+    from paddle_electra.pretraining.masking import mask_batch
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    v = get_variant("chinese-electra-small")
+    disc = transformers.ElectraForPreTraining(hf_config(v.discriminator))
+    gen = transformers.ElectraForMaskedLM(hf_config(v.generator))
+    gen.electra.embeddings = disc.electra.embeddings
+    gen.tie_weights()  # the LM head's weight is the (shared) word embeddings
+    params = list({id(p): p for p in list(disc.parameters()) + list(gen.parameters())}.values())
+    names = {id(p): n for m in (disc, gen) for n, p in m.named_parameters()}
+    decay = [p for p in params if not ("LayerNorm" in names[id(p)] or names[id(p)].endswith("bias"))]
+    rest = [p for p in params if "LayerNorm" in names[id(p)] or names[id(p)].endswith("bias")]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
+                            lr=5e-4, eps=1e-6)
+    disc.train()
+    gen.train()
+    rng = np.random.default_rng(0)
+    times = []
+    for step in range(steps + 1):
+        ids = rng.integers(1000, 20000, (B, L))
+        ids[:, 0], ids[:, -1] = 101, 102
+        mask = np.ones((B, L), np.int64)
+        m = mask_batch(ids, mask, np.arange(B) + step * B, {"pad": 0, "cls": 101, "sep": 102, "mask": 103}, 0)
+        t0 = time.perf_counter()
+        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+        masked = torch.from_numpy(m["masked_input_ids"])
+        pos = torch.from_numpy(m["masked_lm_positions"])
+        w = torch.from_numpy(m["masked_lm_weights"])
+        h = gen.electra(input_ids=masked, attention_mask=mask_t)[0]
+        h = h.gather(1, pos.unsqueeze(-1).expand(-1, -1, h.size(-1)))
+        logits = gen.generator_lm_head(gen.generator_predictions(h))
+        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(m["masked_lm_ids"]).flatten(),
+                                               reduction="none")
+        mlm = (ce * w.flatten()).sum() / (w.sum() + 1e-6)
+        with torch.no_grad():
+            u = torch.rand_like(logits).clamp_(1e-9, 1 - 1e-9)
+            sampled = (logits - torch.log(-torch.log(u))).argmax(-1)
+            fake = masked.clone()
+            fake.scatter_(1, pos, torch.where(w > 0, sampled, fake.gather(1, pos)))
+            labels = (fake != ids_t).float()
+        d_logits = disc(input_ids=fake, attention_mask=mask_t).logits
+        d_loss = (torch.nn.functional.binary_cross_entropy_with_logits(d_logits, labels, reduction="none")
+                  * mask_t).sum() / mask_t.sum()
+        loss = mlm + 50.0 * d_loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        loss.item()
+        if step:
+            times.append(time.perf_counter() - t0)
+        print(f"  pytorch step {step}: {time.perf_counter() - t0:.1f} s", flush=True)
+    return B * L * len(times) / sum(times)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=10, help="timed steps of ours per configuration")
@@ -140,6 +205,8 @@ def main():
     p.add_argument("--paddlenlp-steps", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--skip-paddlenlp", action="store_true")
+    p.add_argument("--torch-steps", type=int, default=5, help="timed steps of the PyTorch loop")
+    p.add_argument("--skip-torch", action="store_true")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     from paddle_electra.config import get_variant
@@ -153,8 +220,12 @@ def main():
     peak = gemm_peak()
     print(f"fp32 GEMM peak (2048^3, all cores): {peak / 1e9:.0f} GFLOP/s", flush=True)
     flops = model_flops(v.discriminator, v.generator, B, L, max_predictions(0.15, L))
+    from paddle_electra.cpu import cpu_info, mkl_status
+    info = cpu_info()
+    print(f"{info.describe()}; {mkl_status()}")
     res = {"batch": B, "seq_len": L, "gemm_peak_gflops": peak / 1e9, "flops_per_step": flops,
-           "load_average": load}
+           "load_average": load, "cpu": info.model, "vendor": info.vendor, "isa": info.isa, "mkl": mkl_status(),
+           "cores": available_cores()}
     with tempfile.TemporaryDirectory() as tmp:
         data = build_data(tmp, L)
         cores = available_cores()
@@ -174,6 +245,11 @@ def main():
         print(f"PaddleNLP ElectraForTotalPretraining: {tps:.0f} tokens/s "
               f"({100 * res['paddlenlp_roofline_share']:.1f}% of the roofline for its larger model)")
         print(f"ratio (our best / PaddleNLP): {best / tps:.1f}x")
+    if not args.skip_torch:
+        tps = run_torch(B, L, args.torch_steps, available_cores())
+        res.update(pytorch_tokens_per_s=tps, ratio_best_ours_vs_pytorch=best / tps)
+        print(f"PyTorch loop (HF ELECTRA classes, {available_cores()} threads): {tps:.0f} tokens/s; "
+              f"ratio (our best / PyTorch): {best / tps:.2f}x")
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.2f}")
     if args.json:
