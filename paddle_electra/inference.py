@@ -4,9 +4,9 @@
     logits = pred(input_ids, token_type_ids, attention_mask)          # numpy in, numpy out
     per_example = pred.predict_batches(list_of_id_lists)              # length-bucketed, input order
 
-Tasks: None (the backbone: sequence output [B, S, H]), "discriminator" (RTD logits [B, S]),
-"generator" (MLM logits [B, S, V]), and the task heads of paddle_electra.heads.TASK_HEADS
-("seq-cls", "text-matching", "token-cls", "reading-comprehension"), each returning what the
+Tasks: those of the task registry (paddle_electra.tasks): None (the backbone: sequence output
+[B, S, H]), "discriminator" (RTD logits [B, S]), "generator" (MLM logits [B, S, V]), "seq-cls",
+"text-matching", "text-regression", "token-cls", "reading-comprehension", each returning what the
 dygraph model's forward returns, as numpy arrays.
 
 The exported graph (`paddle.jit.save`, batch and sequence length dynamic) is cached in
@@ -37,6 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import runtime
+from .batching import run_bucketed
 from .io import GENERATOR_WEIGHTS_NAME, LABEL_MAP_NAME, WEIGHTS_NAME, atomic_dir
 from .resolve import resolve
 from .config import CONFIG_NAME, GENERATOR_CONFIG_NAME, ElectraConfig
@@ -66,35 +67,28 @@ class InferenceError(RuntimeError):
     """The predictor cannot be built or run as asked (names what is wrong)."""
 
 
-# --- what each task loads --------------------------------------------------------------------------
+# --- what each task loads: the task registry (paddle_electra.tasks) ----------------------------------
 def task_names() -> Tuple:
-    from .heads import TASK_HEADS
-    return (None, "discriminator", "generator") + tuple(TASK_HEADS)
+    from .tasks import task_names as names
+    return names()
+
+
+def _spec(task: Optional[str]):
+    from .tasks import get_spec
+    return get_spec(task)
 
 
 def _model_class(task: Optional[str]):
-    from . import modeling
-    from .heads import TASK_HEADS
-    if task is None:
-        return modeling.ElectraModel
-    if task == "discriminator":
-        return modeling.ElectraDiscriminator
-    if task == "generator":
-        return modeling.ElectraGenerator
-    if task in TASK_HEADS:
-        return TASK_HEADS[task]
-    raise ValueError(f"unknown task {task!r}; choose one of {task_names()}")
+    return _spec(task).model_class
 
 
 def _task_dirname(task: Optional[str]) -> str:
     """The cache folder of a task; tasks served by the same class share one ("text-matching" is
     "seq-cls": the same graph)."""
-    if task is None:
-        return "backbone"
-    from .heads import TASK_HEADS
-    if task in TASK_HEADS:
-        return next(name for name, cls in TASK_HEADS.items() if cls is TASK_HEADS[task])
-    return task
+    from .tasks import SPECS
+    cls = _model_class(task)
+    name = next(n for n, s in SPECS.items() if s.model_class is cls)
+    return "backbone" if name is None else name
 
 
 def _source_files(model_dir: str, task: Optional[str]) -> List[str]:
@@ -132,7 +126,7 @@ def fingerprint(model_dir: str, task: Optional[str]) -> str:
 
 def load_dygraph(model_dir: str, task: Optional[str] = None):
     """The dygraph model the export is made from, in eval mode (also the parity reference)."""
-    cls = _model_class(task)
+    cls = _model_class(task)  # the task's saved settings come from the dir
     model = cls.from_pretrained(model_dir)
     new = model.load_report.newly_initialized
     if new:
@@ -148,12 +142,12 @@ def _as_tuple(out):
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def _probe_seq_axes(model) -> List[Optional[int]]:
+def _probe_seq_axes(model, min_seq_len: int = 1) -> List[Optional[int]]:
     """For each output, the axis whose size is the input length (None if there is none), learnt by
     running two lengths: bucketing trims these axes back to each example's own length."""
     import paddle
     shapes = []
-    base = max(_PROBE_LENGTH, _min_seq_len(model))
+    base = max(_PROBE_LENGTH, min_seq_len)
     with paddle.no_grad():
         for S in (base, base + 8):
             ids = paddle.full([2, S], 1, dtype="int64")
@@ -174,7 +168,7 @@ def export(model, path: str, meta: Optional[Dict] = None) -> str:
     from paddle.static import InputSpec
     was_training = model.training
     model.eval()
-    seq_axes = _probe_seq_axes(model)
+    seq_axes = _probe_seq_axes(model, int((meta or {}).get("min_seq_len", 1)))
     spec = [InputSpec([None, None], "int64", name=n) for n in INPUT_NAMES]
     static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
     try:
@@ -237,15 +231,9 @@ def exported_model(model_dir: str, task: Optional[str] = None, rebuild: bool = F
         logger.info("%s is read-only; caching the exported graph in %s", model_dir, fallback)
     logger.info("exporting %s (task %s) to a static graph in %s", model_dir, task, target)
     model = load_dygraph(model_dir, task)
-    meta = {"fingerprint": fp, "task": task, "source": model_dir, "min_seq_len": _min_seq_len(model)}
+    meta = {"fingerprint": fp, "task": task, "source": model_dir, "min_seq_len": _spec(task).min_seq_len(model)}
     export(model, target, meta)
     return target, _read_meta(target)
-
-
-def _min_seq_len(model) -> int:
-    # the joint QA head takes a top-k of beam_size over positions: the graph needs that many
-    qa = getattr(model, "qa", None)
-    return int(getattr(qa, "beam_size", 1)) if qa is not None and hasattr(qa, "start_logits") else 1
 
 
 # --- hardware ---------------------------------------------------------------------------------------
@@ -273,6 +261,7 @@ class ElectraPredictor:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.export_dir, self.config, self.task, self.precision = export_dir, config, task, precision
+        self.spec = _spec(task)
         self.meta = meta or _read_meta(export_dir) or {}
         self.seq_axes = self.meta.get("seq_axes")
         self.min_seq_len = int(self.meta.get("min_seq_len", 1))
@@ -354,8 +343,7 @@ class ElectraPredictor:
         ones as in dygraph) -> what the model's forward returns, as numpy arrays (a tuple for
         several outputs)."""
         ids = self._check("input_ids", input_ids, None)
-        if token_type_ids is None and self.task == "reading-comprehension":
-            raise ValueError("reading-comprehension needs token_type_ids: answers are searched in segment 1")
+        self._check_token_types(token_type_ids)
         types = np.zeros_like(ids) if token_type_ids is None else \
             self._check("token_type_ids", token_type_ids, ids.shape)
         mask = np.ones_like(ids) if attention_mask is None else \
@@ -411,54 +399,15 @@ class ElectraPredictor:
         multiple of `pad_multiple`, which bounds the number of distinct shapes), run, and return one
         result per sequence in input order, with the length axes trimmed back to the sequence's own
         length (an array, or a tuple of arrays for several outputs)."""
-        if token_type_ids is None and self.task == "reading-comprehension":
-            raise ValueError("reading-comprehension needs token_type_ids: answers are searched in segment 1")
-        seqs = [list(map(int, s)) for s in input_ids]
-        types = [list(map(int, t)) for t in token_type_ids] if token_type_ids is not None else None
-        if types is not None:
-            if len(types) != len(seqs):
-                raise ValueError(f"token_type_ids has {len(types)} sequences but input_ids has {len(seqs)}")
-            for i, (s, t) in enumerate(zip(seqs, types)):
-                if len(s) != len(t):
-                    raise ValueError(f"sequence {i}: {len(s)} input_ids but {len(t)} token_type_ids")
-        for i, s in enumerate(seqs):
-            if not s:
-                raise ValueError(f"sequence {i} is empty")
-        if batch_size < 1 or pad_multiple < 1:
-            raise ValueError(f"batch_size and pad_multiple must be >= 1, got {batch_size}, {pad_multiple}")
-        pad_id = self.config.pad_token_id if pad_id is None else pad_id
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-        results: List = [None] * len(seqs)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            longest = len(seqs[idx[-1]])
-            S = max(-(-longest // pad_multiple) * pad_multiple, self.min_seq_len)
-            S = max(min(S, self.config.max_position_embeddings), longest)  # too long: __call__ says so
-            ids = np.full((len(idx), S), pad_id, dtype=np.int64)
-            tt = np.zeros_like(ids)
-            mask = np.zeros_like(ids)
-            for row, i in enumerate(idx):
-                n = len(seqs[i])
-                ids[row, :n] = seqs[i]
-                mask[row, :n] = 1
-                if types is not None:
-                    tt[row, :n] = types[i]
-            outs = self(ids, tt, mask)
-            outs = outs if isinstance(outs, tuple) else (outs,)
-            for row, i in enumerate(idx):
-                n = len(seqs[i])
-                per = tuple(self._trim(o[row], axis, n) for o, axis in zip(outs, self._axes(len(outs))))
-                results[i] = per[0] if len(per) == 1 else per
-        return results
+        self._check_token_types(token_type_ids)
+        out = run_bucketed(self.__call__, input_ids, token_type_ids, batch_size, pad_id=self.config.pad_token_id
+                           if pad_id is None else pad_id, pad_multiple=pad_multiple, min_len=self.min_seq_len,
+                           max_len=self.config.max_position_embeddings, seq_axes=self.seq_axes)
+        return [r[0] if len(r) == 1 else r for r in out]
 
-    def _axes(self, n: int) -> List[Optional[int]]:
-        return self.seq_axes if self.seq_axes and len(self.seq_axes) == n else [None] * n
-
-    @staticmethod
-    def _trim(arr: np.ndarray, axis: Optional[int], n: int) -> np.ndarray:
-        if axis is None:
-            return arr
-        return np.take(arr, np.arange(n), axis=axis - 1)  # axis counted with the batch axis
+    def _check_token_types(self, token_type_ids):
+        if token_type_ids is None and self.spec.needs_token_types:
+            raise ValueError(f"{self.task} needs token_type_ids: answers are searched in segment 1")
 
     def predict_texts(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None,
                       max_length: int = 128, batch_size: int = 32, tokenizer=None) -> List:

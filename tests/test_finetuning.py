@@ -17,7 +17,7 @@ from paddle_electra.finetuning.config import FinetuneConfig, HparamsError
 from paddle_electra.finetuning.qa import (AnswerNotFound, doc_spans, featurize_qa, max_context_flags,
                                           postprocess_qa)
 from paddle_electra.finetuning.tasks import DataError, get_task, truncate_pair
-from paddle_electra.heads import (TASK_HEADS, ElectraForQuestionAnswering, ElectraForSequenceClassification,
+from paddle_electra.heads import (ElectraForQuestionAnswering, ElectraForSequenceClassification,
                                   ElectraForTokenClassification, answer_mask_from)
 from paddle_electra.modeling import ElectraForPreTraining, ElectraModel
 from paddle_electra.optimization import create_optimizer
@@ -81,7 +81,7 @@ def test_xnli_reads_tsv_and_ocnli_json_lines(tmp_path):
     train = t.get_examples("train")
     assert [(e.text_a, e.label) for e in train] == [("前提", "entailment"), ("前", "contradiction")]  # "-" skipped
     feats = t.featurize(train, True)
-    assert [f["label"] for f in feats] == [1, 0]  # HFL's label order
+    assert [f.label for f in feats] == [1, 0]  # HFL's label order
 
 
 def test_cail_reader_learns_labels_from_train(tmp_path):
@@ -105,7 +105,8 @@ def test_msra_ner_reader_both_formats(tmp_path):
     assert [(e.words, e.tags) for e in t.get_examples("dev")] == [(["北京", "大学"], ["B-ORG", "I-ORG"])]
     # a word of several pieces: the first carries the label, the rest are ignored
     f = t.featurize(t.get_examples("dev"), True)[0]
-    assert f["labels"][0] == -100 and f["labels"][f["first"][0]] == 5 and f["labels"][-1] == -100
+    assert f.labels[0] == -100 and f.labels[f.first[0] - f.start + 1] == 5 and f.labels[-1] == -100
+    assert f.labels[f.first[0] - f.start + 2] == -100  # the second piece of 北京
     write(tmp_path / "finetuning_data/msra_ner/test.txt", "中 B-XXX\n")
     with pytest.raises(DataError, match=r"test.txt: line 1: tag 'B-XXX'"):
         t.get_examples("test")
@@ -241,7 +242,8 @@ def test_postprocess_rules(tok):
 
 # --- heads ------------------------------------------------------------------------------------------------
 def test_registry_and_head_loading(pretrained_dir, tmp_path):
-    assert TASK_HEADS["text-matching"] is ElectraForSequenceClassification
+    from paddle_electra.tasks import get_spec
+    assert get_spec("text-matching").model_class is ElectraForSequenceClassification
     m = ElectraForSequenceClassification.from_pretrained(pretrained_dir, id2label=["neg", "pos", "mid"])
     assert m.load_report.newly_initialized == ["classifier.bias", "classifier.weight"]
     ids = paddle.to_tensor([[101, 872, 1962, 102, 0]])
@@ -431,9 +433,10 @@ def test_inference_backend_matches_dygraph(tmp_path, pretrained_dir):
     t = make_task("chnsenticorp", tmp_path)
     model = t.build_model(pretrained_dir)
     feats = t.featurize(t.get_examples("dev"), False)
-    dy = predict(t, make_predictor(model, t, "dygraph"), feats, 2)
-    inf = predict(t, make_predictor(model, t, "auto"), feats, 2)
-    np.testing.assert_allclose(inf["logits"], dy["logits"], atol=1e-4)
+    dy = predict(t, model, make_predictor(model, t, "dygraph"), feats, 2)
+    inf = predict(t, model, make_predictor(model, t, "auto"), feats, 2)
+    assert len(dy) == len(inf) == 3
+    np.testing.assert_allclose([r["logits"] for r in inf], [r["logits"] for r in dy], atol=1e-4)
 
 
 def test_cail_train_then_evaluate_only(tmp_path, pretrained_dir):

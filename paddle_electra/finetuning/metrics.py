@@ -2,6 +2,7 @@
 
 - classification: accuracy (percent), as the original's AccuracyScorer.
 - tagging: seqeval's chunk-level precision / recall / F1 (percent), BIO scheme.
+- regression: Pearson and Spearman correlation (percent), as GLUE reports STS-B.
 - span QA: the official CMRC 2018 evaluation (cmrc2018_evaluate.py v5, which HFL also uses for
   DRCD), reproduced for Python 3:
     * text is lower-cased and stripped;
@@ -172,3 +173,14 @@ def cmrc_evaluate_files(dataset_file: str, prediction_file: str) -> "OrderedDict
     out = cmrc_evaluate(dataset, preds)
     out["FILE"] = prediction_file
     return out
+
+
+# --- regression ---------------------------------------------------------------------------------
+def correlations(predictions: Sequence[float], labels: Sequence[float]) -> Dict[str, float]:
+    """Pearson and Spearman correlation in percent (GLUE's STS-B numbers), by scipy."""
+    from scipy.stats import pearsonr, spearmanr
+    predictions, labels = np.asarray(predictions, "float64"), np.asarray(labels, "float64")
+    if len(labels) < 2:
+        raise ValueError(f"correlations need at least 2 examples, got {len(labels)}")
+    return {"pearson": float(100.0 * pearsonr(predictions, labels)[0]),
+            "spearman": float(100.0 * spearmanr(predictions, labels)[0])}

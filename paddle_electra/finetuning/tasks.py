@@ -1,17 +1,17 @@
-"""Fine-tuning tasks, one class each, registered by name (the original's finetune/task.py idea).
-
-A task reads its examples, turns them into features, names the head it needs, computes the loss
-of a batch, and scores predictions. A user adds a task by writing one class:
+"""Fine-tuning dataset tasks: each a reader bound to a task spec of paddle_electra.tasks (which owns
+the features, batches, loss, predictions and scores), registered by name. A user adds a dataset by
+writing one class:
 
     @register
-    class MyTask(SentenceClassificationTask):   # or SentencePairTask, TaggingTask, SpanQATask
+    class MyTask(SentencePairTask):   # or SentenceClassificationTask, PairRegressionTask, ...
         name = "mytask"
-        labels = ["neg", "pos"]
+        labels = ("neg", "pos")
 
 and running `finetune/run_finetuning.py --hparams '{"task_names": ["mytask"]}'`.
 
 Data lives in `<data_dir>/finetuning_data/<task>/{train,dev,test}.<ext>` (or the hparams
-`train_file` / `dev_file` / `test_file`). Formats:
+`train_file` / `dev_file` / `test_file`). Files are UTF-8 (a byte-order mark is skipped); an error
+names the file, the line (JSON: the path to the field) and the field. Formats:
 - chnsenticorp: TSV `label<TAB>text_a` with a header.
 - lcqmc, bqcorpus: TSV `text_a<TAB>text_b<TAB>label`, with or without a header line (a first line
   naming its columns text_a / text_b / label, or sentence1 / sentence2 / gold_label, is a header).
@@ -24,25 +24,21 @@ Data lives in `<data_dir>/finetuning_data/<task>/{train,dev,test}.<ext>` (or the
 - msra_ner: one `char TAG` per line, a blank line between sentences; or one sentence a line as
   `text<TAB>tags` (tags space- or \\x02-separated; text per character, or \\x02-separated tokens).
 - cmrc2018, drcd: SQuAD-format JSON.
+- sts (the worked example of a regression task, docs/design.md): TSV `text_a<TAB>text_b<TAB>score`.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
 import random
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-import paddle
-
-from ..heads import TASK_HEADS, ElectraForTokenClassification
-from . import metrics
+from .. import tasks as specs
+from ..tasks import ClassificationExample, QAExample, TaggingExample
 from .config import FinetuneConfig
-from .qa import (JOINT_OUTPUT_NAMES, SIMPLE_OUTPUT_NAMES, AnswerNotFound, featurize_qa, head_outputs_to_rows,
-                 postprocess_qa)
 
 logger = logging.getLogger(__name__)
 
@@ -63,32 +59,116 @@ def get_task(name: str, config: FinetuneConfig, tokenizer) -> "Task":
 
 
 class DataError(ValueError):
-    """A data file is missing or malformed; names the file and line."""
+    """A data file is missing or malformed; names the file, line and field."""
 
 
-def _pad(rows: Sequence[Sequence[int]], value: int = 0, length: Optional[int] = None) -> np.ndarray:
-    n = length or max(len(r) for r in rows)
-    out = np.full((len(rows), n), value, dtype="int64")
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r
+# --- reading files -----------------------------------------------------------------------------------
+def read_text(path: str) -> str:
+    """The file as text: UTF-8, a byte-order mark dropped; not UTF-8 -> DataError with the line."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start}); "
+                        f"save the file as UTF-8") from None
+
+
+def read_tsv(path: str) -> List[List[str]]:
+    """Rows of a tab-separated file (no quoting: one row per line)."""
+    return list(csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t", quotechar=None))
+
+
+def read_json_lines(path: str) -> List[Tuple[int, Dict]]:
+    """(line number, object) of each non-blank line."""
+    rows = []
+    for i, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {i}: not valid JSON ({e})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: line {i}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((i, obj))
+    return rows
+
+
+def text_field(value, where: str, name: str) -> str:
+    """A non-empty text, or DataError naming the field."""
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {name!r} must be a text, got "
+                        f"{'nothing' if value is None else type(value).__name__ + ' ' + repr(value)[:40]}")
+    if not value.strip():
+        raise DataError(f"{where}: field {name!r} is empty")
+    return value
+
+
+def read_squad(source) -> List[QAExample]:
+    """SQuAD-format questions (CMRC 2018, DRCD) from a file or its parsed dict, every field checked;
+    an error names the file and the JSON path (data[i].paragraphs[j].qas[k].field)."""
+    name = source if isinstance(source, (str, os.PathLike)) else "the dataset"
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            source = json.loads(read_text(os.fspath(source)))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{name}: not valid JSON ({e})") from None
+
+    def need(obj, key, kind, where):
+        if not isinstance(obj, dict) or key not in obj:
+            raise DataError(f"{name}: {where}: field {key!r} is missing")
+        if not isinstance(obj[key], kind):
+            raise DataError(f"{name}: {where}.{key}: expected a {kind.__name__}, got {type(obj[key]).__name__}")
+        return obj[key]
+
+    out, no_question = [], []
+    for a, article in enumerate(need(source, "data", list, "top level")):
+        for p, para in enumerate(need(article, "paragraphs", list, f"data[{a}]")):
+            where = f"data[{a}].paragraphs[{p}]"
+            if not isinstance(para, dict):
+                raise DataError(f"{name}: {where}: expected an object, got {type(para).__name__}")
+            context = text_field(para.get("context"), f"{name}: {where}", "context")
+            for q, item in enumerate(need(para, "qas", list, where)):
+                qw = f"{where}.qas[{q}]"
+                if not isinstance(item, dict):
+                    raise DataError(f"{name}: {qw}: expected an object, got {type(item).__name__}")
+                if isinstance(item.get("question"), str) and not item["question"].strip():
+                    no_question.append(qw)  # CMRC 2018's trial set has two: nothing to ask, skipped
+                    continue
+                question = text_field(item.get("question"), f"{name}: {qw}", "question")
+                if "id" not in item:
+                    raise DataError(f"{name}: {qw}: field 'id' is missing")
+                answers = item.get("answers", [])
+                if not isinstance(answers, list):
+                    raise DataError(f"{name}: {qw}.answers: expected a list, got {type(answers).__name__}")
+                for k, ans in enumerate(answers):
+                    aw = f"{name}: {qw}.answers[{k}]"
+                    text_field(ans.get("text") if isinstance(ans, dict) else None, aw, "text")
+                    start = ans.get("answer_start")
+                    if isinstance(start, bool) or not isinstance(start, int):  # -1 occurs (unplaced answers)
+                        raise DataError(f"{aw}: field 'answer_start' must be an integer character offset, "
+                                        f"got {start!r}")
+                out.append(QAExample(str(item["id"]).strip(), question, context, list(answers)))
+    if no_question:
+        logger.warning("%s: skipped %d questions whose 'question' field is empty: %s", name, len(no_question),
+                       ", ".join(no_question[:5]) + (", ..." if len(no_question) > 5 else ""))
     return out
 
 
-def token_ids(tokenizer, texts: Sequence[str]) -> List[List[int]]:
-    """Word-piece ids of each text, without [CLS] / [SEP] and untruncated."""
-    if not texts:
-        return []
-    return [ids[1:-1] for ids in tokenizer(list(texts))["input_ids"]]
-
-
+# --- the task base ---------------------------------------------------------------------------------
 class Task:
-    """Base class. Subclasses set `name`, `head` (a key of heads.TASK_HEADS) and `extensions`, and
-    implement read_file, featurize, collate, loss, predict_outputs and score."""
+    """A dataset bound to a spec. Subclasses set `name`, `spec` (a paddle_electra.tasks spec),
+    `extensions` and implement read_file; the rest comes from the spec."""
 
     name: str = ""
-    head: str = ""
+    spec: specs.TaskSpec = specs.get_spec(None)
     extensions: Sequence[str] = (".tsv",)
     eval_metric: str = "accuracy"  # the number the tables report
+    labels: Sequence[str] = ()
+    learns_labels = False    # the label set is read from the training file (else a fine-tuned model's)
+    writes_answers = False   # predictions are written as {question id: answer}
 
     def __init__(self, config: FinetuneConfig, tokenizer):
         self.config, self.tokenizer = config, tokenizer
@@ -118,7 +198,10 @@ class Task:
 
     def get_examples(self, split: str) -> list:
         if split not in self._examples:
-            examples = self.read_file(self.data_file(split), split)
+            path = self.data_file(split)
+            examples = self.read_file(path, split)
+            if not examples:
+                raise DataError(f"{path}: holds no examples (task {self.name}, {split} split)")
             limit = self.config.max_train_examples if split == "train" else self.config.max_eval_examples
             if limit and len(examples) > limit:
                 # a seeded shuffle, the same for every trial, so subsets are comparable
@@ -131,90 +214,55 @@ class Task:
     def read_file(self, path: str, split: str) -> list:
         raise NotImplementedError
 
-    # --- model ---------------------------------------------------------------------------------
-    @property
-    def model_class(self):
-        return TASK_HEADS[self.head]
+    def set_labels(self, labels: Sequence[str]):
+        self.labels = tuple(labels)
 
+    # --- model, features, loss, predictions, scores: the spec's -----------------------------------
     def model_kwargs(self) -> Dict:
-        return {}
+        return self.spec.model_kwargs(self.labels)
 
     def build_model(self, name_or_path: str):
-        return self.model_class.from_pretrained(name_or_path, **self.model_kwargs())
+        return self.spec.model_class.from_pretrained(name_or_path, **self.model_kwargs())
 
-    # --- features, batches, loss, predictions, scores ---------------------------------------------
+    def encode_options(self) -> Dict:
+        return {}
+
     def featurize(self, examples: list, is_training: bool) -> list:
-        raise NotImplementedError
+        return self.spec.encode(self.tokenizer, examples, self.config.max_seq_length, labels=self.labels,
+                                is_training=is_training, **self.encode_options())
 
-    def collate(self, features: list, is_training: bool) -> Dict[str, np.ndarray]:
-        raise NotImplementedError
+    def collate(self, features: list, is_training: bool = True):
+        return self.spec.collate(features)
 
-    def loss(self, model, batch: Dict[str, paddle.Tensor]) -> paddle.Tensor:
-        raise NotImplementedError
+    def loss(self, model, batch):
+        return self.spec.loss(model, batch, **self.encode_options())
 
-    def output_names(self, model) -> Sequence[str]:
-        return ("logits",)
+    def predictions(self, examples, features, rows) -> list:
+        return [p for p, _ in self.spec.decode(examples, features, rows, labels=self.labels)]
 
-    @staticmethod
-    def feature_length(feature) -> int:
-        return len(feature["input_ids"] if isinstance(feature, dict) else feature.input_ids)
-
-    def score(self, split: str, examples: list, features: list, outputs: Dict[str, np.ndarray],
-              loss: Optional[float]) -> Dict[str, float]:
-        raise NotImplementedError
+    def score(self, split: str, examples: list, features: list, rows) -> Dict[str, float]:
+        return self.spec.score(examples, features, rows, labels=self.labels, **self.encode_options())
 
 
 # --- classification -------------------------------------------------------------------------------
-@dataclass
-class ClassificationExample:
-    text_a: str
-    text_b: Optional[str]
-    label: Optional[str]
-
-
 def truncate_pair(a: List[int], b: List[int], max_length: int):
-    """The original's rule: drop the last token of the longer side (of b when equal) until it fits."""
-    a, b = list(a), list(b)
-    while len(a) + len(b) > max_length:
-        if len(a) > len(b):
-            a.pop()
-        else:
-            b.pop()
-    return a, b
-
-
-def read_tsv(path: str) -> List[List[str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.reader(f, delimiter="\t", quotechar=None))
-
-
-def read_json_lines(path: str) -> List[Dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {i + 1}: not valid JSON ({e})") from None
-    return rows
+    """The original's rule (tokenizer.truncated_pair_lengths): the longer side loses its last token
+    (the second on ties) until the pair fits."""
+    from ..tokenizer import truncated_pair_lengths
+    la, lb = truncated_pair_lengths(len(a), len(b), max_length)
+    return list(a[:la]), list(b[:lb])
 
 
 class ClassificationTask(Task):
-    head = "seq-cls"
+    spec = specs.get_spec("seq-cls")
     labels: Sequence[str] = ("0", "1")
     # TSV columns when the file has no header we can read: indices of text_a, text_b, label
     columns = (0, 1, 2)
     header_names = {"text_a": ("text_a", "sentence1", "query", "text"), "text_b": ("text_b", "sentence2", "title"),
-                    "label": ("label", "gold_label")}
+                    "label": ("label", "gold_label", "score")}
     label_aliases: Dict[str, str] = {}
 
-    def model_kwargs(self):
-        # no label set yet (cail without its training file): a fine-tuned model brings its own
-        return {"id2label": list(self.labels)} if self.labels else {}
-
-    def _label(self, value: str, where: str) -> str:
+    def _label(self, value: str, where: str):
         value = self.label_aliases.get(value.strip(), value.strip())
         if value not in self.labels:
             raise DataError(f"{where}: label {value!r} is not one of {list(self.labels)}")
@@ -239,54 +287,13 @@ class ClassificationTask(Task):
             need = max(c for c in cols if c is not None)
             if len(row) <= need:
                 raise DataError(f"{where}: expected at least {need + 1} tab-separated columns, got {len(row)}")
-            text_b = row[cols[1]] if cols[1] is not None else None
-            out.append(ClassificationExample(row[cols[0]], text_b, self._label(row[cols[2]], where)))
+            text_a = text_field(row[cols[0]], where, "text_a")
+            text_b = text_field(row[cols[1]], where, "text_b") if cols[1] is not None else None
+            out.append(ClassificationExample(text_a, text_b, self._label(row[cols[2]], where)))
         return out
 
     def read_json(self, path, split):
         raise DataError(f"{path}: task {self.name} reads TSV files")
-
-    def featurize(self, examples, is_training):
-        L = self.config.max_seq_length
-        ids_a = token_ids(self.tokenizer, [e.text_a for e in examples])
-        pairs = [e.text_b for e in examples if e.text_b is not None]
-        ids_b = iter(token_ids(self.tokenizer, pairs))
-        label_id = {n: i for i, n in enumerate(self.labels)}
-        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        feats = []
-        for e, a in zip(examples, ids_a):
-            if e.text_b is not None:
-                a, b = truncate_pair(a, next(ids_b), L - 3)
-                ids = [cls_id] + a + [sep_id] + b + [sep_id]
-                types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
-            else:
-                a = a[:L - 2]
-                ids, types = [cls_id] + a + [sep_id], [0] * (len(a) + 2)
-            feats.append({"input_ids": ids, "token_type_ids": types,
-                          "label": label_id[e.label] if e.label is not None else -1})
-        return feats
-
-    def collate(self, features, is_training):
-        return {"input_ids": _pad([f["input_ids"] for f in features]),
-                "token_type_ids": _pad([f["token_type_ids"] for f in features]),
-                "attention_mask": _pad([[1] * len(f["input_ids"]) for f in features]),
-                "labels": np.asarray([f["label"] for f in features], dtype="int64")}
-
-    def loss(self, model, batch):
-        logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
-        return model.loss(logits, batch["labels"])
-
-    def score(self, split, examples, features, outputs, loss=None):
-        logits = outputs["logits"]
-        labels = np.asarray([f["label"] for f in features])
-        # the original's eval loss: mean cross entropy
-        logp = logits - logits.max(-1, keepdims=True)
-        logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
-        return {"accuracy": metrics.accuracy(logits.argmax(-1), labels),
-                "loss": float(-logp[np.arange(len(labels)), labels].mean())}
-
-    def predictions(self, examples, features, outputs) -> List[str]:
-        return [self.labels[i] for i in outputs["logits"].argmax(-1)]
 
 
 @register
@@ -319,15 +326,14 @@ class XNLI(SentencePairTask):
 
     def read_json(self, path, split):
         out, skipped = [], 0
-        for i, row in enumerate(read_json_lines(path), 1):
+        for i, row in read_json_lines(path):
+            where = f"{path}: line {i}"
             if row.get("label") in (None, "-", ""):
                 skipped += 1  # OCNLI: no gold label
                 continue
-            for k in ("sentence1", "sentence2"):
-                if k not in row:
-                    raise DataError(f"{path}: record {i}: field {k!r} is missing")
-            out.append(ClassificationExample(row["sentence1"], row["sentence2"],
-                                             self._label(str(row["label"]), f"{path}: record {i}")))
+            out.append(ClassificationExample(text_field(row.get("sentence1"), where, "sentence1"),
+                                             text_field(row.get("sentence2"), where, "sentence2"),
+                                             self._label(str(row["label"]), where)))
         if skipped:
             logger.info("%s: skipped %d records without a gold label", path, skipped)
         return out
@@ -339,70 +345,77 @@ class CAIL(ClassificationTask):
     name = "cail"
     extensions = (".json", ".jsonl")
     labels: Sequence[str] = ()
+    learns_labels = True
 
     def __init__(self, config, tokenizer):
         super().__init__(config, tokenizer)
         self.labels = ()
-
-    def set_labels(self, labels: Sequence[str]):
-        self.labels = tuple(labels)
 
     def _label(self, value, where):
         if self.labels and value not in self.labels:
             raise DataError(f"{where}: accusation {value!r} does not occur in the training data")
         return value
 
-    def read_json(self, path, split):
+    def _records(self, path):
+        """(line, example) of each JSON line."""
         out = []
-        for i, row in enumerate(read_json_lines(path), 1):
-            try:
-                fact, acc = row["fact"], row["meta"]["accusation"]
-            except (KeyError, TypeError):
-                raise DataError(f"{path}: record {i}: needs 'fact' and 'meta.accusation'") from None
-            if not acc:
-                raise DataError(f"{path}: record {i}: empty meta.accusation")
-            out.append(ClassificationExample(fact, None, str(acc[0]).strip("[]")))
+        for i, row in read_json_lines(path):
+            where = f"{path}: line {i}"
+            acc = row.get("meta").get("accusation") if isinstance(row.get("meta"), dict) else None
+            if not isinstance(acc, list) or not acc:
+                raise DataError(f"{where}: field 'meta.accusation' must be a non-empty list, got {acc!r}")
+            out.append((i, ClassificationExample(text_field(row.get("fact"), where, "fact"), None,
+                                                 str(acc[0]).strip("[]"))))
         return out
 
     def read_file(self, path, split):
-        rows = self.read_json(path, split)
+        records = self._records(path)
         if not self.labels:
             if split != "train":
                 raise DataError("cail: the label set comes from the training file; read it first "
                                 "(or load a fine-tuned model, which carries its labels)")
-            self.labels = tuple(sorted({e.label for e in rows}))
-        for i, e in enumerate(rows, 1):
-            self._label(e.label, f"{path}: record {i}")
-        return rows
+            self.labels = tuple(sorted({e.label for _, e in records}))
+        for i, e in records:
+            self._label(e.label, f"{path}: line {i}")
+        return [e for _, e in records]
 
 
-# --- tagging ----------------------------------------------------------------------------------------
-@dataclass
-class TaggingExample:
-    words: List[str]
-    tags: List[str]
+# --- regression: the worked example of adding a task (docs/design.md) ---------------------------------
+class PairRegressionTask(SentencePairTask):
+    """Text pairs with a score: TSV `text_a<TAB>text_b<TAB>score` (a header naming the columns optional)."""
+    spec = specs.get_spec("text-regression")
+    labels = ()
+    eval_metric = "spearman"
+
+    def _label(self, value, where):
+        try:
+            return float(value)
+        except ValueError:
+            raise DataError(f"{where}: score {value.strip()!r} is not a number") from None
 
 
 @register
+class STS(PairRegressionTask):
+    name = "sts"
+
+
+# --- tagging ----------------------------------------------------------------------------------------
+@register
 class MSRANER(Task):
     name = "msra_ner"
-    head = "token-cls"
+    spec = specs.get_spec("token-cls")
     extensions = (".txt", ".tsv")
     labels = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
     eval_metric = "f1"
-    IGNORE = ElectraForTokenClassification.ignore_index
-
-    def model_kwargs(self):
-        return {"id2label": list(self.labels)}
 
     def read_file(self, path, split):
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
+        lines = read_text(path).split("\n")
         out, words, tags = [], [], []
         for i, line in enumerate(lines, 1):
             where = f"{path}: line {i}"
             if "\t" in line:  # text<TAB>tags, one sentence a line
                 text, tag_str = line.split("\t", 1)
+                text_field(text, where, "text")
                 ws = text.split("\x02") if "\x02" in text else list(text)
                 ts = tag_str.replace("\x02", " ").split()
                 if len(ws) != len(ts):
@@ -428,143 +441,31 @@ class MSRANER(Task):
             raise DataError(f"{where}: tag {t!r} is not one of {list(self.labels)}")
         return t
 
-    def featurize(self, examples, is_training):
-        # each word (a character here) is tokenized on its own, as the original's tagging task;
-        # its first word piece carries the label, the other pieces are ignored
-        cache: Dict[str, List[int]] = {}
-        tag_id = {t: i for i, t in enumerate(self.labels)}
-        L = self.config.max_seq_length
-        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        feats = []
-        for e in examples:
-            ids, labels, first = [cls_id], [self.IGNORE], []
-            for w, t in zip(e.words, e.tags):
-                if w not in cache:
-                    cache[w] = token_ids(self.tokenizer, [w])[0]
-                pieces = cache[w]
-                if not pieces or len(ids) + len(pieces) > L - 1:
-                    first.append(-1)  # no token (whitespace) or cut by max_seq_length: predicted "O"
-                    continue
-                first.append(len(ids))
-                ids.extend(pieces)
-                labels.extend([tag_id[t]] + [self.IGNORE] * (len(pieces) - 1))
-            ids.append(sep_id)
-            labels.append(self.IGNORE)
-            feats.append({"input_ids": ids, "labels": labels, "first": first})
-        return feats
-
-    def collate(self, features, is_training):
-        return {"input_ids": _pad([f["input_ids"] for f in features]),
-                "token_type_ids": _pad([[0] * len(f["input_ids"]) for f in features]),
-                "attention_mask": _pad([[1] * len(f["input_ids"]) for f in features]),
-                "labels": _pad([f["labels"] for f in features], value=self.IGNORE)}
-
-    def loss(self, model, batch):
-        logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
-        return model.loss(logits, batch["labels"])
-
-    def predictions(self, examples, features, outputs) -> List[List[str]]:
-        out = []
-        for f, logits in zip(features, outputs["logits"]):
-            pred = logits.argmax(-1)
-            out.append([self.labels[int(pred[p])] if p >= 0 else "O" for p in f["first"]])
-        return out
-
-    def score(self, split, examples, features, outputs, loss=None):
-        res = metrics.chunk_f1([e.tags for e in examples], self.predictions(examples, features, outputs))
-        if loss is not None:
-            res["loss"] = loss
-        return res
-
 
 # --- span QA --------------------------------------------------------------------------------------
-@dataclass
-class QAExample:
-    qid: str
-    question: str
-    context: str
-    answers: List[Dict] = field(default_factory=list)  # [{"text", "answer_start"}]
-
-
 class SpanQATask(Task):
-    head = "reading-comprehension"
+    spec = specs.get_spec("reading-comprehension")
     extensions = (".json",)
     eval_metric = "f1"
+    writes_answers = True
 
     def model_kwargs(self):
         c = self.config
-        return {"simple": not c.joint_prediction, "beam_size": c.beam_size, "answerable": c.answerable_classifier}
+        return self.spec.model_kwargs(simple=not c.joint_prediction, beam_size=c.beam_size,
+                                      answerable=c.answerable_classifier)
+
+    def encode_options(self):
+        c = self.config
+        return {"doc_stride": c.doc_stride, "max_query_length": c.max_query_length,
+                "n_best_size": c.n_best_size, "max_answer_length": c.max_answer_length,
+                "answerable_weight": c.answerable_weight}
 
     def read_file(self, path, split):
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)["data"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DataError(f"{path}: not a SQuAD-format JSON file ({e})") from None
-        out = []
-        for article in data:
-            for para in article["paragraphs"]:
-                for qa in para["qas"]:
-                    out.append(QAExample(str(qa["id"]).strip(), qa["question"], para["context"],
-                                         list(qa.get("answers", []))))
-        return out
+        return read_squad(path)
 
-    def featurize(self, examples, is_training):
-        c, feats, failures = self.config, [], 0
-        for i, e in enumerate(examples):
-            kw = {}
-            if is_training:
-                if not e.answers:
-                    failures += 1
-                    continue
-                kw = {"answer_text": e.answers[0]["text"], "answer_start": int(e.answers[0]["answer_start"])}
-            try:
-                fs = featurize_qa(self.tokenizer, e.question, e.context, c.max_seq_length, c.doc_stride,
-                                  c.max_query_length, example_index=i, **kw)
-            except AnswerNotFound as err:
-                failures += 1
-                logger.info("%s %s: %s", self.name, e.qid, err)
-                continue
-            feats.extend(fs)
-        if failures:
-            logger.warning("%s: %d training examples skipped (answer not found in the context)", self.name, failures)
-        return feats
-
-    def collate(self, features, is_training):
-        return {"input_ids": _pad([f.input_ids for f in features]),
-                "token_type_ids": _pad([f.token_type_ids for f in features]),
-                "attention_mask": _pad([f.attention_mask for f in features]),
-                "start_positions": np.asarray([f.start_position for f in features], dtype="int64"),
-                "end_positions": np.asarray([f.end_position for f in features], dtype="int64")}
-
-    def loss(self, model, batch):
-        outputs = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
-                        start_positions=batch["start_positions"])
-        return model.loss(outputs, batch["start_positions"], batch["end_positions"],
-                          answerable_weight=self.config.answerable_weight)
-
-    def output_names(self, model):
-        return SIMPLE_OUTPUT_NAMES if model.simple else JOINT_OUTPUT_NAMES
-
-    def predictions(self, examples, features, outputs) -> Dict[str, str]:
-        rows = head_outputs_to_rows(list(outputs), list(outputs.values()))
-        by_example: Dict[int, list] = {}
-        for f, r in zip(features, rows):
-            by_example.setdefault(f.example_index, []).append((f, r))
-        preds = {}
-        for i, e in enumerate(examples):
-            pairs = by_example.get(i, [])
-            best = postprocess_qa([f for f, _ in pairs], [r for _, r in pairs], e.context,
-                                  self.config.n_best_size, self.config.max_answer_length)[0]
-            preds[e.qid] = best["text"]
-        return preds
-
-    def score(self, split, examples, features, outputs, loss=None):
-        preds = self.predictions(examples, features, outputs)
-        dataset = {"data": [{"paragraphs": [{"qas": [{"id": e.qid, "answers": e.answers}]} for e in examples]}]}
-        res = metrics.cmrc_evaluate(dataset, preds, warn=None)
-        self.last_predictions = preds
-        return {"em": float(res["EM"]), "f1": float(res["F1"]), "average": float(res["AVERAGE"])}
+    def predictions(self, examples, features, rows) -> Dict[str, str]:
+        answers = self.spec.decode(examples, features, rows, **self.encode_options())
+        return {e.qid: a["answer"] for e, a in zip(examples, answers)}
 
 
 @register

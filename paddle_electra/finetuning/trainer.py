@@ -15,15 +15,16 @@ import logging
 import os
 import random
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional
 
 import numpy as np
 import paddle
 
 from ..modeling import set_execution_modes
 from ..optimization import create_optimizer
+from ..tasks import DygraphPredictor, output_rows
 from .config import FinetuneConfig
-from .tasks import Task, get_task
+from .tasks import DataError, Task, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -47,77 +48,54 @@ def set_seed(seed: int):
     paddle.seed(seed)
 
 
-# --- prediction: the seam for the fast inference path ---------------------------------------------------
-class DygraphPredictor:
-    """Runs the model in eval mode without gradients; returns numpy outputs in `names` order."""
-
-    def __init__(self, model, names: Sequence[str]):
-        self.model, self.names = model, list(names)
-
-    def __call__(self, batch: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        self.model.eval()
-        with paddle.no_grad():
-            out = self.model(paddle.to_tensor(batch["input_ids"]), paddle.to_tensor(batch["token_type_ids"]),
-                             paddle.to_tensor(batch["attention_mask"]))
-        out = out if isinstance(out, (list, tuple)) else [out]
-        return [o.numpy() for o in out]
-
-
+# --- prediction: dygraph or the fast inference path ---------------------------------------------------
 class InferencePredictor:
     """The fast path: the model saved to a temporary folder, exported to a static graph and run by
     paddle_electra.inference.ElectraPredictor (Paddle Inference, oneDNN on CPU)."""
 
-    def __init__(self, model, names: Sequence[str], task_head: str):
+    def __init__(self, model, task: Task):
         import tempfile
         from ..inference import ElectraPredictor
-        self.names = list(names)
         self._tmp = tempfile.TemporaryDirectory(prefix="electra-eval-")
         path = model.save_pretrained(os.path.join(self._tmp.name, "model"))
-        self._predictor = ElectraPredictor.from_pretrained(path, task=task_head)
+        self._predictor = ElectraPredictor.from_pretrained(path, task=task.spec.name)
 
-    def __call__(self, batch: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        out = self._predictor(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
-        return list(out) if isinstance(out, tuple) else [out]
+    def predict_batches(self, input_ids, token_type_ids, batch_size: int, **kw):
+        return self._predictor.predict_batches(input_ids, token_type_ids, batch_size=batch_size, **kw)
 
 
-def make_predictor(model, task: Task, backend: str = "dygraph") -> Callable:
-    """`dygraph` runs the layer itself; `inference` exports it and runs Paddle Inference; `auto`
-    takes inference except for span QA (see FinetuneConfig.eval_backend)."""
-    names = task.output_names(model)
+def make_predictor(model, task: Task, backend: str = "dygraph"):
+    """Something with `predict_batches(input_ids, token_type_ids, batch_size)`: `dygraph` runs the
+    layer itself; `inference` exports it and runs Paddle Inference; `auto` takes inference except for
+    span QA (see FinetuneConfig.eval_backend)."""
     if backend == "auto":
-        backend = "dygraph" if task.head == "reading-comprehension" else "inference"
+        backend = "dygraph" if task.spec.needs_token_types else "inference"
     if backend == "inference":
-        return InferencePredictor(model, names, task.head)
-    return DygraphPredictor(model, names)
+        return InferencePredictor(model, task)
+    return DygraphPredictor(model, task.spec)
 
 
-def predict(task: Task, predictor: Callable, features: list, batch_size: int) -> Dict[str, np.ndarray]:
-    """Outputs for every feature (first axis), in feature order. Batches group features of similar
-    length (less padding); per-token outputs of different lengths are zero-padded on the right."""
-    order = sorted(range(len(features)), key=lambda i: task.feature_length(features[i]))
-    per_feature: List[Optional[List[np.ndarray]]] = [None] * len(features)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        outs = predictor(task.collate([features[i] for i in idx], False))
-        for j, i in enumerate(idx):
-            per_feature[i] = [o[j] for o in outs]
-    result = {}
-    for k, name in enumerate(predictor.names):
-        rows = [p[k] for p in per_feature]
-        shape = tuple(max(r.shape[d] for r in rows) for d in range(rows[0].ndim)) if rows else ()
-        stacked = np.zeros((len(rows),) + shape, dtype=rows[0].dtype if rows else "float32")
-        for i, r in enumerate(rows):
-            stacked[(i,) + tuple(slice(0, n) for n in r.shape)] = r
-        result[name] = stacked
-    return result
+def predict(task: Task, model, predictor, features: list, batch_size: int) -> List[Dict[str, np.ndarray]]:
+    """The output rows ({name: array}, length axes cut to the feature) of every feature, in feature
+    order; batches group features of similar length, each padded to its longest (batching.run_bucketed)."""
+    outs = predictor.predict_batches([f.input_ids for f in features], [f.token_type_ids for f in features],
+                                     batch_size=batch_size, pad_multiple=1)
+    return output_rows(task.spec, model, outs)
 
 
-def evaluate(task: Task, model, split: str, predictor: Optional[Callable] = None) -> Dict[str, float]:
+class Evaluation(NamedTuple):
+    scores: Dict[str, float]
+    examples: list
+    features: list
+    rows: List[Dict[str, np.ndarray]]
+
+
+def evaluate(task: Task, model, split: str, predictor=None) -> Evaluation:
     examples = task.get_examples(split)
     features = task.featurize(examples, is_training=False)
     predictor = predictor or make_predictor(model, task, task.config.eval_backend)
-    outputs = predict(task, predictor, features, task.config.eval_batch_size)
-    return task.score(split, examples, features, outputs), examples, features, outputs
+    rows = predict(task, model, predictor, features, task.config.eval_batch_size)
+    return Evaluation(task.score(split, examples, features, rows), examples, features, rows)
 
 
 def format_results(task_name: str, res: Dict[str, float]) -> str:
@@ -127,9 +105,11 @@ def format_results(task_name: str, res: Dict[str, float]) -> str:
 # --- training ---------------------------------------------------------------------------------------------
 def train(task: Task, model, config: FinetuneConfig, trial: int, log_path: Optional[str] = None) -> Dict:
     from tqdm import tqdm
-    features = task.featurize(task.get_examples("train"), is_training=True)
+    examples = task.get_examples("train")
+    features = task.featurize(examples, is_training=True)
     if not features:
-        raise ValueError(f"{task.name}: no training features")
+        raise DataError(f"{task.data_file('train')}: none of its {len(examples)} examples gave a training "
+                        f"feature (task {task.name}; see the warnings above)")
     bs = config.train_batch_size
     num_steps = max(1, int(len(features) * config.num_train_epochs / bs))
     warmup = int(num_steps * config.warmup_proportion)
@@ -196,7 +176,7 @@ def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: O
     if config.do_train:
         task.get_examples("train")  # a task may learn its label set from the training data (cail)
     model = task.build_model(resolve_model(config))
-    if hasattr(task, "set_labels") and not task.labels:  # labels known only to the fine-tuned model
+    if task.learns_labels and not task.labels:  # labels known only to the fine-tuned model
         task.set_labels(model.labels)
     out = {"trial": trial, "seed": config.seed + trial - 1,
            "newly_initialized": model.load_report.newly_initialized if model.load_report else []}
@@ -213,13 +193,12 @@ def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: O
     splits = (["dev"] if config.do_eval else []) + (["test"] if config.do_test else [])
     for split in splits:
         t0 = time.time()
-        res, examples, features, outputs = evaluate(task, model, split)
-        res_time = time.time() - t0
-        print(format_results(task.name, res), flush=True)
-        out[split] = res
-        out[f"{split}_eval_seconds"] = res_time
-        if hasattr(task, "last_predictions"):
-            _write_qa_preds(config, split, trial, task.last_predictions)
+        ev = evaluate(task, model, split)
+        print(format_results(task.name, ev.scores), flush=True)
+        out[split] = ev.scores
+        out[f"{split}_eval_seconds"] = time.time() - t0
+        if task.writes_answers:
+            _write_qa_preds(config, split, trial, task.predictions(ev.examples, ev.features, ev.rows))
     if config.write_test_outputs and task.has_split("test"):
         _write_test_outputs(config, task, model, trial)
     return out
@@ -243,9 +222,9 @@ def _write_qa_preds(config, split, trial, preds):
 def _write_test_outputs(config, task, model, trial):
     examples = task.get_examples("test")
     features = task.featurize(examples, is_training=False)
-    outputs = predict(task, make_predictor(model, task, config.eval_backend), features, config.eval_batch_size)
-    preds = task.predictions(examples, features, outputs)
-    if isinstance(preds, dict):  # QA
+    rows = predict(task, model, make_predictor(model, task, config.eval_backend), features, config.eval_batch_size)
+    preds = task.predictions(examples, features, rows)
+    if task.writes_answers:
         _write_qa_preds(config, "test", trial, preds)
     else:
         base = os.path.dirname(config.results_path())
