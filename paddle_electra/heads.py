@@ -13,7 +13,8 @@ discriminator / pretraining / backbone dir (or a dir fine-tuned for another head
 backbone and initialises a new head; `model.load_report.newly_initialized` names the new tensors.
 
 The QA featurizer (sliding windows, character offsets) and the n-best answer search live in
-paddle_electra.finetuning.qa.
+paddle_electra.finetuning.qa; which task uses which head, and how, in the task specs of
+paddle_electra.tasks.
 """
 from __future__ import annotations
 
@@ -312,12 +313,3 @@ class ElectraForQuestionAnswering(_TaskModel):
             loss = loss + answerable_weight * F.binary_cross_entropy_with_logits(
                 outputs[2], is_impossible.astype(outputs[2].dtype).reshape([-1]), reduction="none")
         return loss.mean()
-
-
-# PaddleHub task names -> the model class serving them (the hub and inference helpers use this)
-TASK_HEADS = {
-    "seq-cls": ElectraForSequenceClassification,
-    "text-matching": ElectraForSequenceClassification,
-    "token-cls": ElectraForTokenClassification,
-    "reading-comprehension": ElectraForQuestionAnswering,
-}

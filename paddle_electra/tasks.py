@@ -107,6 +107,7 @@ class TaskSpec:
     labelled: bool = False           # takes a label map (label_map / id2label)
     needs_token_types: bool = False  # the head reads segment ids (answers are searched in segment 1)
     probabilities: bool = False      # predictions come with per-class probabilities
+    hub_fields: Tuple[Tuple[str, ...], ...] = ()  # PaddleHub's positional training batch layout(s)
 
     @property
     def shape(self) -> str:
@@ -170,8 +171,12 @@ class TaskSpec:
                 "token_type_ids": pad([f.token_type_ids for f in features]),
                 "attention_mask": pad([[1] * len(f.input_ids) for f in features])}
 
+    @staticmethod
+    def inputs(batch) -> tuple:
+        return (batch["input_ids"], batch["token_type_ids"], batch.get("attention_mask"), batch.get("position_ids"))
+
     def forward(self, model, batch, **options):
-        """(outputs, loss) of a training batch."""
+        """(outputs, loss) of a training batch (tensors: inputs and the collate's targets)."""
         raise ValueError(f"task {self.name!r} has nothing to train; choose a task with a head")
 
     def loss(self, model, batch, **options):
@@ -181,7 +186,8 @@ class TaskSpec:
         """What PaddleHub's forward returns for the model outputs (probabilities for classifiers)."""
         return outputs
 
-    def batch_metrics(self, outputs, batch, labels=None, suffix: bool = False) -> Dict[str, float]:
+    def batch_metrics(self, outputs, batch, labels=None, **options) -> Dict[str, float]:
+        """The numbers hub.Trainer logs for one batch (PaddleHub's names)."""
         return {}
 
     # --- predictions ---
@@ -222,6 +228,7 @@ class SequenceClassification(TaskSpec):
     """logits [B, num_labels] from the [CLS] state; mean cross entropy; accuracy."""
     name, aliases = "seq-cls", ("sequence_classification",)  # PaddleHub 2.0's spelling
     labelled = probabilities = True
+    hub_fields = (("input_ids", "token_type_ids", "labels"),)
 
     @property
     def model_class(self):
@@ -239,13 +246,13 @@ class SequenceClassification(TaskSpec):
         return {**super().collate(features), "labels": np.asarray([f.label for f in features], dtype="int64")}
 
     def forward(self, model, batch, **options):
-        logits = model(batch["input_ids"], batch["token_type_ids"], batch.get("attention_mask"))
+        logits = model(*self.inputs(batch))
         return logits, model.loss(logits, batch["labels"])
 
     def head_output(self, outputs):
         return F.softmax(outputs, axis=-1)
 
-    def batch_metrics(self, outputs, batch, labels=None, suffix=False):
+    def batch_metrics(self, outputs, batch, labels=None, **options):
         hit = outputs.argmax(axis=-1) == batch["labels"].reshape([-1]).astype("int64")
         return {"acc": float(hit.astype("float32").mean())}
 
@@ -268,6 +275,9 @@ class SequenceClassification(TaskSpec):
 class TextMatching(SequenceClassification):
     """seq-cls of text pairs `[CLS] a [SEP] b [SEP]` (PaddleHub's text-matching)."""
     name, aliases, texts = "text-matching", (), (2,)
+    # PaddleHub's LCQMC layout: the two texts encoded apart (the module joins them), or one pair
+    hub_fields = (("query_input_ids", "query_token_type_ids", "title_input_ids", "title_token_type_ids", "labels"),
+                  ("input_ids", "token_type_ids", "labels"))
 
 
 class TextRegression(SequenceClassification):
@@ -287,13 +297,13 @@ class TextRegression(SequenceClassification):
                 "labels": np.asarray([f.label for f in features], dtype="float32")}
 
     def forward(self, model, batch, **options):
-        logits = model(batch["input_ids"], batch["token_type_ids"], batch.get("attention_mask"))
+        logits = model(*self.inputs(batch))
         return logits, F.mse_loss(logits[:, 0], batch["labels"].reshape([-1]).astype(logits.dtype))
 
     def head_output(self, outputs):
         return outputs[:, 0]
 
-    def batch_metrics(self, outputs, batch, labels=None, suffix=False):
+    def batch_metrics(self, outputs, batch, labels=None, **options):
         return {"mse": float(F.mse_loss(outputs[:, 0], batch["labels"].reshape([-1]).astype(outputs.dtype)))}
 
     def decode(self, examples, features, rows, labels=None, **options):
@@ -312,6 +322,7 @@ class TokenClassification(TaskSpec):
     labelled from the window where it has the most context; entity (chunk) F1."""
     name, aliases, texts = "token-cls", ("token_cls",), (1,)  # token_cls: PaddleHub 2.0's spelling
     labelled = probabilities = True
+    hub_fields = (("input_ids", "token_type_ids", "seq_lengths", "labels"),)
 
     @property
     def model_class(self):
@@ -370,19 +381,28 @@ class TokenClassification(TaskSpec):
     def collate(self, features):
         return {**super().collate(features), "labels": pad([f.labels for f in features], IGNORE_INDEX)}
 
-    def forward(self, model, batch, **options):
-        logits = model(batch["input_ids"], batch["token_type_ids"], batch.get("attention_mask"))
-        return logits, model.loss(logits, batch["labels"])
+    @staticmethod
+    def _labels(logits, batch, ignore_label: int = IGNORE_INDEX):
+        """[B, S] int64 labels, `ignore_label` (a PaddleHub dataset's padding label) read as IGNORE_INDEX."""
+        labels = batch["labels"].reshape(logits.shape[:2]).astype("int64")
+        if ignore_label != IGNORE_INDEX:
+            labels = paddle.where(labels == ignore_label, paddle.full_like(labels, IGNORE_INDEX), labels)
+        return labels
+
+    def forward(self, model, batch, ignore_label: int = IGNORE_INDEX, **options):
+        logits = model(*self.inputs(batch))
+        return logits, model.loss(logits, self._labels(logits, batch, ignore_label))
 
     def head_output(self, outputs):
         return F.softmax(outputs, axis=-1)
 
-    def batch_metrics(self, outputs, batch, labels=None, suffix=False):
+    def batch_metrics(self, outputs, batch, labels=None, suffix: bool = False, ignore_label: int = IGNORE_INDEX,
+                      **options):
         """Entity F1 of one batch (PaddleNLP's ChunkEvaluator, as PaddleHub); ignored positions count
         as outside any entity."""
         from paddlenlp.metrics import ChunkEvaluator
         outside = len(labels)  # an extra id meaning "O" at ignored positions
-        lab = batch["labels"].numpy()
+        lab = self._labels(outputs, batch, ignore_label).numpy()
         pred = outputs.argmax(axis=-1).numpy()
         pred[lab == IGNORE_INDEX] = outside
         lab[lab == IGNORE_INDEX] = outside
@@ -440,6 +460,7 @@ class ReadingComprehension(TaskSpec):
     """Span extraction over `[CLS] question [SEP] context-window [SEP]` windows (finetuning.qa);
     answers are exact slices of the context; EM / F1 of the CMRC 2018 scorer."""
     name, texts, needs_token_types = "reading-comprehension", (2,), True
+    hub_fields = (("input_ids", "token_type_ids", "start_positions", "end_positions"),)
 
     @property
     def shape(self):
@@ -497,12 +518,11 @@ class ReadingComprehension(TaskSpec):
                 "end_positions": np.asarray([f.end_position for f in features], dtype="int64")}
 
     def forward(self, model, batch, answerable_weight: float = 0.5, **options):
-        outputs = model(batch["input_ids"], batch["token_type_ids"], batch.get("attention_mask"),
-                        start_positions=batch["start_positions"])
+        outputs = model(*self.inputs(batch), start_positions=batch["start_positions"])
         return outputs, model.loss(outputs, batch["start_positions"], batch["end_positions"],
                                    answerable_weight=answerable_weight)
 
-    def batch_metrics(self, outputs, batch, labels=None, suffix=False):
+    def batch_metrics(self, outputs, batch, labels=None, **options):
         sp = batch["start_positions"].reshape([-1]).astype("int64")
         ep = batch["end_positions"].reshape([-1]).astype("int64")
         hit = (outputs[0].argmax(axis=-1) == sp) & (outputs[1].argmax(axis=-1) == ep)

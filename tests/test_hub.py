@@ -270,6 +270,45 @@ def test_text_matching_pairs_and_paddlehub_siamese_batches(load, task_dirs):
         m.predict([["只有一句"]])
 
 
+def test_join_pairs_truncates_as_the_tokenizer_second_text_on_ties(load):
+    """PaddleHub's siamese text-matching batches are joined and cut by the original's rule, the same
+    pair the tokenizer (and so fine-tuning and predict) makes: the second text loses on ties."""
+    from paddle_electra.hub import join_pairs
+    m = load()
+    tok = m.tokenizer
+    for a, b, max_len in [("今天天气", "明天下雨", 9), ("今天天气很好", "明天", 8), ("今天", "明天下雨了吗", 7),
+                          ("今天天气", "明天下雨", 6)]:
+        q, t = tok(a, padding=False)["input_ids"], tok(b, padding=False)["input_ids"]
+        width = max(len(q), len(t)) + 2
+        padded = lambda ids: np.array([ids + [0] * (width - len(ids))])
+        ids, types = join_pairs(padded(q), padded(t), 0, max_len)
+        want = tok(a, b, max_length=max_len, truncation=True)
+        n = len(want["input_ids"])
+        assert ids[0][:n].tolist() == want["input_ids"] and types[0][:n].tolist() == want["token_type_ids"], (a, b)
+        assert not ids[0][n:].any()
+
+
+def test_fast_path_follows_set_state_dict(installed, home, task_dirs):
+    """The fast path runs an exported copy of the weights: new weights through set_state_dict (or its
+    aliases) must not leave predictions coming from the old graph."""
+    data = [["这个宾馆比较陈旧了"], ["服务很好，房间整洁"]]
+    m = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=task_dirs["seq-cls"])
+    before = m.predict(data, return_prob=True)[1]
+    assert m._predictor is not None
+    paddle.seed(5)
+    other = hub.Module(name="chinese-electra-small", task="seq-cls", label_map={0: "negative", 1: "positive"},
+                       use_fast_path=False)
+    want = other.predict(data, return_prob=True)[1]
+    assert not np.allclose(want, before, atol=1e-3)  # another head: other answers
+    m.set_state_dict(other.state_dict())
+    np.testing.assert_allclose(m.predict(data, return_prob=True)[1], want, atol=1e-4)
+    assert m._predictor is not None  # the fast path ran, on a fresh export
+    original = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=task_dirs["seq-cls"],
+                          use_fast_path=False)
+    m.set_dict(original.state_dict())  # nn.Layer's alias
+    np.testing.assert_allclose(m.predict(data, return_prob=True)[1], before, atol=1e-4)
+
+
 def test_reading_comprehension_answers_are_slices(load, task_dirs):
     m = hub.Module(name="chinese-electra-small", task="reading-comprehension",
                    load_checkpoint=task_dirs["reading-comprehension"])
