@@ -59,9 +59,9 @@ def main(argv=None):
         if names != list(task.labels):
             sys.exit(f"{args.model_dir}: labels {names} are not task {args.task}'s {list(task.labels)}")
     feats = task.featurize(task.read_file(args.dev_file, "dev"), False)
-    ids = [f["input_ids"] for f in feats]
-    types = [f["token_type_ids"] for f in feats]
-    labels = np.asarray([f["label"] for f in feats])
+    ids = [f.input_ids for f in feats]
+    types = [f.token_type_ids for f in feats]
+    labels = np.asarray([f.label for f in feats])
     print(f"{len(feats)} examples from {args.dev_file}, max_seq_length {args.max_seq_length}; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
 
