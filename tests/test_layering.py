@@ -104,3 +104,16 @@ def test_io_layer_imports_no_paddle_and_no_model():
             "'paddle_electra.heads', 'paddle_electra.conversion'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['paddle_electra.modeling_utils']"
+
+
+def test_task_layer():
+    """batching <- tasks (the task specs) <- inference, finetuning, hub: a spec knows none of its
+    consumers, and each consumer dispatches through the specs."""
+    graph = _graph()
+    consumers = {"paddle_electra.inference", "paddle_electra.hub", "paddle_electra.serving",
+                 "paddle_electra.finetuning.trainer", "paddle_electra.finetuning.tasks", "paddle_electra.finetuning.cli"}
+    assert not set(graph["paddle_electra.tasks"]) & consumers, graph["paddle_electra.tasks"]
+    assert graph["paddle_electra.batching"] == {}
+    for m in ("paddle_electra.inference", "paddle_electra.hub", "paddle_electra.finetuning.tasks",
+              "paddle_electra.finetuning.trainer"):
+        assert "paddle_electra.tasks" in graph[m], m

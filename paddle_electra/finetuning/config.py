@@ -3,7 +3,8 @@ google-research/electra and HFL's fork), with its defaults and its per-task / pe
 
 An hparams JSON (finetune/params_<task>.json) sets any of these keys; unknown keys are an error,
 as in the original. Keys not set take the rules below, then the defaults:
-- QA tasks (cmrc2018, drcd): max_seq_length 512, 2 epochs; tagging (msra_ner): max_seq_length 256.
+- max_seq_length and num_train_epochs: the task's (finetuning.tasks: 128 and 3; QA tasks cmrc2018,
+  drcd: 512 and 2; tagging msra_ner: 256).
 - model_size "large": learning_rate 5e-5 and layerwise_lr_decay 0.9; "base": learning_rate 1e-4;
   "small" / "small-ex": learning_rate 3e-4 (HFL's recommendation for the Chinese models).
 """
@@ -15,8 +16,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-QA_TASKS = ("cmrc2018", "drcd")
-TAGGING_TASKS = ("msra_ner",)
 SIZE_LEARNING_RATES = {"small": 3e-4, "small-ex": 3e-4, "base": 1e-4, "large": 5e-5}
 
 
@@ -88,11 +87,12 @@ class FinetuneConfig:
                                f"(multi-task fine-tuning is not supported)")
         if self.model_size not in SIZE_LEARNING_RATES:
             raise HparamsError(f"model_size {self.model_size!r} is not one of {sorted(SIZE_LEARNING_RATES)}")
-        task = self.task_names[0]
+        from .tasks import TASKS, Task  # the task's recipe defaults (QA: 512 tokens, 2 epochs)
+        task = TASKS.get(self.task_names[0], Task)
         if self.max_seq_length is None:
-            self.max_seq_length = 512 if task in QA_TASKS else 256 if task in TAGGING_TASKS else 128
+            self.max_seq_length = task.default_max_seq_length
         if self.num_train_epochs is None:
-            self.num_train_epochs = 2.0 if task in QA_TASKS else 3.0
+            self.num_train_epochs = task.default_epochs
         if self.learning_rate is None:
             self.learning_rate = SIZE_LEARNING_RATES[self.model_size]
         if self.layerwise_lr_decay is None:

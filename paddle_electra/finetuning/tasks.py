@@ -37,8 +37,8 @@ import random
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import tasks as specs
+from ..io import DataError  # noqa: F401 - raised for every bad data file (and re-exported)
 from ..tasks import ClassificationExample, QAExample, TaggingExample
-from .config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +52,11 @@ def register(cls):
     return cls
 
 
-def get_task(name: str, config: FinetuneConfig, tokenizer) -> "Task":
+def get_task(name: str, config, tokenizer) -> "Task":
+    """The task `name` reading the files of `config` (a FinetuneConfig)."""
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; registered: {', '.join(sorted(TASKS))}")
     return TASKS[name](config, tokenizer)
-
-
-class DataError(ValueError):
-    """A data file is missing or malformed; names the file, line and field."""
 
 
 # --- reading files -----------------------------------------------------------------------------------
@@ -166,11 +163,12 @@ class Task:
     spec: specs.TaskSpec = specs.get_spec(None)
     extensions: Sequence[str] = (".tsv",)
     eval_metric: str = "accuracy"  # the number the tables report
+    default_max_seq_length, default_epochs = 128, 3.0  # the recipe's, when the hparams do not say
     labels: Sequence[str] = ()
     learns_labels = False    # the label set is read from the training file (else a fine-tuned model's)
     writes_answers = False   # predictions are written as {question id: answer}
 
-    def __init__(self, config: FinetuneConfig, tokenizer):
+    def __init__(self, config, tokenizer):
         self.config, self.tokenizer = config, tokenizer
         self._examples: Dict[str, list] = {}
 
@@ -404,6 +402,7 @@ class STS(PairRegressionTask):
 class MSRANER(Task):
     name = "msra_ner"
     spec = specs.get_spec("token-cls")
+    default_max_seq_length = 256
     extensions = (".txt", ".tsv")
     labels = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
     eval_metric = "f1"
@@ -445,6 +444,7 @@ class MSRANER(Task):
 # --- span QA --------------------------------------------------------------------------------------
 class SpanQATask(Task):
     spec = specs.get_spec("reading-comprehension")
+    default_max_seq_length, default_epochs = 512, 2.0
     extensions = (".json",)
     eval_metric = "f1"
     writes_answers = True

@@ -33,6 +33,11 @@ class CheckpointError(ValueError):
     """A weight file does not fit the model: names the file and the tensors."""
 
 
+class DataError(ValueError):
+    """A data file or folder (a fine-tuning set, pretraining data) is missing or malformed: names the
+    file, the line or record, and the field."""
+
+
 class OutputError(FileExistsError):
     """An output path would replace something the caller did not ask to replace."""
 

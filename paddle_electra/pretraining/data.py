@@ -30,12 +30,11 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..io import DataError  # one class for every data error: here a pretraining data folder is missing,
+# incomplete or does not fit the run
+
 FORMAT = "paddle-electra-pretraining-v1"
 INDEX_NAME = "index.json"
-
-
-class DataError(ValueError):
-    """A pretraining data folder is missing, incomplete or does not fit the run."""
 
 
 # --- the example builder ---------------------------------------------------------------------------
