@@ -123,6 +123,80 @@ def test_squad_reader_and_missing_file(tmp_path):
         t.get_examples("dev")
 
 
+def write_bytes(path, data: bytes):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+SQUAD_Q = {"id": "Q1", "question": "哪里大？", "answers": [{"text": "上海", "answer_start": 0}]}
+
+
+@pytest.mark.parametrize("task, name, content, match", [
+    ("chnsenticorp", "train.tsv", "label\ttext_a\n1\t很好\n0\t坏\xff了\n".encode("utf-8").replace(b"\xc3\xbf", b"\xff"),
+     r"train.tsv: line 3: not UTF-8 \(byte 0xff"),
+    ("xnli", "train.json", '{"sentence1": "a", "sentence2": "b", "label": "neutral"}\n[1, 2]\n',
+     r"train.json: line 2: expected a JSON object, got list"),
+    ("cail", "train.json", '"盗窃"\n', r"train.json: line 1: expected a JSON object, got str"),
+    ("cail", "train.json", '{"meta": {"accusation": ["盗窃"]}}\n', r"line 1: field 'fact' must be a text, got nothing"),
+    ("cmrc2018", "train.json", {"data": [{"paragraphs": [{"context": "上海很大。", "qas": [
+        {**SQUAD_Q, "answers": [{"text": "上海", "answer_start": "abc"}]}]}]}]},
+     r"train.json: data\[0\].paragraphs\[0\].qas\[0\].answers\[0\]: field 'answer_start' must be an integer "
+     r"character offset, got 'abc'"),
+    ("cmrc2018", "train.json", {"data": [{"title": "x"}]}, r"train.json: data\[0\]: field 'paragraphs' is missing"),
+    ("cmrc2018", "train.json", {"data": [{"paragraphs": [{"context": "上海很大。", "qas": [{"id": "Q1", "answers": []}]}]}]},
+     r"data\[0\].paragraphs\[0\].qas\[0\]: field 'question' must be a text, got nothing"),
+    ("cmrc2018", "train.json", {"data": [{"paragraphs": [{"context": None, "qas": [SQUAD_Q]}]}]},
+     r"data\[0\].paragraphs\[0\]: field 'context' must be a text, got nothing"),
+    ("chnsenticorp", "train.tsv", "label\ttext_a\n1\t很好\n0\t  \n", r"train.tsv: line 3: field 'text_a' is empty"),
+    ("lcqmc", "train.tsv", "你好\t\t1\n", r"train.tsv: line 1: field 'text_b' is empty"),
+    ("msra_ner", "train.tsv", "\tO\n", r"train.tsv: line 1: field 'text' is empty"),
+    ("chnsenticorp", "train.tsv", "label\ttext_a\n", r"train.tsv: holds no examples \(task chnsenticorp, train split\)"),
+    ("cmrc2018", "train.json", {"data": []}, r"train.json: holds no examples"),
+])
+def test_reader_errors_name_file_line_and_field(tmp_path, task, name, content, match):
+    path = tmp_path / "finetuning_data" / task / name
+    if isinstance(content, dict):
+        content = json.dumps(content, ensure_ascii=False)
+    write_bytes(path, content if isinstance(content, bytes) else content.encode("utf-8"))
+    with pytest.raises(DataError, match=match):
+        make_task(task, tmp_path).get_examples("train")
+
+
+def test_readers_strip_a_byte_order_mark(tmp_path):
+    bom = "\ufeff"
+    write(tmp_path / "finetuning_data/chnsenticorp/train.tsv", bom + "label\ttext_a\n1\t很好\n")  # header still found
+    assert [(e.text_a, e.label) for e in make_task("chnsenticorp", tmp_path).get_examples("train")] == [("很好", "1")]
+    write(tmp_path / "finetuning_data/lcqmc/train.tsv", bom + "你好\t您好\t1\n")  # not stuck to the first text
+    assert [e.text_a for e in make_task("lcqmc", tmp_path).get_examples("train")] == ["你好"]
+    rows = [{"sentence1": "前提", "sentence2": "假设", "label": "entailment"}]
+    write(tmp_path / "finetuning_data/xnli/train.json", bom + json.dumps(rows[0], ensure_ascii=False) + "\n")
+    assert [e.text_a for e in make_task("xnli", tmp_path).get_examples("train")] == ["前提"]
+    data = {"data": [{"paragraphs": [{"context": "上海很大。", "qas": [SQUAD_Q]}]}]}
+    write(tmp_path / "finetuning_data/cmrc2018/train.json", bom + json.dumps(data, ensure_ascii=False))
+    assert [e.qid for e in make_task("cmrc2018", tmp_path).get_examples("train")] == ["Q1"]
+    write(tmp_path / "finetuning_data/msra_ner/train.txt", bom + "中 B-ORG\n")
+    assert make_task("msra_ner", tmp_path).get_examples("train")[0].words == ["中"]
+
+
+def test_squad_question_without_text_is_skipped_with_a_warning(tmp_path, caplog):
+    data = {"data": [{"paragraphs": [{"context": "上海很大。", "qas": [SQUAD_Q, {**SQUAD_Q, "id": "Q2", "question": " "}]}]}]}
+    write(tmp_path / "finetuning_data/cmrc2018/train.json", json.dumps(data, ensure_ascii=False))
+    with caplog.at_level("WARNING"):
+        ex = make_task("cmrc2018", tmp_path).get_examples("train")
+    assert [e.qid for e in ex] == ["Q1"]
+    assert any("data[0].paragraphs[0].qas[1]" in r.message and "empty" in r.message for r in caplog.records)
+
+
+def test_no_training_feature_is_a_data_error(tmp_path, pretrained_dir):
+    """Every answer outside its context: no training feature, an error naming the file."""
+    data = {"data": [{"paragraphs": [{"context": "上海很大。", "qas": [
+        {**SQUAD_Q, "answers": [{"text": "北京", "answer_start": 0}]}]}]}]}
+    write(tmp_path / "finetuning_data/cmrc2018/train.json", json.dumps(data, ensure_ascii=False))
+    with pytest.raises(DataError, match=r"train.json: none of its 1 examples gave a training feature"):
+        _run(tmp_path, pretrained_dir, "cmrc2018", max_seq_length=32, beam_size=5, save_model=False)
+
+
 def test_shared_data_readers(shared_data, tmp_path):
     d = os.path.join
     t = make_task("chnsenticorp", tmp_path, train_file=d(shared_data, "chnsenticorp/train.tsv"),
@@ -399,6 +473,40 @@ def test_tiny_classification(tmp_path, pretrained_dir, capsys):
     assert losses[-1] < losses[0]
 
 
+def sts_rows():
+    """A tiny STS-like set: the score is set by the second text's kind."""
+    kinds = [("好好好{}很好", 5.0), ("一般般{}还行", 2.5), ("坏坏坏{}太坏", 0.0)]
+    return [(f"今天{c}怎么样", b.format(c), score) for c in "甲乙丙丁戊己庚辛" for b, score in kinds]
+
+
+def test_tiny_regression_the_worked_example(tmp_path, pretrained_dir):
+    """docs/design.md's worked example: task "sts" is one reader (finetuning.tasks.STS) bound to one
+    spec ("text-regression"); it trains, scores, and predicts through ElectraPredictor."""
+    from paddle_electra.inference import ElectraPredictor
+    from paddle_electra.tasks import get_spec
+    rows = ["text_a\ttext_b\tscore"] + [f"{a}\t{b}\t{score}" for a, b, score in sts_rows()]
+    write(tmp_path / "finetuning_data/sts/train.tsv", "\n".join(rows) + "\n")
+    write(tmp_path / "finetuning_data/sts/dev.tsv", "\n".join(rows[1:]) + "\n")  # no header: columns 0, 1, 2
+    res = _run(tmp_path, pretrained_dir, "sts", num_train_epochs=10, max_seq_length=24)
+    assert res["summary"]["dev_pearson"]["max"] > 90 and res["summary"]["dev_spearman"]["max"] > 80
+    assert res["summary"]["dev_mse"]["max"] < 1.0  # scores 0..5: the mean alone leaves MSE 4.2
+    losses = [json.loads(l)["loss"] for l in open(tmp_path / "results/sts_train_trial1.jsonl")]
+    assert losses[-1] < losses[0] / 4
+    model_dir = str(tmp_path / "finetuning_models/sts_model_1")
+    model = get_spec("text-regression").model_class.from_pretrained(model_dir)
+    assert model.num_labels == 1 and model.load_report.complete
+    t = make_task("sts", tmp_path)
+    examples = t.get_examples("dev")
+    from paddle_electra.finetuning.trainer import make_predictor, predict
+    feats = t.featurize(examples, False)
+    want = t.predictions(examples, feats, predict(t, model, make_predictor(model, t, "dygraph"), feats, 4))
+    pred = ElectraPredictor.from_pretrained(model_dir, task="text-regression")
+    got = pred.predict_texts([e.text_a for e in examples], [e.text_b for e in examples], max_length=24)
+    np.testing.assert_allclose([g[0] for g in got], want, atol=1e-4)
+    assert t.score("dev", examples, feats, predict(t, model, make_predictor(model, t, "inference"), feats, 4)) == \
+        pytest.approx(res["trials"][0]["dev"], abs=1e-3)
+
+
 def test_tiny_tagging(tmp_path, pretrained_dir):
     sents = ["张三在北京", "李四去上海", "王五住广州", "赵六到深圳"] * 3
     def tags(s):
@@ -437,6 +545,9 @@ def test_inference_backend_matches_dygraph(tmp_path, pretrained_dir):
     inf = predict(t, model, make_predictor(model, t, "auto"), feats, 2)
     assert len(dy) == len(inf) == 3
     np.testing.assert_allclose([r["logits"] for r in inf], [r["logits"] for r in dy], atol=1e-4)
+    from paddle_electra.finetuning.trainer import Evaluation, evaluate
+    ev = evaluate(t, model, "dev")  # a named 4-tuple, as annotated
+    assert isinstance(ev, Evaluation) and set(ev.scores) == {"accuracy", "loss"} and len(ev.rows) == len(ev.features) == 3
 
 
 def test_cail_train_then_evaluate_only(tmp_path, pretrained_dir):
@@ -454,3 +565,15 @@ def test_cail_train_then_evaluate_only(tmp_path, pretrained_dir):
                                         do_train=False, max_seq_length=24, device="cpu",
                                         results_dir=str(tmp_path / "eval_only")))
     assert 0 <= res["summary"]["dev_accuracy"]["max"] <= 100
+    # the same through `paddle-electra evaluate`'s add_arguments / run pair
+    import argparse
+    from paddle_electra.finetuning.cli import evaluate
+    p = argparse.ArgumentParser()
+    evaluate.add_arguments(p)
+    args = p.parse_args(["--data-dir", str(tmp_path), "--model-name", model_dir, "--hparams",
+                         json.dumps({"task_names": ["cail"], "max_seq_length": 24, "device": "cpu", "num_trials": 3}),
+                         "--set", f"results_dir={tmp_path / 'cli_eval'}"])
+    assert evaluate.run(args) == 0
+    saved = json.load(open(tmp_path / "cli_eval" / "cail_results.json"))
+    assert len(saved["trials"]) == 1 and "model_dir" not in saved["trials"][0]
+    assert saved["summary"]["dev_accuracy"]["max"] == pytest.approx(res["summary"]["dev_accuracy"]["max"])

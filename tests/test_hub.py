@@ -329,6 +329,39 @@ def test_reading_comprehension_answers_are_slices(load, task_dirs):
         m.predict([[CONTEXT, "问" * 80]], max_seq_len=40)
 
 
+def test_text_regression_through_the_hub_module(installed, home, tmp_path):
+    """The worked example's task (docs/design.md): fine-tuned by paddle_electra.finetuning from the
+    module's own weights, then served by hub.Module with no hub code of its own; the fast path, the
+    layer itself and ElectraPredictor give the same scores."""
+    from paddle_electra.finetuning.config import FinetuneConfig
+    from paddle_electra.finetuning.trainer import run_finetuning
+    from paddle_electra.inference import ElectraPredictor
+    pairs = [(f"今天{c}怎么样", b.format(c), score) for c in "甲乙丙丁"
+             for b, score in [("好好好{}很好", 5.0), ("坏坏坏{}太坏", 0.0)]]
+    (tmp_path / "finetuning_data" / "sts").mkdir(parents=True)
+    (tmp_path / "finetuning_data" / "sts" / "train.tsv").write_text(
+        "".join(f"{a}\t{b}\t{s}\n" for a, b, s in pairs), encoding="utf-8")
+    run_finetuning(FinetuneConfig(task_names=["sts"], data_dir=str(tmp_path), do_eval=False, device="cpu",
+                                  model_name=os.path.join(home, "chinese-electra-small"), num_train_epochs=2,
+                                  max_seq_length=24, train_batch_size=4))
+    model_dir = str(tmp_path / "finetuning_models" / "sts_model_1")
+    fast = hub.Module(name="chinese-electra-small", task="text-regression", load_checkpoint=model_dir)
+    slow = hub.Module(name="chinese-electra-small", task="text-regression", load_checkpoint=model_dir,
+                      use_fast_path=False)
+    data = [[a, b] for a, b, _ in pairs]
+    scores = fast.predict(data, max_seq_len=24, batch_size=3)
+    assert len(scores) == len(data) and all(isinstance(x, float) for x in scores) and fast._predictor is not None
+    np.testing.assert_allclose(scores, slow.predict(data, max_seq_len=24), atol=1e-4)
+    ref = ElectraPredictor.from_pretrained(model_dir, task="text-regression").predict_texts(
+        [a for a, _ in data], [b for _, b in data], max_length=24)
+    np.testing.assert_allclose(scores, [r[0] for r in ref], atol=1e-4)
+    assert slow.predict(data[:2], max_seq_len=24, return_prob=True)[1] == [None, None]  # a score has no probabilities
+    with pytest.raises(ValueError, match="label_map is for"):
+        hub.Module(name="chinese-electra-small", task="text-regression", label_map={0: "a"})
+    with pytest.raises(ValueError, match="1 or 2 text"):
+        slow.predict([["a", "b", "c"]])
+
+
 def test_fast_path_equals_dygraph(load, task_dirs, home):
     pytest.importorskip("paddle_electra.inference")
     data = {None: [["今天是个好日子"], ["天气预报", "说今天要下雨了"]],
