@@ -3,7 +3,7 @@ TF loader (transformers 4.x), the reader without TF, and bad inputs.
 
 Checkpoints are written here with TensorFlow in the released layout (tf.compat.v1 variables with
 the released names and shapes, Adam slots and global_step, saved by tf.compat.v1.train.Saver).
-Their names are spelled out below from DESIGN.md's table, independently of
+Their names are spelled out below from docs/design.md's table, independently of
 paddle_electra.conversion.tf, and HF's loader is a third reading of the same names.
 
 Run as a script to write a full-size checkpoint of a registered variant (for timing):
@@ -39,7 +39,7 @@ LAYOUTS = {
 def released_layout(vocab_size, embedding_size, hidden_size, num_hidden_layers, intermediate_size,
                     generator_hidden_size: Optional[int], max_position_embeddings=512, type_vocab_size=2,
                     **_) -> Dict[str, List[int]]:
-    """TF variable name -> shape of a released checkpoint's weights (DESIGN.md's table)."""
+    """TF variable name -> shape of a released checkpoint's weights (docs/design.md's table)."""
     V, E, H, L, I, G = vocab_size, embedding_size, hidden_size, num_hidden_layers, intermediate_size, \
         generator_hidden_size
     v = {"electra/embeddings/word_embeddings": [V, E],

@@ -1,4 +1,4 @@
-"""The model's structure and numerics rules (DESIGN.md) that hold without a reference stack."""
+"""The model's structure and numerics rules (docs/design.md) that hold without a reference stack."""
 import json
 
 import numpy as np
@@ -18,7 +18,7 @@ TINY_GEN = TINY.replace(hidden_size=8, num_attention_heads=1, intermediate_size=
                                                  ("base", 400, 101.7e6), ("large", 784, 324.5e6)])
 def test_released_shapes(size, weights, params):
     """Weight count of a released checkpoint (generator + discriminator, shared embeddings once) and
-    discriminator size, as DESIGN.md tabulates them."""
+    discriminator size, as docs/design.md tabulates them."""
     v = get_variant(f"chinese-electra-{size}")
     disc = expected_shapes(ElectraDiscriminator, v.discriminator)
     gen = expected_shapes(ElectraGenerator, v.generator)

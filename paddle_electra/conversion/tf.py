@@ -1,7 +1,7 @@
 """HFL's released TensorFlow checkpoints -> from_pretrained folders.
 
 The name table. A released checkpoint holds the discriminator and the generator of one ELECTRA
-pretraining run (see DESIGN.md for the full list):
+pretraining run (see docs/design.md for the full list):
 
     TF variable                                        ours (model: state-dict key)
     electra/embeddings/word_embeddings               -> both: electra.embeddings.word_embeddings.weight
