@@ -4,6 +4,7 @@ GPU users: install `paddlepaddle-gpu` first (see paddlepaddle.org.cn for the CUD
 build that matches your driver); when it is present this package does not ask
 for the CPU `paddlepaddle` wheel.
 """
+import os
 from importlib import metadata
 
 from setuptools import find_packages, setup
@@ -50,16 +51,29 @@ BENCH = HUB + ["torch==2.13.0", "transformers>=4.30,<5", "matplotlib",
                # OpenVINO compiled from the same ONNX export (no protobuf dependency)
                "openvino>=2025.0"]
 
+def _shared_files():
+    """The demo's sample and the PaddleHub module sources, installed under <prefix>/share/paddle-electra
+    so that `paddle-electra demo` runs from an installed package (paddle_electra/demo.py finds them)."""
+    out = {}
+    for top in ("demo_data", "hub_modules"):
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            if files:
+                out[os.path.join("share", "paddle-electra", folder)] = [os.path.join(folder, f) for f in sorted(files)]
+    return sorted(out.items())
+
+
 setup(
     name="paddle-electra",
     version="0.1.0",
     description="Chinese ELECTRA (HFL) for PaddlePaddle: exact model, converters, RTD pretraining, fine-tuning, PaddleHub modules",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=open("README.md", encoding="utf-8").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["paddle_electra", "paddle_electra.*"]),
     package_data={"paddle_electra": ["vocab.txt"]},
     include_package_data=True,
+    data_files=_shared_files(),
     install_requires=[
         _paddle_requirement(),
         "numpy>=1.21,<2",

@@ -6,22 +6,9 @@ M is a from_pretrained dir, a folder under D/models/, or a registered variant. -
 file or a JSON object string with the original's keys (see paddle_electra/finetuning/config.py).
 The logic lives in paddle_electra.finetuning (this is `paddle-electra finetune`).
 """
-import argparse
 import sys
 
-
-def main(argv=None):
-    from paddle_electra.finetuning.cli import finetune
-    from paddle_electra.finetuning.config import HparamsError
-    from paddle_electra.io import DataError
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    finetune.add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return finetune.run(args)
-    except (HparamsError, DataError) as e:
-        p.exit(2, f"{p.prog}: error: {e}\n")
-
+from paddle_electra.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["finetune", *sys.argv[1:]]))

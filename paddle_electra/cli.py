@@ -1,40 +1,177 @@
-"""The `paddle-electra` command. Each subcommand's parser and logic live in the module that owns
-the feature; this file only lists them (imports are lazy so `--help` is fast)."""
+"""The `paddle-electra` command: every job of the library, each subcommand a thin
+`add_arguments(parser)` / `run(args)` pair over the module that owns it. The repo scripts
+(pretrain/*.py, finetune/run_finetuning.py, convert/*.py) call `main` with their subcommand.
+
+This is the CLI layer, the one place that sets process-wide state (runtime.configure_process:
+device, CPU threads, denormals) and turns errors into exit codes: library code raises (ValueError
+and its subclasses for bad input), `main` prints `paddle-electra CMD: error: ...` and returns 1.
+Parsers are built only for the subcommand asked for (imports are lazy, so `--help` is fast and one
+broken optional dependency cannot break the other subcommands).
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import subprocess
 import sys
+from types import SimpleNamespace
+from typing import List, Optional
 
-# subcommand -> module that defines `add_arguments(parser)` and `run(args)`
-SUBCOMMANDS = {
-    "list": ("paddle_electra.commands", "list_variants", "list the registered released variants"),
-    "init": ("paddle_electra.commands", "init", "write randomly initialised weights of a variant"),
-    "convert": ("paddle_electra.conversion.cli", None, "convert released TF or HF checkpoints"),
-    "export-pdparams": ("paddle_electra.conversion.paddlenlp_export", None,
-                        "export a from_pretrained dir as PaddleNLP-loadable .pdparams + config"),
-    "export-discriminator": ("paddle_electra.pretraining.export", None,
-                             "write from_pretrained dirs of a pretraining run's discriminator and generator"),
+# the environment variable that makes main() show the traceback of an error instead of one line
+TRACEBACK_ENV = "PADDLE_ELECTRA_TRACEBACK"
+
+
+def _configure(args, device=None, num_threads=None):
+    from .runtime import configure_process
+    return configure_process(device if device is not None else getattr(args, "device", None),
+                             num_threads if num_threads is not None else getattr(args, "num_threads", None))
+
+
+# --- pretrain: the trainer's own flags, and the launcher for several processes ------------------------
+LAUNCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretraining", "launch.py")
+
+
+def _launch_arguments(p):
+    g = p.add_argument_group("processes (paddle.distributed.launch)")
+    g.add_argument("--nproc-per-node", type=int, default=1,
+                   help="start this many training processes on this machine through paddle.distributed.launch "
+                        "(one per core is fastest on CPU)")
+    g.add_argument("--launch-log-dir", help="the launcher's per-process logs (default: OUTPUT_DIR/launch_logs)")
+
+
+def _pretrain_arguments(p):
+    from .pretraining.trainer import add_arguments
+    add_arguments(p)
+    _launch_arguments(p)
+
+
+def _pretrain_run(args):
+    from .pretraining import trainer
+    if args.nproc_per_node > 1 and "PADDLE_TRAINER_ID" not in os.environ:
+        return _launch(args)
+    _configure(args)
+    return trainer.run(args)
+
+
+def _launch(args) -> int:
+    """Re-run this pretrain command in --nproc-per-node processes (pretraining/launch.py is the
+    script the launcher starts: it takes a file, not a module)."""
+    launch_only = argparse.ArgumentParser(add_help=False)
+    _launch_arguments(launch_only)
+    _, argv = launch_only.parse_known_args(args.cli_argv)  # the command line without the launch flags
+    log_dir = args.launch_log_dir or os.path.join(args.output_dir, "launch_logs")
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(args.nproc_per_node),
+           "--log_dir", log_dir, LAUNCH_SCRIPT, *argv]
+    print("$ " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd).returncode
+
+
+# --- serve, export, demo ------------------------------------------------------------------------------
+def _serve_arguments(p):
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("-c", "--config", help="PaddleHub serving config.json (modules_info, port)")
+    which.add_argument("-m", "--modules", nargs="+", metavar="NAME", help="installed hub modules to serve")
+    p.add_argument("-p", "--port", type=int, help="port (with --modules; default PaddleHub's 8866)")
+
+
+def _serve_run(args):
+    """`hub serving start` through paddle_electra.serving (loopback, bounded requests)."""
+    from . import serving
+    _configure(args)
+    argv = ["--host", args.host, "serving", "start"]
+    argv += ["-c", args.config] if args.config else ["-m", *args.modules]
+    if args.port:
+        argv += ["-p", str(args.port)]
+    return serving.main(argv)
+
+
+EXPORTS = {  # export TARGET -> module with add_arguments / run
+    "pretraining": ("paddle_electra.pretraining.export",
+                    "a pretraining run's newest checkpoint as from_pretrained dirs (discriminator + generator)"),
+    "paddlenlp": ("paddle_electra.conversion.paddlenlp_export",
+                  "a from_pretrained dir as PaddleNLP-loadable .pdparams + config"),
 }
 
 
-def main(argv=None):
+def _export_arguments(p):
+    sub = p.add_subparsers(dest="target", required=True, metavar="{" + ",".join(EXPORTS) + "}")
+    for name, (module, help_) in EXPORTS.items():
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_, description=help_))
+
+
+def _export_run(args):
+    _configure(args)
+    return importlib.import_module(EXPORTS[args.target][0]).run(args)
+
+
+def _pair(module, add="add_arguments", run="run", configure=True):
+    """The add_arguments / run of `module` (dotted attribute paths in it), run after configure_process
+    when `configure`."""
+    def get(path):
+        obj = importlib.import_module(module)
+        for name in path.split("."):
+            obj = getattr(obj, name)
+        return obj
+
+    def run_(args):
+        if configure:
+            _configure(args)
+        return get(run)(args)
+    return SimpleNamespace(add_arguments=lambda p: get(add)(p), run=run_)
+
+
+# subcommand -> (help, add_arguments / run pair)
+SUBCOMMANDS = {
+    "build-data": ("build sharded pretraining examples from raw text",
+                   _pair("paddle_electra.pretraining.data", "add_build_arguments", "run_build", configure=False)),
+    "pretrain": ("ELECTRA replaced-token-detection pretraining (one or --nproc-per-node processes)",
+                 SimpleNamespace(add_arguments=_pretrain_arguments, run=_pretrain_run)),
+    "finetune": ("fine-tune on a published task (the original's run_finetuning.py)",
+                 _pair("paddle_electra.finetuning.cli", "finetune.add_arguments", "finetune.run", configure=False)),
+    "evaluate": ("score a fine-tuned model on a task's dev (and test) split, without training",
+                 _pair("paddle_electra.finetuning.cli", "evaluate.add_arguments", "evaluate.run", configure=False)),
+    "serve": ("serve PaddleHub modules over HTTP on 127.0.0.1",
+              SimpleNamespace(add_arguments=_serve_arguments, run=_serve_run)),
+    "convert": ("convert released TF or HF checkpoints", _pair("paddle_electra.conversion.cli")),
+    "export": ("export a pretraining run's models, or a model for PaddleNLP",
+               SimpleNamespace(add_arguments=_export_arguments, run=_export_run)),
+    "init": ("write randomly initialised weights of a variant",
+             _pair("paddle_electra.commands", "init.add_arguments", "init.run")),
+    "list": ("list the registered released variants",
+             _pair("paddle_electra.commands", "list_variants.add_arguments", "list_variants.run", configure=False)),
+    "demo": ("the main job end to end on the bundled sample (pretrain, fine-tune, hub, serving)",
+             _pair("paddle_electra.demo", configure=False)),
+    # the names of earlier releases, which docs and scripts use
+    "export-pdparams": ("same as `export paddlenlp`", _pair("paddle_electra.conversion.paddlenlp_export")),
+    "export-discriminator": ("same as `export pretraining`", _pair("paddle_electra.pretraining.export")),
+}
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of `command` only (None: the subcommand list)."""
     parser = argparse.ArgumentParser(prog="paddle-electra", description="Chinese ELECTRA for PaddlePaddle")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (module, attr, help_) in SUBCOMMANDS.items():
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for name, (help_, pair) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(_module=module, _attr=attr)
-        # parsers are built only for the subcommand asked for, so one broken optional
-        # dependency cannot break the others
-        if argv is None and len(sys.argv) > 1 and sys.argv[1] == name or argv and argv[0] == name:
-            _target(module, attr).add_arguments(p)
-    args = parser.parse_args(argv)
-    return _target(args._module, args._attr).run(args) or 0
+        if name == command:
+            pair.add_arguments(p)
+    return parser
 
 
-def _target(module, attr):
-    mod = importlib.import_module(module)
-    return getattr(mod, attr) if attr else mod
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    args = build_parser(command).parse_args(argv)
+    args.cli_argv = argv[1:]  # what --nproc-per-node re-runs in each process
+    try:
+        return SUBCOMMANDS[args.command][1].run(args) or 0
+    except (ValueError, FileNotFoundError) as e:  # bad input: the library's errors name what is wrong
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(f"paddle-electra {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

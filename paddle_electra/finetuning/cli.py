@@ -20,10 +20,12 @@ def add_arguments(p):
 
 def config_from_args(args, **fixed):
     """The FinetuneConfig of parsed arguments: --hparams, then each --set, then `fixed`."""
-    from .config import FinetuneConfig
+    from .config import FinetuneConfig, HparamsError
     overrides = {}
     for item in args.set:
-        key, _, value = item.partition("=")
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise HparamsError(f"--set {item!r}: expected KEY=VALUE")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -507,7 +507,7 @@ def run_build(args) -> int:
     opts = BuildOptions(output_dir=args.output_dir, vocab_file=args.vocab, max_seq_length=args.max_seq_length,
                         seed=args.seed, hfl_segment_bug=args.hfl_segment_bug)
     if not args.input and not args.input_docs_per_line:
-        raise SystemExit("give --input and/or --input-docs-per-line")
+        raise ValueError("give --input and/or --input-docs-per-line")
     index = build_dataset(args.input, opts, num_processes=args.num_processes,
                           unit_bytes=int(args.unit_mb * (1 << 20)) if args.unit_mb else None,
                           docs_per_line=args.input_docs_per_line)

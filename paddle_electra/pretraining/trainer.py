@@ -106,7 +106,7 @@ def build_configs(args):
     if args.init_from:
         return None, None
     if bool(args.model) == bool(args.discriminator_config):
-        raise SystemExit("give exactly one of --model, --discriminator-config or --init-from")
+        raise ValueError("give exactly one of --model, --discriminator-config or --init-from")
     if args.model:
         v = get_variant(args.model)
         disc, gen = v.discriminator, v.generator
@@ -298,7 +298,7 @@ class Trainer:
         self.world, self.rank, _ = _dist_env()
         self.device = resolve_device(args.device)  # the process is set up by the entry point (runtime.configure_process)
         if args.amp != "off" and self.device == "cpu":
-            raise SystemExit(f"--amp {args.amp} needs a GPU: Paddle {paddle.__version__} has no bfloat16/float16 "
+            raise ValueError(f"--amp {args.amp} needs a GPU: Paddle {paddle.__version__} has no bfloat16/float16 "
                              f"matmul kernel on CPU in dygraph")
         if self.world > 1:
             if self.device == "cpu":
@@ -749,7 +749,7 @@ def _fmt(v):
 
 def run(args):
     if args.eval_only and not args.eval_data_dir:
-        raise SystemExit("--eval-only needs --eval-data-dir")
+        raise ValueError("--eval-only needs --eval-data-dir")
     trainer = Trainer(args)
     if args.eval_only:
         m = trainer.evaluate()
