@@ -262,6 +262,67 @@ def test_unpickler_rejects_out_of_bounds_tensor(tmp_path):
     np.testing.assert_array_equal(load_torch_state_dict(str(path))["w"], [1, 2, 3])
 
 
+def _legacy_bin(main_pickle: bytes, keys=b"\x80\x02]q\x00X\x01\x00\x00\x000a.", data=b"") -> bytes:
+    # the legacy torch.save layout: magic, protocol, system info, the main pickle, the storage keys, data
+    head = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + pickle.dumps(1001, protocol=2) \
+        + pickle.dumps({"little_endian": True}, protocol=2)
+    return head + main_pickle + keys + data
+
+
+def _tensor_pickle(numel_op: bytes, size=b"K\x02\x85", stride=b"K\x01\x85", storage_class=b"FloatStorage"):
+    storage = b"(" + _u("storage") + b"ctorch\n" + storage_class + b"\n" + _u("0") + _u("cpu") + numel_op + b"tQ"
+    return (b"\x80\x02}" + _u("w") + b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage
+            + b"K\x00" + size + stride + b"\x89ccollections\nOrderedDict\n)RtRs.")
+
+
+def test_bin_reader_checks_sizes_before_allocating(tmp_path):
+    # a few hundred bytes asking for 2**40 floats (4 TiB): refused from the file size, nothing allocated
+    path = tmp_path / "bomb_legacy.bin"
+    path.write_bytes(_legacy_bin(_tensor_pickle(b"\x8a\x06\x00\x00\x00\x00\x00\x01")))
+    assert path.stat().st_size < 600
+    with pytest.raises(CheckpointError, match="does not fit in the .* bytes left in the file"):
+        load_torch_state_dict(str(path))
+    # a zip whose storage record claims more than it holds
+    zpath = tmp_path / "bomb_zip.bin"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("archive/data.pkl", _tensor_pickle(b"\x8a\x06\x00\x00\x00\x00\x00\x01"))
+        zf.writestr("archive/data/0", np.zeros(2, "<f4").tobytes())
+    with pytest.raises(CheckpointError, match="has 8 bytes, the pickle asks for 4398046511104"):
+        load_torch_state_dict(str(zpath))
+    # a deflated record that would inflate a thousandfold (a small zip reaching gigabytes)
+    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data.pkl", _tensor_pickle(b"J\x00\x00\x40\x01", size=b"J\x00\x00\x40\x01\x85"))
+        zf.writestr("archive/data/0", bytes(4 * 0x01400000))  # 80 MiB of zeros
+    assert zpath.stat().st_size < 200_000
+    with pytest.raises(CheckpointError, match="would inflate .* refusing"):
+        load_torch_state_dict(str(zpath))
+    # a stride-0 view with 10**12 elements over a storage of 2
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("archive/data.pkl", _tensor_pickle(b"K\x02", size=b"J\x40\x42\x0f\x00J\x40\x42\x0f\x00\x86",
+                                                       stride=b"K\x00K\x00\x86"))
+        zf.writestr("archive/data/0", np.zeros(2, "<f4").tobytes())
+    with pytest.raises(CheckpointError, match="more elements than its storage"):
+        load_torch_state_dict(str(zpath))
+
+
+def test_bin_reader_keeps_no_shared_state(tmp_path):
+    # BUILD on the storage class the pickle names tries to turn FloatStorage into float16 for the
+    # whole process; it is refused, and a valid file read afterwards still loads float32
+    evil = (b"\x80\x02ctorch\nFloatStorage\n}" + _u("_dtype") + _u("<f2") + b"s}" + _u("dtype") + _u("<f2")
+            + b"s\x86b0}.")
+    path = tmp_path / "evil.bin"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", evil)
+    with pytest.raises(UnsafePickleError, match="refusing BUILD"):
+        load_torch_state_dict(str(path))
+    good = tmp_path / "good.bin"
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.writestr("archive/data.pkl", _tensor_pickle(b"K\x02"))
+        zf.writestr("archive/data/0", np.array([1.5, -2.0], "<f4").tobytes())
+    w = load_torch_state_dict(str(good))["w"]
+    assert w.dtype == np.float32 and w.tolist() == [1.5, -2.0]
+
+
 def test_cli_script(hf, tmp_path):
     from paddle_electra.modeling import ElectraForPreTraining
     script = os.path.join(ROOT, "convert", "convert_hf_checkpoint.py")
