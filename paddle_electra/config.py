@@ -14,6 +14,16 @@ class ConfigError(ValueError):
     """A config file or field is missing or wrong."""
 
 
+# sizes a config may have: wide enough for any ELECTRA (large: 24 layers, 1024 wide), narrow enough
+# that a typo (100000 layers, -256) is an error naming the field instead of a hang or a Paddle traceback
+_INT_BOUNDS = {
+    "vocab_size": (1, 10_000_000), "embedding_size": (1, 65_536), "hidden_size": (1, 65_536),
+    "num_hidden_layers": (1, 1000), "num_attention_heads": (1, 1024), "intermediate_size": (1, 262_144),
+    "max_position_embeddings": (1, 1_048_576), "type_vocab_size": (1, 1024), "pad_token_id": (0, 10_000_000),
+}
+MAX_PARAMETERS = 20_000_000_000  # 80 GB of float32
+
+
 @dataclass
 class ElectraConfig:
     vocab_size: int = 21128
@@ -35,11 +45,31 @@ class ElectraConfig:
     extra: Dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
+        for name, (low, high) in _INT_BOUNDS.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+                raise ConfigError(f"{name} must be an integer in [{low}, {high}], got {v!r}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v < 1.0:
+                raise ConfigError(f"{name} must be a probability in [0, 1), got {v!r}")
+        if not isinstance(self.layer_norm_eps, (int, float)) or not 0.0 < self.layer_norm_eps < 1.0:
+            raise ConfigError(f"layer_norm_eps must be in (0, 1), got {self.layer_norm_eps!r}")
+        if not isinstance(self.initializer_range, (int, float)) or not 0.0 <= self.initializer_range <= 10.0:
+            raise ConfigError(f"initializer_range must be in [0, 10], got {self.initializer_range!r}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"pad_token_id {self.pad_token_id} is not an id of the vocabulary (0..{self.vocab_size - 1})")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}")
         if self.hidden_act not in ("gelu", "gelu_new", "relu"):
             raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported (gelu, gelu_new, relu)")
+        n = self.num_parameters()
+        if n > MAX_PARAMETERS:
+            raise ConfigError(f"this config has {n / 1e9:.1f}B backbone parameters (hidden_size {self.hidden_size}, "
+                              f"num_hidden_layers {self.num_hidden_layers}, intermediate_size "
+                              f"{self.intermediate_size}, vocab_size {self.vocab_size}); more than "
+                              f"{MAX_PARAMETERS / 1e9:.0f}B is refused as a mistake")
 
     # --- dict / json ---------------------------------------------------------------------
     @classmethod

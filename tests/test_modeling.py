@@ -76,6 +76,29 @@ def test_config_without_embedding_size_is_rejected_or_inferred(tmp_path):
         ElectraConfig.from_json_file(str(path))
 
 
+@pytest.mark.parametrize("field,value,message", [
+    ("hidden_size", -256, "hidden_size must be an integer in \\[1, 65536\\], got -256"),
+    ("hidden_size", 0, "hidden_size must be an integer in \\[1, 65536\\], got 0"),
+    ("vocab_size", 0, "vocab_size must be an integer in \\[1, 10000000\\], got 0"),
+    ("num_hidden_layers", 100000, "num_hidden_layers must be an integer in \\[1, 1000\\], got 100000"),
+    ("num_attention_heads", 0, "num_attention_heads must be an integer"),
+    ("max_position_embeddings", -1, "max_position_embeddings"),
+    ("hidden_dropout_prob", 1.5, "hidden_dropout_prob must be a probability"),
+    ("layer_norm_eps", 0.0, "layer_norm_eps must be in"),
+    ("pad_token_id", 21128, "pad_token_id 21128 is not an id"),
+])
+def test_config_values_out_of_range_name_the_field(tmp_path, field, value, message):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**VARIANTS["chinese-electra-small"].discriminator.to_dict(), field: value}))
+    with pytest.raises(ConfigError, match=f"{path}: {message}"):
+        ElectraConfig.from_json_file(str(path))
+
+
+def test_config_with_absurd_parameter_count_is_refused():
+    with pytest.raises(ConfigError, match="B backbone parameters .* refused"):
+        ElectraConfig(hidden_size=16384, num_attention_heads=16, intermediate_size=65536, num_hidden_layers=1000)
+
+
 def _batch(seed=0, B=3, S=11, pad=(0, 4, 7)):
     rng = np.random.RandomState(seed)
     ids = rng.randint(1, TINY.vocab_size, size=(B, S))
