@@ -1,6 +1,7 @@
 """`paddle-electra list` and `paddle-electra init`."""
 from __future__ import annotations
 
+import sys
 from types import SimpleNamespace
 
 
@@ -28,6 +29,8 @@ def _init_args(p):
     p.add_argument("name", help="registered variant, e.g. chinese-electra-small")
     p.add_argument("--output", required=True, help="folder to write (a pretraining dir: both models)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --output that is not a previous model folder")
     p.add_argument("--num-hidden-layers", type=int, default=None,
                    help="override the depth (tiny models for tests)")
 
@@ -35,6 +38,7 @@ def _init_args(p):
 def _init_run(args):
     import paddle
     from .config import get_variant
+    from .io import OutputError
     from .modeling import ElectraForPreTraining
     v = get_variant(args.name)
     disc, gen = v.discriminator, v.generator
@@ -42,7 +46,11 @@ def _init_run(args):
         disc = disc.replace(num_hidden_layers=args.num_hidden_layers)
         gen = gen.replace(num_hidden_layers=args.num_hidden_layers)
     paddle.seed(args.seed)
-    ElectraForPreTraining(disc, gen).save_pretrained(args.output)
+    try:
+        ElectraForPreTraining(disc, gen).save_pretrained(args.output, overwrite=args.overwrite)
+    except OutputError as e:
+        print(f"paddle-electra init: error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote randomly initialised {v.name} (discriminator + generator) to {args.output}")
 
 

@@ -147,8 +147,38 @@ class _ClassifierModel(_TaskModel):
             f.write("\n")
 
 
+class HFClassificationHead(nn.Layer):
+    """HF's ElectraClassificationHead after its first dropout: dense(H->H) -> gelu -> dropout ->
+    out_proj(H->num_labels), names as HF's (`classifier.dense`, `classifier.out_proj`)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.dense = _head_linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = _head_linear(hidden_size, num_labels)
+
+    def forward(self, x):
+        return self.out_proj(self.dropout(F.gelu(self.dense(x), approximate=False)))
+
+
 class ElectraForSequenceClassification(_ClassifierModel):
-    """logits [B, num_labels] from the [CLS] state (the original has no pooler)."""
+    """logits [B, num_labels] from the [CLS] state (the original has no pooler). `hf_head=True`:
+    HF's head instead of the original's single dense (for models fine-tuned with transformers)."""
+
+    def __init__(self, config: ElectraConfig, *args, hf_head: bool = False, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        self.hf_head = bool(hf_head)
+        if self.hf_head:
+            self.classifier = HFClassificationHead(config.hidden_size, self.num_labels, self.dropout.p)
+
+    @classmethod
+    def _build(cls, path: str, config: ElectraConfig, **kwargs):
+        if config.extra.get("architectures") == [cls.__name__] and kwargs.get("hf_head") is None:
+            kwargs["hf_head"] = config.extra.get("classifier_head") == "hf"
+        return super()._build(path, config, **kwargs)
+
+    def _config_dict_extra(self) -> Dict:
+        return {**super()._config_dict_extra(), **({"classifier_head": "hf"} if self.hf_head else {})}
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
         hidden = self.electra(input_ids, token_type_ids, attention_mask, position_ids)

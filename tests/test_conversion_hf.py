@@ -85,7 +85,7 @@ def _maxdiff(a, b):
 def test_pretraining_dir_matches_hf(hf, tmp_path, disc_fmt, gen_fmt):
     from paddle_electra.modeling import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator, ElectraModel
     out = convert_hf(hf["dirs"]["disc", disc_fmt], str(tmp_path / "out"), generator_dir=hf["dirs"]["gen", gen_fmt])
-    assert sorted(os.listdir(out)) == ["config.json", "generator.safetensors", "generator_config.json",
+    assert sorted(os.listdir(out)) == ["README.md", "config.json", "generator.safetensors", "generator_config.json",
                                        "model.safetensors", "vocab.txt"]
     x, ref = _paddle_inputs(hf["inputs"]), hf["ref"]
     disc = ElectraDiscriminator.from_pretrained(out).eval()
@@ -374,3 +374,80 @@ def test_paddlenlp_export_matches(tmp_path):
     print("max abs diff vs PaddleNLP:", json.dumps(diffs))
     assert max(diffs.values()) < TOL, diffs
     nlp.ElectraTokenizer.from_pretrained(str(tmp_path / "backbone"))  # the vocab loads too
+
+
+@pytest.mark.parametrize("hf_class,ours,labels", [
+    ("ElectraForSequenceClassification", "ElectraForSequenceClassification", 3),
+    ("ElectraForTokenClassification", "ElectraForTokenClassification", 5),
+    ("ElectraForQuestionAnswering", "ElectraForQuestionAnswering", 2),
+])
+def test_task_heads_match_transformers(hf, tmp_path, hf_class, ours, labels):
+    import paddle_electra
+    torch, transformers = hf["torch"], hf["transformers"]
+    torch.manual_seed(3)
+    cfg = transformers.ElectraConfig(vocab_size=V, embedding_size=E, hidden_size=H, num_attention_heads=4,
+                                     intermediate_size=4 * H, num_hidden_layers=2, max_position_embeddings=64,
+                                     num_labels=labels, id2label={i: f"L{i}" for i in range(labels)},
+                                     label2id={f"L{i}": i for i in range(labels)})
+    model = getattr(transformers, hf_class)(cfg).eval()
+    _perturb(model, torch, 4)
+    src = str(tmp_path / "hf")
+    model.save_pretrained(src, safe_serialization=False)
+    out = convert_hf(src, str(tmp_path / "ours"), parity=True)
+    t = {k: torch.tensor(v) for k, v in hf["inputs"].items()}
+    with torch.no_grad():
+        r = model(**t)
+    ref = [r.start_logits.numpy(), r.end_logits.numpy()] if hf_class.endswith("Answering") else [r.logits.numpy()]
+    m = getattr(paddle_electra, ours).from_pretrained(out).eval()
+    assert m.load_report.complete
+    got = m(**_paddle_inputs(hf["inputs"]))
+    got = [g.numpy() for g in (got if isinstance(got, (tuple, list)) else [got])]
+    mask = hf["inputs"]["attention_mask"].astype(bool)
+    for a, b in zip(ref, got):
+        if a.ndim >= 2 and a.shape[1] == mask.shape[1]:  # per-token outputs: the real tokens
+            a, b = a[mask], b[mask]
+        assert _maxdiff(a, b) < TOL
+    if ours != "ElectraForQuestionAnswering":
+        assert m.labels == [f"L{i}" for i in range(labels)]
+    card = open(os.path.join(out, "README.md"), encoding="utf-8").read()
+    assert f"| parity (discriminator) | max abs difference" in card and f"transformers {transformers.__version__}" in card
+    measured = float(card.split("max abs difference ")[1].split(" ")[0])
+    assert measured < TOL
+
+
+def test_multiple_choice_head_is_refused_by_name(hf, tmp_path):
+    transformers = hf["transformers"]
+    cfg = transformers.ElectraConfig(vocab_size=V, embedding_size=E, hidden_size=H, num_attention_heads=4,
+                                     intermediate_size=4 * H, num_hidden_layers=1, max_position_embeddings=64)
+    transformers.ElectraForMultipleChoice(cfg).save_pretrained(str(tmp_path / "mc"))
+    with pytest.raises(CheckpointError, match="ElectraForMultipleChoice .* has no counterpart"):
+        convert_hf(str(tmp_path / "mc"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_known_wrong_legal_small_generator_config_is_patched(hf, tmp_path, caplog):
+    # a generator whose config.json gives the discriminator's widths (256 / 1024 / 4 heads) while its
+    # weights are the 64-wide generator's, as hfl/chinese-legal-electra-small-generator's does
+    import shutil
+    from paddle_electra.modeling import ElectraGenerator
+    transformers = hf["transformers"]
+    cfg = transformers.ElectraConfig(vocab_size=V, embedding_size=E, hidden_size=64, num_attention_heads=1,
+                                     intermediate_size=256, num_hidden_layers=2, max_position_embeddings=64)
+    src = tmp_path / "chinese-legal-electra-small-generator"
+    transformers.ElectraForMaskedLM(cfg).save_pretrained(str(src))
+    d = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**d, "hidden_size": 256, "intermediate_size": 1024,
+                                                 "num_attention_heads": 4}))
+    out = convert_hf(str(src), str(tmp_path / "out"))
+    assert "patched the known error of hfl/chinese-legal-electra-small-generator" in caplog.text
+    g = ElectraGenerator.from_pretrained(out)
+    assert (g.config.hidden_size, g.config.intermediate_size, g.config.num_attention_heads) == (64, 256, 1)
+    assert "patched" in (tmp_path / "out" / "README.md").read_text()
+    # weights the fix does not fit are not "patched": the shapes are reported
+    other = tmp_path / "other"
+    transformers.ElectraForMaskedLM(transformers.ElectraConfig(
+        vocab_size=V, embedding_size=E, hidden_size=32, num_attention_heads=1, intermediate_size=128,
+        num_hidden_layers=2, max_position_embeddings=64)).save_pretrained(str(other))
+    shutil.copyfile(src / "config.json", other / "config.json")
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        convert_hf(str(other), str(tmp_path / "out2"))

@@ -549,7 +549,7 @@ def test_cli_discriminator_only_and_errors(ckpts, tmp_path, capsys):
     out = tmp_path / "disc"
     assert main(["convert", "tf", "--checkpoint", ckpt_dir, "--discriminator-config", c["disc"],
                  "--output", str(out)]) == 0
-    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "vocab.txt"]
+    assert sorted(os.listdir(out)) == ["README.md", "config.json", "model.safetensors", "vocab.txt"]
     line = capsys.readouterr().out.strip().splitlines()[-1]
     n_gen = sum(k.startswith(("generator/", "generator_predictions/")) for k in c["layout"])
     assert f"converted {len(c['layout']) - n_gen} variables" in line and f"{n_gen} generator not requested" in line
@@ -591,3 +591,22 @@ if __name__ == "__main__":
     a = ap.parse_args()
     sys.path.insert(0, ROOT)
     _write_full_size(a.prefix, a.variant)
+
+
+def test_output_is_never_the_checkpoint_folder(ckpts, tmp_path, capsys):
+    from paddle_electra.cli import main
+    c = ckpts["small"]
+    ckpt_dir = os.path.dirname(c["prefixes"]["full"])
+    before = sorted(os.listdir(ckpt_dir))
+    for out in (ckpt_dir, os.path.dirname(ckpt_dir)):
+        assert main(["convert", "tf", "--checkpoint", ckpt_dir, "--discriminator-config", c["disc"],
+                     "--output", out, "--overwrite"]) == 1
+        assert "the input" in capsys.readouterr().err
+    assert sorted(os.listdir(ckpt_dir)) == before
+    # the model card names the source, the licence and the citation, and says parity was not measured
+    out = tmp_path / "small"
+    assert main(["convert", "tf", "--checkpoint", ckpt_dir, "--discriminator-config", c["disc"],
+                 "--output", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert f"TensorFlow checkpoint {os.path.abspath(c['prefixes']['full'])}" in card
+    assert "Apache-2.0" in card and "cui-etal-2020-revisiting" in card and "parity | not measured" in card

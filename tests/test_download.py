@@ -110,7 +110,7 @@ def test_download_convert_and_load(repos, hub):
     assert f"/cdn/{GEN_REPO}/resolve/main/pytorch_model.bin" in hub.requests
     assert _home_entries() == ["chinese-electra-small"]
     assert sorted(os.listdir(os.path.join(os.environ["PADDLE_ELECTRA_HOME"], "chinese-electra-small"))) == [
-        "config.json", "generator.safetensors", "generator_config.json", "model.safetensors", "vocab.txt"]
+        "README.md", "config.json", "generator.safetensors", "generator_config.json", "model.safetensors", "vocab.txt"]
     n = len(hub.requests)
     gen = ElectraGenerator.from_pretrained("hfl/chinese-electra-small-generator").eval()  # HF spelling works too
     assert np.max(np.abs(gen(**x).numpy() - repos["ref"]["gen"])) < 1e-5

@@ -11,7 +11,12 @@ import sys
 import time
 
 from ..config import ConfigError, get_variant
-from ..io import CheckpointError
+from ..io import CheckpointError, OutputError
+
+
+def _overwrite_argument(p: argparse.ArgumentParser):
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --output that is not a previous model folder (never the input)")
 
 
 def add_tf_arguments(p: argparse.ArgumentParser):
@@ -28,6 +33,7 @@ def add_tf_arguments(p: argparse.ArgumentParser):
     p.add_argument("--discriminator-only", action="store_true",
                    help="with --model: leave the generator out")
     p.add_argument("--output", required=True, help="folder to write (replaced only when the conversion succeeds)")
+    _overwrite_argument(p)
     p.add_argument("--vocab", default=None,
                    help="vocab.txt to ship (default: the one beside the checkpoint, else the bundled one)")
     p.add_argument("--skip", action="append", default=[], metavar="PATTERN",
@@ -39,6 +45,10 @@ def add_hf_arguments(p: argparse.ArgumentParser):
     p.add_argument("--input", required=True, help="HF discriminator folder (config.json + weights)")
     p.add_argument("--generator", default=None, help="HF generator folder, to write a pretraining dir")
     p.add_argument("--output", required=True, help="folder to write")
+    p.add_argument("--parity", action="store_true",
+                   help="run the HF model (needs torch + transformers) and the converted one on the same input "
+                        "and record the largest difference in the model card")
+    _overwrite_argument(p)
 
 
 def add_arguments(parser: argparse.ArgumentParser):
@@ -68,8 +78,8 @@ def run_tf(args) -> int:
         else:
             disc, gen = args.discriminator_config, args.generator_config
         summary = convert_tf_checkpoint(args.checkpoint, args.output, disc, gen, vocab_file=args.vocab,
-                                        skip=args.skip)
-    except (CheckpointError, ConfigError, KeyError, FileNotFoundError) as e:
+                                        skip=args.skip, overwrite=args.overwrite, variant=args.model)
+    except (CheckpointError, ConfigError, KeyError, FileNotFoundError, OutputError) as e:
         return _fail(e.args[0] if isinstance(e, KeyError) else str(e))
     print(summary.line())
     return 0
@@ -79,8 +89,9 @@ def run_hf(args) -> int:
     from .hf import convert_hf  # here: the converters import paddle, which `--help` does not need
     start = time.perf_counter()
     try:
-        convert_hf(args.input, args.output, generator_dir=args.generator)
-    except (CheckpointError, ConfigError, FileNotFoundError) as e:
+        convert_hf(args.input, args.output, generator_dir=args.generator, overwrite=args.overwrite,
+                   parity=args.parity)
+    except (CheckpointError, ConfigError, FileNotFoundError, OutputError) as e:
         return _fail(str(e))
     print(f"converted {args.input}{' + ' + args.generator if args.generator else ''} -> {args.output} "
           f"in {time.perf_counter() - start:.2f} s")

@@ -34,7 +34,7 @@ import numpy as np
 import paddle
 
 from ..io import (CONFIG_NAME, GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME, PDPARAMS_NAME, VOCAB_NAME,
-                  WEIGHTS_NAME, CheckpointError, atomic_dir)
+                  WEIGHTS_NAME, CheckpointError, OutputError, OutputKind, output_dir)
 from ..modeling_utils import check_state, read_weights, resolve_name
 from ..config import ConfigError, ElectraConfig
 from ..modeling import ElectraDiscriminator, ElectraGenerator, ElectraModel
@@ -89,7 +89,13 @@ def _paddlenlp_config(config: ElectraConfig, architecture: str) -> Dict:
     return d
 
 
-def export_paddlenlp(input_path: str, output: str, model: str = "backbone", allow_pickle: bool = False) -> str:
+# a previous export: what export_paddlenlp writes
+PADDLENLP_DIR = OutputKind("PaddleNLP export", (CONFIG_NAME, PDPARAMS_NAME),
+                           (CONFIG_NAME, PDPARAMS_NAME, VOCAB_NAME, "tokenizer_config.json"))
+
+
+def export_paddlenlp(input_path: str, output: str, model: str = "backbone", allow_pickle: bool = False,
+                     overwrite: bool = False) -> str:
     """Write `output` (model_state.pdparams + config.json + vocab.txt + tokenizer_config.json) from
     a from_pretrained dir. `model`: backbone (ElectraModel), discriminator or generator."""
     if model not in ARCHITECTURES:
@@ -117,7 +123,7 @@ def export_paddlenlp(input_path: str, output: str, model: str = "backbone", allo
     vocab = os.path.join(path, VOCAB_NAME)
     if not os.path.exists(vocab):
         vocab = bundled_vocab_path()
-    with atomic_dir(output) as tmp:
+    with output_dir(output, PADDLENLP_DIR, inputs=[path], overwrite=overwrite) as tmp:
         paddle.save(state, os.path.join(tmp, PDPARAMS_NAME))
         with open(os.path.join(tmp, CONFIG_NAME), "w", encoding="utf-8") as f:
             json.dump(_paddlenlp_config(config, ARCHITECTURES[model]), f, indent=2)
@@ -135,14 +141,17 @@ def add_arguments(p):
     p.add_argument("--model", choices=sorted(ARCHITECTURES), default="backbone",
                    help="backbone -> paddlenlp ElectraModel (default); discriminator -> ElectraDiscriminator; "
                         "generator -> ElectraGenerator (from a pretraining dir or a standalone generator)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --output that is not a previous export (never the input)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="read an input that only has model_state.pdparams (pickle: trusted files only)")
 
 
 def run(args):
     try:
-        out = export_paddlenlp(args.input, args.output, model=args.model, allow_pickle=args.allow_pickle)
-    except (CheckpointError, ConfigError, FileNotFoundError) as e:
+        out = export_paddlenlp(args.input, args.output, model=args.model, allow_pickle=args.allow_pickle,
+                               overwrite=args.overwrite)
+    except (CheckpointError, ConfigError, FileNotFoundError, OutputError) as e:
         print(f"paddle-electra export-pdparams: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote PaddleNLP {ARCHITECTURES[args.model]} to {out} "

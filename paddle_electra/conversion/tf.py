@@ -37,7 +37,7 @@ import numpy as np
 from ..config import ConfigError, ElectraConfig
 from ..modeling import ElectraDiscriminator, ElectraGenerator
 from ..tokenizer import bundled_vocab_path, load_vocab
-from .common import expected_shapes, write_converted
+from .common import expected_shapes, model_card, write_converted
 from .tf_checkpoint import TFCheckpoint, TFCheckpointError
 
 DISCRIMINATOR, GENERATOR = "discriminator", "generator"
@@ -237,19 +237,26 @@ class ConversionSummary:
 
 def convert_tf_checkpoint(checkpoint: str, output: str, discriminator_config: ConfigLike,
                           generator_config: Optional[ConfigLike] = None, vocab_file: Optional[str] = None,
-                          skip: Sequence[str] = ()) -> ConversionSummary:
+                          skip: Sequence[str] = (), overwrite: bool = False,
+                          variant: Optional[str] = None) -> ConversionSummary:
     """Convert a released TF checkpoint (folder or prefix) to a from_pretrained folder: the
     discriminator always, the generator too when its config is given. Nothing is written unless
-    everything checks out; an existing `output` is replaced only on success."""
+    everything checks out; an existing `output` is replaced only on success, and only when it is
+    empty, a previous model folder, or `overwrite` (never when it is or holds the checkpoint).
+    `variant`: the registered name, for the model card."""
     start = time.perf_counter()
     with TFCheckpoint(checkpoint) as ckpt:
         disc_cfg = _config(discriminator_config, ckpt)
         gen_cfg = _config(generator_config, ckpt)
         mapped = map_checkpoint(ckpt, disc_cfg, gen_cfg, skip)
         vocab = _vocab(vocab_file, ckpt, disc_cfg.vocab_size)
+        card = model_card(source=f"TensorFlow checkpoint {os.path.abspath(ckpt.prefix)}", config=disc_cfg,
+                          architecture="ElectraDiscriminator", with_generator=gen_cfg is not None, variant=variant)
         write_converted(output, disc_cfg, mapped.discriminator, gen_cfg, mapped.generator, vocab_file=vocab,
                         source=ckpt.prefix, metadata={"source": "tensorflow checkpoint",
-                                                      "checkpoint": os.path.basename(ckpt.prefix)})
+                                                      "checkpoint": os.path.basename(ckpt.prefix)},
+                        card=lambda _: card, inputs=[os.path.dirname(os.path.abspath(ckpt.prefix))],
+                        overwrite=overwrite)
     return ConversionSummary(output=output, prefix=ckpt.prefix, converted=len(mapped.used),
                              skipped=dict(Counter(mapped.skipped.values())), discriminator_tensors=len(mapped.discriminator),
                              generator_tensors=len(mapped.generator or {}),

@@ -38,8 +38,9 @@ class DataError(ValueError):
     file, the line or record, and the field."""
 
 
-class OutputError(FileExistsError):
-    """An output path would replace something the caller did not ask to replace."""
+class OutputError(FileExistsError, ValueError):
+    """An output path would replace something the caller did not ask to replace (a ValueError too:
+    bad input, which the CLI reports in one line)."""
 
 
 # --- what a writer may replace -------------------------------------------------------------------
@@ -151,24 +152,17 @@ def _public_permissions(root: str):
             os.chmod(os.path.join(dirpath, f), 0o666 & ~umask)
 
 
-def copy_inside(folder: str, name: str, dest: str):
-    """Copy `folder/name` to `dest`, refusing a link or a path that leads out of `folder` (a folder
-    read as input must not hand over an arbitrary file of the system)."""
-    src = os.path.join(folder, name)
-    if os.path.islink(src) or not _inside(os.path.realpath(src), os.path.realpath(folder)):
-        raise CheckpointError(f"{src} is a link (to {os.path.realpath(src)}); refusing to read through it: "
-                              f"copy the file itself into {folder}")
-    shutil.copyfile(src, dest)
-
-
-def path_inside(folder: str, name: str, what: str = "file") -> str:
-    """`folder/name` for a name read from a file in `folder` (a shard list): refuse absolute paths,
-    `..` and links that lead out of the folder."""
+def path_inside(folder: str, name: str, what: str = "file", roots: Sequence[str] = ()) -> str:
+    """`folder/name` for a file read from an input folder (`name` may come from a file there, e.g. a
+    shard list): refuse absolute paths, `..`, and links that lead out of the folder (or out of the
+    extra `roots`), so a folder cannot hand over an arbitrary file of the system."""
     if not isinstance(name, str) or not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
         raise CheckpointError(f"{folder}: {what} {name!r} is not a plain path inside the folder")
     path = os.path.join(folder, name)
-    if os.path.islink(path) or not _inside(os.path.realpath(path), os.path.realpath(folder)):
-        raise CheckpointError(f"{folder}: {what} {name!r} is a link out of the folder; refusing to read it")
+    real = os.path.realpath(path)
+    if not any(_inside(real, os.path.realpath(r)) for r in (folder, *roots)):
+        raise CheckpointError(f"{path} is a link to {real}, out of {folder}; refusing to read through it "
+                              f"(copy the file itself into the folder)")
     return path
 
 

@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import sys
 import time
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -32,9 +33,12 @@ import numpy as np
 
 from ..io import DataError  # one class for every data error: here a pretraining data folder is missing,
 # incomplete or does not fit the run
+from ..io import OutputError, OutputKind, output_dir
 
 FORMAT = "paddle-electra-pretraining-v1"
 INDEX_NAME = "index.json"
+# a previous build (what build_dataset writes), which a new build replaces without --overwrite
+DATASET_DIR = OutputKind("pretraining dataset", (INDEX_NAME,), (INDEX_NAME, "shard-*.bin", "shard-*.idx"))
 
 
 # --- the example builder ---------------------------------------------------------------------------
@@ -262,12 +266,11 @@ def file_md5(path: str) -> str:
 
 def build_dataset(inputs: Sequence[str], opts: BuildOptions, num_processes: int = 1,
                   unit_bytes: Optional[int] = None, progress: bool = True,
-                  docs_per_line: Sequence[str] = ()) -> dict:
+                  docs_per_line: Sequence[str] = (), overwrite: bool = False) -> dict:
     """Build the shards and index.json into opts.output_dir (written to a temporary folder and
     renamed, so an interrupted build leaves no half folder). Returns the index. `inputs` are in the
     original's format; `docs_per_line` files hold one whole document a line."""
     from tqdm import tqdm
-    from ..io import atomic_dir
     inputs, docs_per_line = list(inputs or []), list(docs_per_line or [])
     if not inputs and not docs_per_line:
         raise DataError("no input files")
@@ -277,7 +280,7 @@ def build_dataset(inputs: Sequence[str], opts: BuildOptions, num_processes: int 
     units = plan_units(inputs, unit_bytes, docs_per_line)
     t0 = time.time()
     final_dir = opts.output_dir
-    with atomic_dir(final_dir) as tmp:
+    with output_dir(final_dir, DATASET_DIR, inputs=inputs + docs_per_line + [opts.vocab_file], overwrite=overwrite) as tmp:
         o = BuildOptions(**{**opts.__dict__, "output_dir": tmp})
         results = []
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="building", disable=not progress)
@@ -493,7 +496,10 @@ def add_build_arguments(p):
                    help="text files with one whole document a line (e.g. CLUECorpusSmall): each line is split "
                         "into sentences at 。！？!?；; and ends its document")
     p.add_argument("--vocab", default=bundled_vocab_path(), help="vocab.txt (default: the bundled Chinese vocab)")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", required=True,
+                   help="folder to write; a non-empty one only when it holds a previous dataset (or --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --output-dir that is not a previous dataset (never an input)")
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--num-processes", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=12345)
@@ -510,7 +516,7 @@ def run_build(args) -> int:
         raise ValueError("give --input and/or --input-docs-per-line")
     index = build_dataset(args.input, opts, num_processes=args.num_processes,
                           unit_bytes=int(args.unit_mb * (1 << 20)) if args.unit_mb else None,
-                          docs_per_line=args.input_docs_per_line)
+                          docs_per_line=args.input_docs_per_line, overwrite=args.overwrite)
     s = index["summary"]
     print(f"wrote {args.output_dir}: {len(index['shards'])} shards, {s['documents']} documents, {s['lines']} lines, "
           f"{s['examples']} examples, {s['tokens']} tokens, padding {100 * s['padding_share']:.1f}%, "

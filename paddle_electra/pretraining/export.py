@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 
-from ..io import CheckpointError
+import sys
+
+from ..io import MODEL_DIR, CheckpointError, OutputError, check_output
 
 
 def find_checkpoint(run_dir: str) -> str:
@@ -19,21 +21,28 @@ def find_checkpoint(run_dir: str) -> str:
     return os.path.join(found[-1], MODEL_SUBDIR)
 
 
-def export(run_dir: str, out: str) -> str:
+def export(run_dir: str, out: str, overwrite: bool = False) -> str:
     from ..modeling import ElectraForPreTraining
+    check_output(out, MODEL_DIR, inputs=[run_dir], overwrite=overwrite)  # never the run itself
     src = find_checkpoint(run_dir)
     model = ElectraForPreTraining.from_pretrained(src)
     vocab = os.path.join(src, "vocab.txt")
-    model.save_pretrained(out, vocab_file=vocab if os.path.exists(vocab) else None)
+    model.save_pretrained(out, vocab_file=vocab if os.path.exists(vocab) else None, overwrite=overwrite)
     return src
 
 
 def add_arguments(parser):
     parser.add_argument("run_dir", help="a pretraining --output-dir (its newest checkpoint) or one checkpoint folder")
     parser.add_argument("out", help="folder to write (replaced atomically)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty OUT that is not a previous model folder (never the run)")
 
 
 def run(args):
-    src = export(args.run_dir, args.out)
+    try:
+        src = export(args.run_dir, args.out, overwrite=args.overwrite)
+    except (CheckpointError, OutputError) as e:
+        print(f"paddle-electra export-discriminator: error: {e}", file=sys.stderr)
+        return 1
     print(f"exported {src} -> {args.out}")
     return 0
