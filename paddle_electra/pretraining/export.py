@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 
-import sys
-
-from ..io import MODEL_DIR, CheckpointError, OutputError, check_output
+from ..io import MODEL_DIR, CheckpointError, check_output
 
 
 def find_checkpoint(run_dir: str) -> str:
@@ -39,10 +37,6 @@ def add_arguments(parser):
 
 
 def run(args):
-    try:
-        src = export(args.run_dir, args.out, overwrite=args.overwrite)
-    except (CheckpointError, OutputError) as e:
-        print(f"paddle-electra export-discriminator: error: {e}", file=sys.stderr)
-        return 1
+    src = export(args.run_dir, args.out, overwrite=args.overwrite)
     print(f"exported {src} -> {args.out}")
     return 0
