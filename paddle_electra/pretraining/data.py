@@ -24,7 +24,6 @@ import json
 import os
 import random
 import re
-import sys
 import time
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -33,7 +32,7 @@ import numpy as np
 
 from ..io import DataError  # one class for every data error: here a pretraining data folder is missing,
 # incomplete or does not fit the run
-from ..io import OutputError, OutputKind, output_dir
+from ..io import OutputKind, output_dir
 
 FORMAT = "paddle-electra-pretraining-v1"
 INDEX_NAME = "index.json"
