@@ -484,4 +484,5 @@ class ReadingComprehensionDataset(paddle.io.Dataset):
 
 if __name__ == "__main__":  # `python -m paddle_electra.hub serving start ...`: paddle_electra.serving
     from .serving import main
+    runtime.configure_process()  # an entry point: the process is ours (paddle-electra serve does the same)
     sys.exit(main())
