@@ -106,16 +106,14 @@ class TaskSpec:
     texts: Tuple[int, ...] = (1, 2)  # texts per example
     labelled: bool = False           # takes a label map (label_map / id2label)
     needs_token_types: bool = False  # the head reads segment ids (answers are searched in segment 1)
-    probabilities: bool = False      # predictions come with per-class probabilities
     hub_fields: Tuple[Tuple[str, ...], ...] = ()  # PaddleHub's positional training batch layout(s)
+    prefers_dygraph: bool = False    # evaluation is faster in dygraph than on Paddle Inference
 
     @property
     def shape(self) -> str:
         return _texts_shape(self.texts)
 
-    @property
-    def model_class(self):
-        return modeling.ElectraModel
+    model_class = modeling.ElectraModel
 
     def model_kwargs(self, labels: Optional[Sequence[str]] = None, **settings) -> Dict:
         return {"id2label": list(labels)} if self.labelled and labels else {}
@@ -208,9 +206,7 @@ class TaskSpec:
 class Discriminator(TaskSpec):
     name, hub = "discriminator", False
 
-    @property
-    def model_class(self):
-        return modeling.ElectraDiscriminator
+    model_class = modeling.ElectraDiscriminator
 
     def outputs(self, model):
         return (("logits", 1),)
@@ -219,20 +215,16 @@ class Discriminator(TaskSpec):
 class Generator(Discriminator):
     name = "generator"
 
-    @property
-    def model_class(self):
-        return modeling.ElectraGenerator
+    model_class = modeling.ElectraGenerator
 
 
 class SequenceClassification(TaskSpec):
     """logits [B, num_labels] from the [CLS] state; mean cross entropy; accuracy."""
     name, aliases = "seq-cls", ("sequence_classification",)  # PaddleHub 2.0's spelling
-    labelled = probabilities = True
+    labelled = True
     hub_fields = (("input_ids", "token_type_ids", "labels"),)
 
-    @property
-    def model_class(self):
-        return heads.ElectraForSequenceClassification
+    model_class = heads.ElectraForSequenceClassification
 
     def outputs(self, model):
         return (("logits", None),)
@@ -284,7 +276,7 @@ class TextRegression(SequenceClassification):
     """A score per text (pair), e.g. sentence similarity (STS-B): one output of the [CLS] classifier,
     mean squared error; Pearson and Spearman correlation (percent), as GLUE reports STS-B."""
     name, aliases = "text-regression", ()
-    labelled = probabilities = False
+    labelled = False
 
     def model_kwargs(self, labels=None, **settings):
         return {"num_labels": 1}
@@ -321,12 +313,10 @@ class TokenClassification(TaskSpec):
     piece; texts longer than max_seq_len are read in windows of half-overlapping pieces, each piece
     labelled from the window where it has the most context; entity (chunk) F1."""
     name, aliases, texts = "token-cls", ("token_cls",), (1,)  # token_cls: PaddleHub 2.0's spelling
-    labelled = probabilities = True
+    labelled = True
     hub_fields = (("input_ids", "token_type_ids", "seq_lengths", "labels"),)
 
-    @property
-    def model_class(self):
-        return heads.ElectraForTokenClassification
+    model_class = heads.ElectraForTokenClassification
 
     def outputs(self, model):
         return (("logits", 1),)
@@ -460,15 +450,16 @@ class ReadingComprehension(TaskSpec):
     """Span extraction over `[CLS] question [SEP] context-window [SEP]` windows (finetuning.qa);
     answers are exact slices of the context; EM / F1 of the CMRC 2018 scorer."""
     name, texts, needs_token_types = "reading-comprehension", (2,), True
+    # fine-tuning's eval_backend "auto" runs the layer itself: the joint head's beam ran slower under
+    # oneDNN with per-batch lengths (29 s vs 16 s on 96 windows)
+    prefers_dygraph = True
     hub_fields = (("input_ids", "token_type_ids", "start_positions", "end_positions"),)
 
     @property
     def shape(self):
         return "[[context, question], ...]"
 
-    @property
-    def model_class(self):
-        return heads.ElectraForQuestionAnswering
+    model_class = heads.ElectraForQuestionAnswering
 
     def model_kwargs(self, labels=None, simple: Optional[bool] = None, beam_size: Optional[int] = None,
                      answerable: Optional[bool] = None, **settings):

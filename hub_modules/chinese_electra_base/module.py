@@ -13,8 +13,8 @@ from paddle_electra.hub import ElectraHubModule
     name="chinese-electra-base",
     version="3.0.0",
     summary="chinese-electra-base, 12-layer, 768-hidden, 12-heads, 768-embedding, 101.7M parameters "
-    "(discriminator). Tasks: embeddings, seq-cls, token-cls, text-matching, reading-comprehension. "
-    "Paddle dygraph, on paddle-electra.",
+    "(discriminator). Tasks: embeddings, seq-cls, token-cls, text-matching, reading-comprehension, "
+    "text-regression. Paddle dygraph, on paddle-electra.",
     author="ymcui (model); paddle-electra (module)",
     author_email="",
     type="nlp/semantic_model",

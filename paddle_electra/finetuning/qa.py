@@ -14,11 +14,12 @@ Used by the cmrc2018/drcd tasks and by the hub module's reading-comprehension ta
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..batching import softmax
 
 MAX_QUERY_LENGTH = 64
 DOC_STRIDE = 128
@@ -135,15 +136,6 @@ def featurize_qa(tokenizer, question: str, context: str, max_seq_length: int = 5
     return features
 
 
-def _softmax(scores: Sequence[float]) -> List[float]:
-    if not scores:
-        return []
-    m = max(scores)
-    e = [math.exp(s - m) for s in scores]
-    t = sum(e)
-    return [x / t for x in e]
-
-
 def _candidates(feature: QAFeature, out: Dict[str, np.ndarray], n_best_size: int):
     """(start, end, start_score, end_score) pairs from one window's head outputs: the joint head's
     beam (start_top_* and end_top_*), or the n-best starts x n-best ends of plain logits."""
@@ -195,8 +187,8 @@ def postprocess_qa(features: Sequence[QAFeature], outputs: Sequence[Dict[str, np
         nbest.append({"text": text, "start": cs, "end": ce, "start_logit": ss, "end_logit": es})
     if not nbest:
         return [{"text": "", "start": -1, "end": -1, "probability": 1.0, "start_logit": 0.0, "end_logit": 0.0}]
-    for entry, p in zip(nbest, _softmax([x["start_logit"] + x["end_logit"] for x in nbest])):
-        entry["probability"] = p
+    for entry, p in zip(nbest, softmax([x["start_logit"] + x["end_logit"] for x in nbest], dtype="float64")):
+        entry["probability"] = float(p)
     return nbest
 
 

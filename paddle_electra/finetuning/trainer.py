@@ -66,10 +66,10 @@ class InferencePredictor:
 
 def make_predictor(model, task: Task, backend: str = "dygraph"):
     """Something with `predict_batches(input_ids, token_type_ids, batch_size)`: `dygraph` runs the
-    layer itself; `inference` exports it and runs Paddle Inference; `auto` takes inference except for
-    span QA (see FinetuneConfig.eval_backend)."""
+    layer itself; `inference` exports it and runs Paddle Inference; `auto` takes inference unless the
+    task's spec prefers dygraph (span QA, see FinetuneConfig.eval_backend)."""
     if backend == "auto":
-        backend = "dygraph" if task.spec.needs_token_types else "inference"
+        backend = "dygraph" if task.spec.prefers_dygraph else "inference"
     if backend == "inference":
         return InferencePredictor(model, task)
     return DygraphPredictor(model, task.spec)
