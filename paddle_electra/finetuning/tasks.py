@@ -46,7 +46,7 @@ TASKS: Dict[str, type] = {}
 
 
 def register(cls):
-    if not getattr(cls, "name", None):
+    if not cls.name:
         raise ValueError(f"{cls.__name__} has no task name")
     TASKS[cls.name] = cls
     return cls
