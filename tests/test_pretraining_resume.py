@@ -189,7 +189,7 @@ def test_grad_scaler_state_is_saved_and_restored(tmp_path, monkeypatch):
     for p in model.parameters():  # the moments exist once a step ran
         p.grad = paddle.ones_like(p)
     opt.step()
-    path = save_checkpoint(str(tmp_path), 3, model, opt, sched, [], {}, keep=2, scaler=scaler)
+    path = save_checkpoint(str(tmp_path), 3, model, opt.named_state_dict(), sched, [], {}, keep=2, scaler=scaler)
     assert json.load(open(os.path.join(path, "trainer_state.json")))["grad_scaler"]["scale"] == [256.0]
 
     fresh = _enabled_grad_scaler(monkeypatch)
@@ -197,3 +197,38 @@ def test_grad_scaler_state_is_saved_and_restored(tmp_path, monkeypatch):
     load_checkpoint(path, model, opt, sched, scaler=fresh)
     assert float(fresh._scale.numpy()[0]) == 256.0
     assert (fresh._incr_count, fresh._decr_count, fresh._incr_every_n_steps) == (5, 1, 7)
+
+
+def test_amp_o2_master_weights_are_saved_and_restored(tmp_path):
+    """AMP O2 keeps fp32 master weights in the optimizer (by Paddle's internal parameter names);
+    checkpoints store them under the model's names and restore them. On CPU Paddle makes no O2
+    model (no half-precision kernels), so the master weights are set as O2 would hold them."""
+    import paddle
+    from paddle_electra.config import ElectraConfig
+    from paddle_electra.io import load_tensors
+    from paddle_electra.modeling import ElectraForPreTraining
+    from paddle_electra.optimization import create_optimizer
+    from paddle_electra.pretraining.trainer import load_checkpoint, save_checkpoint
+    cfg = ElectraConfig(vocab_size=30, embedding_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                        intermediate_size=16, max_position_embeddings=16)
+    paddle.seed(0)
+    model = ElectraForPreTraining(cfg, cfg)
+    opt, sched = create_optimizer(model, 1e-3, 10, 0)
+    for p in model.parameters():
+        p.grad = paddle.ones_like(p)
+    opt.step()
+    rng = np.random.default_rng(0)
+    master = {p.name: rng.standard_normal(p.shape).astype(np.float32) for p in model.parameters()}
+    opt._master_weights = {k: paddle.to_tensor(v) for k, v in master.items()}
+    path = save_checkpoint(str(tmp_path), 1, model, opt.named_state_dict(), sched, [], {}, keep=2)
+    saved = load_tensors(os.path.join(path, "optimizer.safetensors"))
+    structured = {p.name: n for n, p in model.named_parameters()}
+    for internal, value in master.items():
+        np.testing.assert_array_equal(saved["master_weights/" + structured[internal]], value)
+
+    opt2, sched2 = create_optimizer(model, 1e-3, 10, 0)
+    load_checkpoint(path, model, opt2, sched2)
+    restored = opt2.state_dict()["master_weights"]
+    assert sorted(restored) == sorted(master)
+    for k, v in master.items():
+        np.testing.assert_array_equal(restored[k].numpy(), v)

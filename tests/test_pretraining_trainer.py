@@ -3,6 +3,8 @@ curve, 2 processes (gloo) keep identical parameters and match 1 process with the
 export-discriminator writes a dir every model class loads, --init-from continues from it."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,3 +188,106 @@ def test_gradient_accumulation_and_recompute_match_the_full_batch(data_dir, tmp_
     a, b = load_tensors(os.path.join(full, ck)), load_tensors(os.path.join(acc, ck))
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=2e-6, err_msg=k)
+
+
+def test_sharding_stage1_matches_one_process_and_resumes(data_dir, tmp_path):
+    """--sharding-stage 1 (fleet hybrid sharding: each of 2 gloo processes holds half of the
+    optimizer states): the same losses as one process with the doubled batch, a checkpoint holding
+    the whole optimizer state (equal to the unsharded run's), and a resume from it."""
+    from paddle_electra.io import load_tensors
+    disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)
+    steps = 4
+    sharded = str(tmp_path / "sharded")
+    args = _args(data_dir, sharded, disc, gen, steps, 2, save=2) + ["--sharding-stage", "1"]
+    _launch(args, str(tmp_path / "log"))
+    one = str(tmp_path / "one")
+    _run(_args(data_dir, one, disc, gen, steps, 4, save=2) + ["--data-ranges", "2"])
+    l1, l2 = _losses(one), _losses(sharded)
+    for s in range(1, steps + 1):
+        assert l2[s] == pytest.approx(l1[s], rel=1e-4)
+    ck = os.path.join("checkpoints", f"checkpoint-{steps:08d}", "optimizer.safetensors")
+    a, b = load_tensors(os.path.join(one, ck)), load_tensors(os.path.join(sharded, ck))
+    assert sorted(a) == sorted(b)
+    held = []
+    for rank in range(2):  # each process held only its part of the state
+        log = open(os.path.join(str(tmp_path / "log"), f"workerlog.{rank}")).read()
+        m = re.search(r"rank %d: holds the optimizer state of (\d+) of (\d+) parameters" % rank, log)
+        held.append((int(m.group(1)), int(m.group(2))))
+    total = sum(k.endswith("_moment1_0") for k in a)
+    assert all(0 < own < total and n == total for own, n in held) and sum(o for o, _ in held) == total, held
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-3, atol=1e-7, err_msg=k)
+    # resume the sharded run from its step-2 checkpoint: steps 3 and 4 again, the same losses
+    shutil.rmtree(os.path.join(sharded, "checkpoints", f"checkpoint-{steps:08d}"))
+    r = _launch(args, str(tmp_path / "log2"))
+    assert "resumed from" in open(os.path.join(str(tmp_path / "log2"), "workerlog.0")).read()
+    l3 = _losses(sharded)
+    assert sorted(l3) == list(range(1, steps + 1))
+    for s in range(1, steps + 1):
+        assert l3[s] == pytest.approx(l2[s], rel=1e-5)
+
+
+def test_large_model_options_refused_where_they_cannot_run(data_dir, tmp_path):
+    disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)
+    base = _args(data_dir, str(tmp_path / "x"), disc, gen, 1, 2)
+    for extra, message in ((["--sharding-stage", "2"], "--sharding-stage 2 needs GPUs"),
+                           (["--sharding-stage", "1"], "needs several processes"),
+                           (["--amp", "fp16", "--amp-level", "O2"], "--amp fp16 needs a GPU"),
+                           (["--amp-level", "O2"], "--amp-level O2 needs --amp")):
+        r = subprocess.run([PY, os.path.join(ROOT, "pretrain", "run_pretraining.py")] + base + extra, env=_env(),
+                           capture_output=True, text=True)
+        assert r.returncode != 0 and message in r.stderr, (extra, r.stderr[-2000:])
+
+
+def _limited_address_space(limit):
+    import resource
+
+    def set_limit():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return set_limit
+
+
+def test_a_corpus_larger_than_the_address_space_trains(data_dir, tmp_path):
+    """A 3.6 GB corpus trains in a process limited to 3 GiB of address space (RLIMIT_AS), where
+    mapping the whole corpus at once fails: the reader maps only the shards it reads, at most
+    data.MAX_MAPPED_BYTES at a time. The corpus repeats the examples of a built set (the builder
+    streams its input, but tokenizing GiBs of text takes hours on this CPU)."""
+    limit, shard_bytes, corpus_bytes = 3 << 30, 128 << 20, 5 << 29
+    base = json.load(open(os.path.join(data_dir, "index.json")))
+    tokens = np.concatenate([np.fromfile(os.path.join(data_dir, s["name"] + ".bin"), np.uint16)
+                             for s in base["shards"]])
+    idx, offset = [], 0
+    for s in base["shards"]:
+        rows = np.fromfile(os.path.join(data_dir, s["name"] + ".idx"), np.int64).reshape(-1, 3).copy()
+        rows[:, 0] += offset
+        offset += s["tokens"]
+        idx.append(rows)
+    idx = np.concatenate(idx)
+    reps = shard_bytes // tokens.nbytes
+    shard_tokens = np.tile(tokens, reps)
+    shard_idx = np.concatenate([idx + np.array([r * len(tokens), 0, 0]) for r in range(reps)])
+    big = tmp_path / "big"
+    big.mkdir()
+    shards = []
+    for i in range(-(-corpus_bytes // shard_tokens.nbytes)):
+        name = f"shard-{i:05d}"
+        shard_tokens.tofile(str(big / (name + ".bin")))
+        shard_idx.tofile(str(big / (name + ".idx")))
+        shards.append({"name": name, "examples": len(shard_idx), "tokens": len(shard_tokens)})
+    json.dump({**base, "shards": shards}, open(big / "index.json", "w"))
+    size = sum(os.path.getsize(big / f) for f in os.listdir(big))
+    assert size > limit + (256 << 20)
+
+    # under the limit, mapping every shard at once fails
+    code = ("import numpy as np, os, sys; d = sys.argv[1]; "
+            "maps = [np.memmap(os.path.join(d, f), mode='r') for f in sorted(os.listdir(d)) if f.endswith(('.bin', '.idx'))]")
+    r = subprocess.run([PY, "-c", code, str(big)], preexec_fn=_limited_address_space(limit), capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and ("Cannot allocate memory" in r.stderr or "MemoryError" in r.stderr), r.stderr[-500:]
+    disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)
+    out = str(tmp_path / "out")
+    r = subprocess.run([PY, os.path.join(ROOT, "pretrain", "run_pretraining.py")] +
+                       _args(str(big), out, disc, gen, 3, 8, save=3), env=_env(), capture_output=True, text=True,
+                       preexec_fn=_limited_address_space(limit), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(_losses(out)) == [1, 2, 3]

@@ -91,6 +91,14 @@ def add_arguments(p: argparse.ArgumentParser):
     g.add_argument("--num-threads", type=int, help="CPU threads per process (default: cores / processes)")
     g.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
                    help="mixed precision (DistributedStrategy.amp); fp16 uses dynamic loss scaling (GPU)")
+    g.add_argument("--amp-level", choices=["O1", "O2"], default="O1",
+                   help="with --amp: O1 casts per op; O2 keeps the model in half precision with fp32 master weights "
+                        "in the optimizer (paddle.amp.decorate, master_weight=True; checkpoints hold fp32) (GPU)")
+    g.add_argument("--sharding-stage", type=int, choices=[0, 1, 2], default=0,
+                   help="shard over the processes: 1 = the optimizer states (fleet hybrid sharding, "
+                        "DygraphShardingOptimizer; runs on CPU too), 2 = optimizer states and gradients "
+                        "(paddle.distributed.sharding.group_sharded_parallel, level os_g; GPU). Checkpoints "
+                        "hold the whole optimizer state, so a run resumes with or without sharding")
     g.add_argument("--recompute", action="store_true",
                    help="recompute encoder layers in the backward pass (DistributedStrategy.recompute)")
     g.add_argument("--fast-cpu-kernels", choices=["auto", "on", "off"], default="auto",
@@ -127,12 +135,14 @@ def _dist_env():
     return world, rank, max(1, min(local, world))
 
 
-def _make_strategy(args):
+def _make_strategy(args, world: int):
     from paddle.distributed import fleet
     s = fleet.DistributedStrategy()
+    if args.sharding_stage == 1:  # every process one shard of the optimizer states; no other parallelism
+        s.hybrid_configs = {"dp_degree": 1, "mp_degree": 1, "pp_degree": 1, "sharding_degree": world}
     # These record the run's choices in the strategy, as the launcher's users expect; in dygraph,
     # fleet applies none of them itself, so the loop below implements each one (auto_cast,
-    # recompute of the encoder layers, accumulation with no_sync).
+    # recompute of the encoder layers, accumulation with no_sync); sharding (hybrid_configs) it does.
     s.amp = args.amp != "off"
     s.recompute = args.recompute
     if args.gradient_accumulation_steps > 1:
@@ -182,11 +192,12 @@ def _files_md5(root: str) -> Dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def save_checkpoint(output_dir, step, model, optimizer, scheduler, rng_states, extra, keep: int, scaler=None):
+def save_checkpoint(output_dir, step, model, optimizer_state, scheduler, rng_states, extra, keep: int, scaler=None):
+    """`optimizer_state`: ElectraAdamW.named_state_dict() (of every parameter)."""
     path = os.path.join(output_dir, "checkpoints", f"{CHECKPOINT_PREFIX}{step:08d}")
     with atomic_dir(path) as tmp:
         model.save_pretrained(os.path.join(tmp, MODEL_SUBDIR))
-        state = optimizer.named_state_dict()
+        state = dict(optimizer_state)
         sched = state.pop("LR_Scheduler", None)
         tensors = {k: v.numpy() for k, v in state.items() if hasattr(v, "numpy")}
         # AMP O2: fp32 master weights, {structured name: tensor}
@@ -300,10 +311,17 @@ class Trainer:
         if args.amp != "off" and self.device == "cpu":
             raise ValueError(f"--amp {args.amp} needs a GPU: Paddle {paddle.__version__} has no bfloat16/float16 "
                              f"matmul kernel on CPU in dygraph")
+        if args.amp_level == "O2" and args.amp == "off":
+            raise ValueError("--amp-level O2 needs --amp fp16 or bf16")
+        if args.sharding_stage == 2 and self.device == "cpu":
+            raise ValueError(f"--sharding-stage 2 needs GPUs: Paddle {paddle.__version__}'s group_sharded_parallel "
+                             f"runs on gpu, xpu and custom devices only (--sharding-stage 1 runs on CPU)")
+        if args.sharding_stage and self.world == 1:
+            raise ValueError("--sharding-stage needs several processes (paddle.distributed.launch)")
         if self.world > 1:
             if self.device == "cpu":
                 _set_gloo_interface()
-            fleet.init(is_collective=True, strategy=_make_strategy(args))
+            fleet.init(is_collective=True, strategy=_make_strategy(args, self.world))
         self.is_main = self.rank == 0
 
         self.data = PretrainingData(args.data_dir)
@@ -323,13 +341,22 @@ class Trainer:
         self.optimizer, self.scheduler = create_optimizer(
             self.model, args.learning_rate, args.max_steps, args.warmup_steps, weight_decay=args.weight_decay,
             lr_decay_power=args.lr_decay_power)
+        if args.amp != "off" and args.amp_level == "O2":  # half-precision model, fp32 master weights
+            paddle.amp.decorate(models=self.model, optimizers=self.optimizer, level="O2", master_weight=True,
+                                dtype="bfloat16" if args.amp == "bf16" else "float16", save_dtype="float32")
         self.rtd = RTDModule.make(self.model, self.cfg)
-        if self.world > 1:
-            self.rtd_dp = fleet.distributed_model(self.rtd)
-        else:
-            self.rtd_dp = self.rtd
         self.step = 0
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15) if args.amp == "fp16" else None
+        # self.optimizer holds the state (named_state_dict); self.stepper is what steps (a sharding wrapper)
+        self.rtd_dp, self.stepper = self.rtd, self.optimizer
+        if args.sharding_stage == 2:
+            from paddle.distributed.sharding import group_sharded_parallel
+            self.rtd_dp, self.stepper, self.scaler = group_sharded_parallel(
+                self.rtd, self.optimizer, level="os_g", scaler=self.scaler)
+        elif self.world > 1:
+            self.rtd_dp = fleet.distributed_model(self.rtd)
+            if args.sharding_stage == 1:
+                self.stepper = fleet.distributed_optimizer(self.optimizer)
         paddle.seed(args.seed + 1 + self.rank)  # dropout: different masks on each process
         ranges = self._resume()
         self.order = ExampleOrder(len(self.data), args.seed, ranges)
@@ -459,7 +486,7 @@ class Trainer:
         import paddle
         if self.args.amp == "off":
             return contextlib.nullcontext()
-        return paddle.amp.auto_cast(dtype="bfloat16" if self.args.amp == "bf16" else "float16", level="O1")
+        return paddle.amp.auto_cast(dtype="bfloat16" if self.args.amp == "bf16" else "float16", level=self.args.amp_level)
 
     def train_step(self):
         """One optimizer step (k micro-steps). Returns the summed stats tensor and, per micro-step,
@@ -478,7 +505,9 @@ class Trainer:
         stats_sum, probs, labels, reals = None, [], [], []
         for i, (b, noise) in enumerate(micro):
             batch, noise = self.to_tensors(b, noise)
-            sync = contextlib.nullcontext() if (self.world == 1 or i == k - 1) else self.rtd_dp.no_sync()
+            # no_sync: DataParallel's all-reduce only on the last micro-step (sharding reduces in step())
+            no_sync = getattr(self.rtd_dp, "no_sync", None)
+            sync = contextlib.nullcontext() if (no_sync is None or i == k - 1) else no_sync()
             with sync:
                 with self._amp_ctx():
                     loss, stats, p, l = self.rtd_dp(batch, noise, denominators)
@@ -491,11 +520,11 @@ class Trainer:
             labels.append(l)
             reals.append(batch["input_mask"])
         if self.scaler is not None:
-            self.scaler.step(self.optimizer)
+            self.scaler.step(self.stepper)
             self.scaler.update()
         else:
-            self.optimizer.step()
-        self.optimizer.clear_grad(set_to_zero=False)
+            self.stepper.step()
+        self.stepper.clear_grad(set_to_zero=False)
         self.scheduler.step()
         self.step += 1
         return stats_sum, probs, labels, reals
@@ -618,6 +647,7 @@ class Trainer:
     def save(self, gb):
         import paddle.distributed as dist
         rngs, sums = [rng_state_to_json()], [self.param_checksum()]
+        opt_state = self.optimizer_state()
         if self.world > 1:
             gathered, gathered_sums = [], []
             dist.all_gather_object(gathered, rngs[0])
@@ -630,10 +660,31 @@ class Trainer:
                      "examples_seen": self.step * gb, "data_dir": os.path.abspath(self.args.data_dir),
                      "data_index_md5": file_md5(os.path.join(self.args.data_dir, "index.json")),
                      "data_ranges": self.order.ranges}
-            save_checkpoint(self.args.output_dir, self.step, self.model, self.optimizer, self.scheduler, rngs,
+            save_checkpoint(self.args.output_dir, self.step, self.model, opt_state, self.scheduler, rngs,
                             extra, self.args.save_total_limit, scaler=self.scaler)
         if self.world > 1:
             dist.barrier()
+
+    def optimizer_state(self) -> Dict:
+        """The optimizer's named state; with sharding, each process holds the state of its own
+        parameters only, and rank 0 gets the union (the same state an unsharded run saves)."""
+        state = self.optimizer.named_state_dict()
+        if not self.args.sharding_stage:
+            return state
+        import paddle
+        import paddle.distributed as dist
+        mine = ({k: v.numpy() for k, v in state.items() if hasattr(v, "numpy")},
+                {k: v.numpy() for k, v in state.get("master_weights", {}).items()})
+        parts = []
+        dist.all_gather_object(parts, mine)
+        merged = {k: paddle.to_tensor(v) for tensors, _ in parts for k, v in tensors.items()}
+        n_own, n_all = (sum(k.endswith("_moment1_0") for k in d) for d in (mine[0], merged))
+        print(f"rank {self.rank}: holds the optimizer state of {n_own} of {n_all} parameters "
+              f"(sharding stage {self.args.sharding_stage})", flush=True)
+        master = {k: paddle.to_tensor(v) for _, m in parts for k, v in m.items()}
+        if master:
+            merged["master_weights"] = master
+        return merged
 
     def param_checksum(self) -> str:
         """md5 of every parameter's bytes: equal on all processes when data parallelism is right."""
