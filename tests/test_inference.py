@@ -289,3 +289,23 @@ def test_text_matching_shares_the_seq_cls_export(dirs):
     a = ElectraPredictor.from_pretrained(dirs["seq-cls"], task="seq-cls")
     b = ElectraPredictor.from_pretrained(dirs["seq-cls"], task="text-matching")
     assert a.export_dir == b.export_dir and a.export_dir.endswith(os.path.join("inference", "seq-cls"))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_spec_length_axes_are_the_exported_graphs(dirs, task):
+    """DygraphPredictor cuts outputs by the spec's declared length axes, ElectraPredictor by the axes
+    probed on the export: they must agree, so both paths return the same shapes."""
+    from paddle_electra.tasks import DygraphPredictor, get_spec
+    model_dir = _dir_for(dirs, task)
+    pred = ElectraPredictor.from_pretrained(model_dir, task=task)
+    model = load_dygraph(model_dir, task)
+    assert pred.seq_axes == get_spec(task).seq_axes(model)
+    seqs = [[101] + list(range(200, 200 + n)) + [102] for n in (25, 31)]
+    types = [[0] * 3 + [1] * (len(s) - 3) for s in seqs]
+    for a, b in zip(pred.predict_batches(seqs, types, batch_size=2),
+                    DygraphPredictor(model, get_spec(task)).predict_batches(seqs, types, batch_size=2)):
+        for x, y in zip(_tuple(a), _tuple(b)):
+            assert x.shape == y.shape
+            if np.issubdtype(x.dtype, np.integer):
+                continue  # top-k indices may swap on near ties across kernels
+            np.testing.assert_allclose(x, y, atol=1e-4, rtol=0)
