@@ -3,7 +3,10 @@ checkpoints. `pretrain/run_pretraining.py` is a thin wrapper around `add_argumen
 
 One process:      python pretrain/run_pretraining.py --data-dir D --model chinese-electra-small --output-dir O
 N processes:      python -m paddle.distributed.launch --nproc_per_node N pretrain/run_pretraining.py ...
-Several machines: add --nnodes M --master IP:PORT to the launcher on every machine.
+Several machines: add --nnodes M --master IP0:PORT --rank R --host THIS_IP to the launcher on every
+                  machine, with --output-dir a folder they share (docs/pretraining.md, "Many machines").
+Resume: the newest intact checkpoint (files and parameters checked against their stored md5s);
+SIGTERM saves one at the step's end and exits with 143; --step-timeout ends a job a lost host hangs.
 
 Determinism: the example order, the masking and the generator's sampling noise are pure functions of
 (seed, step) (see data.ExampleOrder and masking), dropout draws from Paddle's generator, whose state
