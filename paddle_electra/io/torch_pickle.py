@@ -334,8 +334,10 @@ def load_torch_state_dict(path: str) -> Dict[str, np.ndarray]:
         raise CheckpointError(f"weight file not found: {path}")
     try:
         state = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
-    except CheckpointError:
-        raise
+    except CheckpointError as e:  # every message names the file (the tensor checks do not know it)
+        if path in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from None
     except Exception as e:  # the file is untrusted input: whatever it makes the parser raise is a bad file
         raise CheckpointError(f"{path}: cannot read PyTorch checkpoint ({type(e).__name__}: "
                               f"{reprlib.repr(str(e))})") from None
