@@ -122,7 +122,7 @@ def _embedding_size_from(weights: Dict[str, np.ndarray]) -> Optional[int]:
 # --- the mixin every model class gets --------------------------------------------------------------
 class PretrainedMixin:
     """from_pretrained / save_pretrained for ElectraModel, ElectraDiscriminator, ElectraGenerator,
-    ElectraForPreTraining and the task heads (which add `extra_init_kwargs`)."""
+    ElectraForPreTraining and the task heads (which override `_build` and `_adapt_weights`)."""
 
     load_report: Optional[LoadReport] = None
 

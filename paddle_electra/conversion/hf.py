@@ -31,6 +31,7 @@ import os
 from typing import Dict, Optional, Tuple
 
 import numpy as np
+import paddle
 
 from ..config import ConfigError, ElectraConfig
 from ..heads import ElectraForQuestionAnswering, ElectraForSequenceClassification, ElectraForTokenClassification
@@ -248,7 +249,6 @@ _HF_CLASSES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraFo
 def measure_parity(hf_folder: str, ours: str, kind: str, config: ElectraConfig, batch=(2, 16)) -> Dict:
     """Run the HF model (transformers) and the converted one on the same random tokens; the largest
     absolute difference of their outputs."""
-    import paddle
     import torch         # here: optional dependencies, only for this measurement
     import transformers
     hf_config = transformers.ElectraConfig.from_pretrained(hf_folder)
