@@ -29,8 +29,9 @@ def rate(mm, a, b, n, rounds):
 
 def paddle_engine(threads):
     import paddle
+    from paddle_electra.paddle_compat import set_math_threads
     paddle.set_device("cpu")
-    paddle.base.core.set_num_threads(threads)
+    set_math_threads(threads)
     return paddle.matmul, lambda n: (paddle.randn([n, n]), paddle.randn([n, n]))
 
 
