@@ -74,3 +74,20 @@ def test_hooked_adamw_applies_both_hooks():
     assert np.abs(moving.numpy() - before[1]).min() > 0.01
     pows = {k: float(v.numpy().reshape(-1)[0]) for k, v in opt.state_dict().items() if "pow_acc" in k}
     assert pows and set(pows.values()) == {0.0}
+
+
+def test_no_private_paddle_api_outside_the_shims():
+    import pathlib
+    import re
+    root = pathlib.Path(__file__).resolve().parents[1]
+    private = re.compile(r"paddle\.base\b|from paddle\.base|libpaddle|_C_ops|paddle\.fluid|"
+                         r"_add_accumulator|_create_param_lr|_global_learning_rate|ScopedFlushDenormal")
+    offenders = []
+    for folder in ("paddle_electra", "benchmarks", "convert", "finetune", "pretrain", "hub_modules"):
+        for p in (root / folder).rglob("*.py"):
+            if p.name == "paddle_compat.py":
+                continue
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+                if private.search(line):
+                    offenders.append(f"{p.relative_to(root)}:{i}: {line.strip()}")
+    assert offenders == []
