@@ -240,3 +240,22 @@ def test_a_host_that_vanishes_is_detected_by_the_step_timeout(hosts, data_dir, t
     assert timeout <= detect <= timeout + 15 and all(c != 0 for c in codes), (codes, detect)
     assert "no step finished for" in _worker_log(logs, 0)
     print(f"link cut: --step-timeout {timeout} ended every launcher {detect:.1f} s later (exit codes {codes})")
+
+
+@pytest.mark.slow
+def test_a_launcher_killed_alone_leaves_its_worker_training(hosts, data_dir, tmp_path):  # noqa: F811
+    """SIGKILL to host 2's launcher only: its worker is not stopped (nothing tells it), so the job
+    goes on and finishes; host 1's launcher reports success."""
+    disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)
+    steps = 40
+    out, logs = str(tmp_path / "run"), str(tmp_path / "logs")
+    port = next(_PORTS)
+    procs = [_launch(hosts, i, port, _args(data_dir, out, disc, gen, steps, 2, save=4), logs) for i in range(2)]
+    _wait_for_step(out, 5, procs)
+    worker = _worker_pid(hosts, 1)
+    for pid in hosts.pids(1):
+        if pid != worker:
+            os.kill(pid, signal.SIGKILL)
+    codes, _, _ = _wait(procs, 120)
+    assert codes[0] == 0 and max(_losses(out)) == steps, codes
+    print(f"launcher of host 2 SIGKILLed at step >= 5: the job finished all {steps} steps (exit codes {codes})")
