@@ -82,6 +82,7 @@ setup(
         "tokenizers>=0.15",
         "tqdm>=4.60",
         "visualdl>=2.5",
+        "psutil>=5.8",  # the pretraining trainer finds the network interface of the launcher's address
         # fine-tuning metrics: NER chunk F1, and the CMRC 2018 scorer's word tokenizer (no data download)
         "seqeval>=1.2",
         "nltk>=3.8",

@@ -790,7 +790,7 @@ def _set_gloo_interface():
     ip = os.environ.get("PADDLE_CURRENT_ENDPOINT", "").rpartition(":")[0]
     if os.environ.get("GLOO_SOCKET_IFNAME") or not ip or ip.startswith("127."):
         return
-    import psutil  # a requirement of visualdl
+    import psutil
     for name, addrs in psutil.net_if_addrs().items():
         if any(a.address == ip for a in addrs):
             os.environ["GLOO_SOCKET_IFNAME"] = name
