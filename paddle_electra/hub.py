@@ -442,8 +442,9 @@ class ElectraHubModule(nn.Layer, TransformerModule):
         check_data(data, self.task, max_texts=self.max_serving_texts, max_chars=self.max_serving_chars)
         check_int("batch_size", batch_size, 1, self.max_serving_texts)
         self._check_run_args(max_seq_len, batch_size)
-        if not isinstance(return_prob, bool):
-            raise TypeError(f"return_prob must be true or false, got {_type(return_prob)}")
+        for name, value in (("return_prob", return_prob), ("use_gpu", use_gpu)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be true or false, got {_type(value)}")
         if self.task is None:
             if pooling not in ("cls", "mean"):
                 raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from test_hub import (CONTEXT, MODULES, PY, _env, electra_home, home, hub, installed, load,  # noqa: F401,F811
-                      task_dirs)
+                      paddle, task_dirs)
 
 
 # --- serving ---------------------------------------------------------------------------------------
@@ -28,14 +28,34 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _post(url, body, raw=False, content_type="application/json"):
-    data = body if raw else json.dumps(body).encode()
+def _call(url, body=None, raw=False, content_type="application/json"):
+    """-> (HTTP code, the JSON body); GET without a body."""
+    data = None if body is None else body if raw else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
-            return json.loads(r.read())
+            return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:  # the envelope comes with 4xx codes too
-        return json.loads(e.read())
+        return e.code, json.loads(e.read())
+
+
+def _post(url, body, raw=False, content_type="application/json"):
+    return _call(url, body, raw, content_type)[1]
+
+
+def _raw(port, payload: bytes, timeout=15):
+    """Bytes sent on a socket as they are -> (HTTP code, JSON body) of the answer (the server closes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        data = b""
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def _envelope(r):
+    return isinstance(r, dict) and set(r) == {"msg", "results", "status"}
 
 
 def start_server(args, env, log_path, port, timeout=180):
@@ -159,28 +179,61 @@ def test_serving_every_task_equals_predict(server, load, task_dirs, home):
     ({"data": [["a"]], "max_seq_len": 100000}, "max_seq_len"),
     ({"data": [["a"]], "max_seq_len": "64"}, "max_seq_len"),
     ({"data": [["a"]], "use_gpu": "yes"}, "use_gpu"),
+    pytest.param({"data": [["a"]], "use_gpu": True}, "no GPU", marks=pytest.mark.skipif(
+        paddle.device.cuda.device_count() > 0, reason="a GPU is there")),
     ({"data": [["a"]], "colour": 1}, "unknown request field"),
     ({"text": [["a"]]}, "data"),
     (b"{not json", "JSON object"),
     (b"[1, 2]", "JSON object"),
+    ({"data": [["ok"], ["a\ud800b"]]}, "data[1][0] is not valid Unicode"),  # the tokenizer takes no lone surrogate
+    ({"data": [["ok"]], "split_char": "\udfff"}, "split_char is not valid Unicode"),
+    ({"data": [["ok"]], "\ud800": 1}, "a field name of the request is not valid Unicode"),
+    (b'{"data": [["\\ud800"]]}', "data[0][0] is not valid Unicode"),
+    (b'{"data": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+    (b'{"data": [["a"]], "max_seq_len": 1' + b"0" * 5000 + b"}", "not JSON"),
 ])
 def test_serving_rejects_bad_requests_in_the_envelope(server, body, match):
     url = server["url"]
     key = next(k for k, e in server["modules"].items() if e["init_args"].get("task") == "seq-cls")
-    r = _post(f"{url}/predict/{key}", body, raw=isinstance(body, bytes))
-    assert set(r) == {"msg", "results", "status"} and r["status"] != "000" and match in r["msg"], r
+    code, r = _call(f"{url}/predict/{key}", body, raw=isinstance(body, bytes))
+    assert code == 400 and _envelope(r) and r["status"] != "000" and match in r["msg"], (code, r)
     assert server["proc"].poll() is None
     ok = _post(f"{url}/predict/{key}", {"data": [["服务很好"]]})  # and it still answers
     assert ok["status"] == "000"
 
 
-def test_serving_unknown_module_and_wrong_method(server):
-    r = _post(server["url"] + "/predict/no-such-module", {"data": [["a"]]})
-    assert r["status"] == "111" and "no-such-module" in r["msg"]
-    try:
-        urllib.request.urlopen(server["url"] + "/predict/no-such-module", timeout=10)
-    except urllib.error.HTTPError as e:
-        assert e.code == 405 and set(json.loads(e.read())) == {"msg", "results", "status"}
+def test_serving_unknown_module_wrong_method_and_health(server):
+    code, r = _call(server["url"] + "/predict/no-such-module", {"data": [["a"]]})
+    assert code == 404 and r["status"] == "111" and "no-such-module" in r["msg"]
+    code, r = _call(server["url"] + "/predict/no-such-module")  # GET
+    assert code == 405 and _envelope(r)
+    code, r = _call(server["url"] + "/no/such/route")
+    assert code == 404 and _envelope(r)
+    code, r = _call(server["url"] + "/health")
+    assert code == 200 and r["status"] == "000" and r["results"]["modules"] == sorted(server["modules"])
+
+
+def _send_while_the_first_runs(batcher, reqs, gate):
+    """Each request from its own thread: request 0 first (its call waits for `gate`), the others while
+    it runs, so that they wait together; -> each one's result or ValueError."""
+    import threading
+    results = [None] * len(reqs)
+
+    def send(i):
+        try:
+            results[i] = batcher(*reqs[i])
+        except ValueError as e:
+            results[i] = e
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(reqs))]
+    threads[0].start()
+    time.sleep(0.2)  # request 0 is in the model; the rest wait together
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    return results
 
 
 def test_request_batcher_merges_waiting_requests_and_splits_results():
@@ -199,22 +252,7 @@ def test_request_batcher_merges_waiting_requests_and_splits_results():
     b = RequestBatcher(fn, max_texts=6)
     reqs = [([["a"]], 1, {"tag": "x"}), ([["bb"], ["c"]], 4, {"tag": "x"}), ([["d"]], 2, {"tag": "prob"}),
             ([["e"], ["f"]], 1, {"tag": "x"}), ([["g"]] * 3, 1, {"tag": "x"}), ([["h"]], 1, {"tag": "x", "fail": True})]
-    results = [None] * len(reqs)
-
-    def send(i):
-        try:
-            results[i] = b(*reqs[i])
-        except ValueError as e:
-            results[i] = e
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(reqs))]
-    threads[0].start()
-    time.sleep(0.2)  # request 0 is in the model; the rest wait together
-    for t in threads[1:]:
-        t.start()
-    time.sleep(0.3)
-    gate.set()
-    for t in threads:
-        t.join(10)
+    results = _send_while_the_first_runs(b, reqs, gate)
     assert results[0] == ["x:a"] and results[1] == ["x:bb", "x:c"] and results[3] == ["x:e", "x:f"]
     assert results[2] == (["prob:d"], [1]) and results[4] == ["x:g"] * 3
     assert isinstance(results[5], ValueError)
@@ -250,3 +288,245 @@ def test_serving_dash_m_serves_embeddings(installed, electra_home, load, tmp_pat
                                    atol=1e-4)
     finally:
         stop_server(proc)
+
+
+def test_request_batcher_retries_a_failed_merged_call_per_request():
+    import threading
+    from paddle_electra.serving import RequestBatcher
+    gate, calls = threading.Event(), []
+
+    def fn(data, batch_size):
+        gate.wait(10)
+        calls.append(len(data))
+        if any(ex[0] == "poison" for ex in data):
+            raise ValueError("poison")
+        return [ex[0].upper() for ex in data]
+
+    b = RequestBatcher(fn, max_texts=100)
+    reqs = [[["a"]], [["b"], ["c"]], [["poison"]], [["d"]], [["poison"], ["e"]], [["f"]]]
+    results = _send_while_the_first_runs(b, [(r, 1, {}) for r in reqs], gate)
+    assert results[0] == ["A"] and results[1] == ["B", "C"] and results[3] == ["D"] and results[5] == ["F"]
+    assert isinstance(results[2], ValueError) and isinstance(results[4], ValueError)
+    assert calls[:2] == [1, 7]  # the merged call of requests 1-5 failed, then each ran alone
+    assert sorted(calls[2:]) == [1, 1, 1, 2, 2]
+
+
+def test_poisoned_requests_fail_alone_among_concurrent_valid_ones(server):
+    """Requests the checks pass but the model cannot take (a question longer than max_seq_len leaves no
+    room for the context) merged with valid ones: only they fail, with 400 and the reason; and lone
+    surrogates are stopped by the checks."""
+    from concurrent.futures import ThreadPoolExecutor
+    url, mods = server["url"], server["modules"]
+    rc = next(k for k, e in mods.items() if e["init_args"].get("task") == "reading-comprehension")
+    cls = next(k for k, e in mods.items() if e["init_args"].get("task") == "seq-cls")
+    jobs = []
+    for i in range(36):
+        if i % 6 == 0:
+            jobs.append((rc, [[CONTEXT, "作者是谁" * 20]], "bad"))
+        elif i % 6 == 3:
+            jobs.append((cls, [["好"], [f"评论{i}\ud800"]], "bad"))
+        else:
+            jobs.append((rc, [[CONTEXT, f"第{i}个问题：作者是谁？"]], "ok") if i % 2 else
+                        (cls, [[f"第{i}个评论：房间很干净"]], "ok"))
+    with ThreadPoolExecutor(36) as pool:
+        answers = list(pool.map(lambda j: _call(f"{url}/predict/{j[0]}", {"data": j[1], "max_seq_len": 48}), jobs))
+    for (key, data, kind), (code, r) in zip(jobs, answers):
+        assert _envelope(r), r
+        if kind == "ok":
+            assert code == 200 and r["status"] == "000" and len(r["results"]) == len(data), r
+        else:
+            assert code == 400 and r["status"] == "101", r
+            assert ("max_seq_len" in r["msg"]) if key == rc else ("data[1][0] is not valid Unicode" in r["msg"]), r
+
+
+# --- limits ------------------------------------------------------------------------------------------
+READ_TIMEOUT = 2.0
+LIMITS = ["--read-timeout", str(READ_TIMEOUT), "--max-connections", "4", "--max-body-bytes", "65536",
+          "--max-texts", "16", "--max-text-chars", "1000"]
+
+
+@pytest.fixture(scope="module")
+def limited(installed, electra_home, tmp_path_factory):
+    """The embeddings module served with small limits."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("limited") / "server.log"
+    proc, url = start_server(["-m", "chinese-electra-small", "-p", str(port), *LIMITS], _env(electra_home),
+                             str(log), port)
+    yield {"url": url, "port": port, "proc": proc}
+    stop_server(proc)
+
+
+def _head(content_length: str, body: bytes = b""):
+    return (b"POST /predict/chinese-electra-small HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + (b"Content-Length: %s\r\n" % content_length.encode() if content_length else b"")
+            + b"Connection: close\r\n\r\n" + body)
+
+
+def test_body_size_and_content_length_are_answered(limited):
+    url, port = limited["url"], limited["port"]
+    code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["长" * 900]] * 16})  # > 64 KiB
+    assert code == 413 and r["status"] == "413", r
+    body = b'{"data": [["a"]]}'
+    for length, want in [("-1", 400), ("abc", 400), (str(10 ** 12), 413), ("", 400)]:
+        code, r = _raw(port, _head(length, body))
+        assert code == want and _envelope(r), (length, code, r)
+    code, r = _raw(port, _head(str(len(body)), body))
+    assert code == 200 and r["status"] == "000"
+    code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["a"]] * 17})
+    assert code == 400 and "data has 17 items; at most 16" in r["msg"]
+    code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["a" * 1001]]})
+    assert code == 400 and "data[0][0] has 1001 characters; at most 1000" in r["msg"]
+
+
+def _closed_after(sock, trickle: bytes = b"", limit=4 * READ_TIMEOUT) -> float:
+    """Seconds until the server closes `sock` (sending `trickle` a byte at a time meanwhile)."""
+    start, sock_timeout = time.time(), 0.25
+    sock.settimeout(sock_timeout)
+    i = 0
+    while time.time() - start < limit:
+        try:
+            if i < len(trickle):
+                sock.sendall(trickle[i:i + 1])
+                i += 1
+            if sock.recv(1 << 16) == b"":
+                return time.time() - start
+        except socket.timeout:
+            continue
+        except OSError:  # reset
+            return time.time() - start
+    return float("inf")
+
+
+def test_idle_and_slowloris_connections_are_dropped(limited):
+    port = limited["port"]
+    slow_head = _head("20")[:-len(b"Connection: close\r\n\r\n")] + b"X-Padding: " + b"x" * 100
+    cases = {"idle": b"", "slow head": slow_head, "slow body": _head("200", b'{"data": [["' + b"a" * 150)}
+    for name, trickle in cases.items():
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            took = _closed_after(s, trickle)
+        assert READ_TIMEOUT * 0.8 < took < READ_TIMEOUT + 1.5, (name, took)
+    assert _call(limited["url"] + "/health")[0] == 200
+
+
+def test_connections_beyond_the_limit_are_answered_503(limited):
+    port, url = limited["port"], limited["url"]
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    try:
+        time.sleep(0.3)
+        code, r = _raw(port, _head("17", b'{"data": [["a"]]}'))
+        assert code == 503 and r["status"] == "503", r
+    finally:
+        for s in idle:
+            s.close()
+    time.sleep(0.5)
+    assert _call(f"{url}/predict/chinese-electra-small", {"data": [["a"]]})[0] == 200
+
+
+# --- start-up ---------------------------------------------------------------------------------------
+def _start_fails(args, env, timeout=120):
+    out = subprocess.run([PY, "-m", "paddle_electra.hub", "serving", "start", *args], env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode != 0 and "Traceback" not in out.stderr + out.stdout, out.stderr[-3000:]
+    return [line for line in out.stderr.splitlines() if line.strip()][-1]
+
+
+def _main_fails(args, capsys):
+    """The same in this process (faster): a non-zero exit and the error's line."""
+    from paddle_electra.serving import main
+    try:
+        code = main(["serving", "start", *args])
+    except SystemExit as e:  # argparse
+        code = e.code
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err, err
+    return [line for line in err.splitlines() if line.strip()][-1]
+
+
+def test_start_up_errors_are_one_line(installed, electra_home, tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"modules_info": {"chinese-electra-small": {}},')
+    assert "is not valid JSON" in _main_fails(["-c", str(bad)], capsys)
+    assert "does not exist" in _main_fails(["-c", str(tmp_path / "missing.json")], capsys)
+    assert "expected one argument" in _main_fails(["-m", "chinese-electra-small", "--host"], capsys)
+    assert "expected a positive int" in _main_fails(["-m", "chinese-electra-small", "--workers", "0"], capsys)
+    # an unknown name is not looked up on PaddleHub's server (which would be a download)
+    import paddlehub.module.manager as mgr
+    monkeypatch.setattr(mgr.LocalModuleManager, "install", lambda *a, **k: pytest.fail("tried to install"))
+    line = _main_fails(["-m", "no-such-module", "-p", str(_free_port())], capsys)
+    assert "'no-such-module' is not installed" in line and "never downloads" in line
+    # a module that fails to load, in a real process
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"modules_info": {"chinese-electra-small": {
+        "init_args": {"task": "seq-cls", "load_checkpoint": str(tmp_path / "nowhere")}, "predict_args": {}}}}))
+    line = _start_fails(["-c", str(cfg), "-p", str(_free_port())], _env(electra_home))
+    assert line.startswith("error: ") and "load_checkpoint" in line and "nowhere" in line and "does not exist" in line
+
+
+# --- gunicorn -----------------------------------------------------------------------------------------
+def test_workers_serve_the_same_app(installed, electra_home, load, tmp_path):
+    port = _free_port()
+    proc, url = start_server(["-m", "chinese-electra-small", "-p", str(port), "--workers", "2", "--threads", "2",
+                              *LIMITS], _env(electra_home), str(tmp_path / "log"), port)
+    try:
+        code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["今天是个好日子"]]})
+        assert code == 200 and r["status"] == "000"
+        np.testing.assert_allclose(r["results"][0][0], load().get_embedding([["今天是个好日子"]])[0][0], atol=1e-4)
+        assert _call(f"{url}/health")[0] == 200
+        code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["长" * 900]] * 16})
+        assert code == 413 and _envelope(r)
+        assert _call(f"{url}/predict/chinese-electra-small", {"data": [["a\ud800"]]})[0] == 400
+        with socket.create_connection(("127.0.0.1", port)) as s:  # a slow head: dropped after the read timeout
+            assert _closed_after(s, _head("20")[:-4]) < READ_TIMEOUT + 1.5
+    finally:
+        stop_server(proc)
+
+
+
+# --- property: any JSON body gets the envelope, 4xx or a result ---------------------------------------
+from hypothesis import HealthCheck, event, given, settings, strategies as st  # noqa: E402
+
+_chars = st.one_of(st.characters(), st.characters(categories=["Cs"]),  # lone surrogates too
+                   st.sampled_from(list("\x00\u200b\ufffe\u3000 \t\n\002好。")))
+_text = st.text(_chars, max_size=30)
+# no subnormals: the library flushes them to zero in this process (hypothesis refuses to draw them then)
+_floats = st.floats(allow_subnormal=False)
+_json = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | _floats | _text,
+                     lambda kids: st.lists(kids, max_size=5) | st.dictionaries(_text, kids, max_size=3), max_leaves=12)
+_word = st.text(st.characters(categories=["L", "N", "P"]), min_size=1, max_size=30)  # mostly takeable
+_examples = st.integers(1, 2).flatmap(lambda n: st.lists(  # one arity per request, as a task takes
+    st.lists(st.one_of(_word, _word, _word, _text), min_size=n, max_size=n), min_size=1, max_size=6))
+
+
+def _mostly(valid, n=4):
+    return st.one_of(*[valid] * n, _json)
+
+
+_body = st.one_of(
+    st.fixed_dictionaries({"data": _mostly(_examples, 2)}, optional={
+        "max_seq_len": _mostly(st.integers(3, 600)), "batch_size": _mostly(st.integers(1, 10)),
+        "return_prob": _mostly(st.booleans()), "pooling": _mostly(st.sampled_from(["cls", "mean"])),
+        "split_char": _mostly(_word), "use_gpu": _mostly(st.just(False))}),
+    st.dictionaries(_text, _json, max_size=4),
+    _json)
+
+
+def _check_any_body(server, draw):
+    key = draw(st.sampled_from(sorted(server["modules"])))
+    body = draw(_body)
+    code, r = _call(f"{server['url']}/predict/{key}", json.dumps(body).encode(), raw=True)  # a dropped connection raises
+    assert _envelope(r), (code, r)
+    event(f"HTTP {code}")
+    assert (code == 200 and r["status"] == "000") or (400 <= code < 500 and r["status"] != "000"), (body, code, r)
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_any_json_body_gets_the_envelope_with_4xx_or_a_result(server, data):
+    _check_any_body(server, data.draw)
+
+
+@pytest.mark.slow
+@settings(max_examples=2000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_any_json_body_gets_the_envelope_with_4xx_or_a_result_long(server, data):
+    _check_any_body(server, data.draw)
