@@ -12,7 +12,9 @@ dygraph model's forward returns, as numpy arrays.
 The exported graph (`paddle.jit.save`, batch and sequence length dynamic) is cached in
 `<model_dir>/inference/<task>/` together with `export.json`, which records a SHA-256 of the files
 the model is loaded from (config, weights, label map), the Paddle version and the export format;
-a mismatch re-exports. When the model folder is read-only the cache goes to
+a mismatch re-exports. `export.sig` signs the graph with this install's key ($PADDLE_ELECTRA_HOME/
+.inference_key): a graph folder that came with a model is rebuilt from its weights, not run. When the
+model folder is read-only, or its `inference/` is a symbolic link, the cache goes to
 `$PADDLE_ELECTRA_HOME/.inference_cache/<task>-<fingerprint>/`. Precision and threads are predictor
 settings, so one export serves fp32 and bf16.
 
@@ -209,30 +211,125 @@ def _writable(folder: str) -> bool:
         return False
 
 
+def _home() -> str:
+    return os.environ.get("PADDLE_ELECTRA_HOME") or os.path.join(os.path.expanduser("~"), ".paddle_electra")
+
+
 def fallback_cache_root() -> str:
-    home = os.environ.get("PADDLE_ELECTRA_HOME") or os.path.join(os.path.expanduser("~"), ".paddle_electra")
-    return os.path.join(home, ".inference_cache")
+    return os.path.join(_home(), ".inference_cache")
+
+
+# --- the cache's signature: a graph folder is used only if this install wrote it -----------------------
+SIGNATURE = "export.sig"  # HMAC-SHA256 of export.json and the graph's files under this install's key
+KEY_NAME = ".inference_key"
+_SIGNED = (EXPORT_META, MODEL_PREFIX + ".json", MODEL_PREFIX + ".pdiparams")
+_process_key = None  # when the home cannot hold a key: one per process (caches are rebuilt per process)
+
+
+def _install_key() -> bytes:
+    """This install's secret (32 random bytes, mode 0600, in $PADDLE_ELECTRA_HOME, made on first use).
+    export.json's fingerprint is a hash of the model folder that anyone can compute, so a folder could
+    ship any graph under it; a graph is trusted only with a signature under this key."""
+    global _process_key
+    path = os.path.join(_home(), KEY_NAME)
+    for _ in range(2):
+        try:
+            with open(path, "rb") as f:
+                key = f.read(64)
+            if len(key) == 32 and not os.path.islink(path):
+                return key
+            break  # not a key of ours: leave it, use a process key
+        except FileNotFoundError:
+            pass
+        except OSError:
+            break
+        try:  # written whole under another name, then linked in: a reader never sees half a key
+            os.makedirs(_home(), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=_home(), prefix=".inference_key.tmp-")  # mode 0600
+            try:
+                os.write(fd, os.urandom(32))
+                os.close(fd)
+                os.link(tmp, path)
+            except FileExistsError:  # another process made it first: read theirs
+                pass
+            finally:
+                os.remove(tmp)
+        except OSError:
+            break
+    logger.warning("cannot keep a key in %s; exported graphs are verified for this process only", _home())
+    if _process_key is None:
+        _process_key = os.urandom(32)
+    return _process_key
+
+
+def _signature(path: str) -> str:
+    import hmac
+    h = hmac.new(_install_key(), digestmod="sha256")
+    for name in _SIGNED:
+        h.update(name.encode() + b"\0")
+        with open(os.path.join(path, name), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _sign(path: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{SIGNATURE}.tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(_signature(path) + "\n")
+    os.replace(tmp, os.path.join(path, SIGNATURE))
+
+
+def _trusted_meta(path: str, fp: str) -> Optional[Dict]:
+    """export.json of the cache folder `path` if it holds an export of fingerprint `fp` that this install
+    signed, else None. Nothing is read through a symbolic link."""
+    import hmac
+    files = [os.path.join(path, name) for name in (*_SIGNED, SIGNATURE)]
+    if os.path.islink(path) or not os.path.isdir(path) or any(os.path.islink(f) or not os.path.isfile(f)
+                                                               for f in files):
+        return None
+    meta = _read_meta(path)
+    if meta is None or meta.get("fingerprint") != fp:
+        return None
+    try:
+        with open(files[-1], encoding="ascii") as f:
+            signed = f.read().strip()
+        ok = hmac.compare_digest(signed, _signature(path))
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        logger.warning("%s: the exported graph was not written by this install (or was changed); rebuilding "
+                       "it from the weights", path)
+    return meta if ok else None
 
 
 def exported_model(model_dir: str, task: Optional[str] = None, rebuild: bool = False) -> Tuple[str, Dict]:
-    """The folder of an up-to-date export of `model_dir` for `task` (exporting it when missing or
-    stale) and its export.json."""
+    """The folder of an up-to-date export of `model_dir` for `task` (exporting it when missing, stale or
+    not signed by this install) and its export.json. The cache beside the model is
+    `<model_dir>/inference/<task>`; when that is a symbolic link (it could point anywhere) or the folder
+    is read-only, the export goes to fallback_cache_root()."""
     model_dir = os.path.abspath(resolve(model_dir))
     _model_class(task)  # unknown task: fail before hashing gigabytes
     fp = fingerprint(model_dir, task)
-    beside = os.path.join(model_dir, "inference", _task_dirname(task))
+    root = os.path.join(model_dir, "inference")
+    beside = os.path.join(root, _task_dirname(task))
     fallback = os.path.join(fallback_cache_root(), f"{_task_dirname(task)}-{fp[:24]}")
-    for path in (beside, fallback):
-        meta = _read_meta(path)
-        if not rebuild and meta is not None and meta.get("fingerprint") == fp:
+    linked = os.path.islink(root) or os.path.islink(beside)
+    if linked:
+        logger.warning("%s is a symbolic link: not read or written through; the exported graph is cached in %s",
+                       beside if os.path.islink(beside) else root, fallback)
+    for path in (fallback,) if linked else (beside, fallback):
+        meta = None if rebuild else _trusted_meta(path, fp)
+        if meta is not None:
             return path, meta
-    target = beside if _writable(os.path.dirname(beside)) else fallback
-    if target == fallback:
+    target = beside if not linked and _writable(root) else fallback
+    if target == fallback and not linked:
         logger.info("%s is read-only; caching the exported graph in %s", model_dir, fallback)
     logger.info("exporting %s (task %s) to a static graph in %s", model_dir, task, target)
     model = load_dygraph(model_dir, task)
     meta = {"fingerprint": fp, "task": task, "source": model_dir, "min_seq_len": _spec(task).min_seq_len(model)}
     export(model, target, meta)
+    _sign(target)
     return target, _read_meta(target)
 
 

@@ -1,0 +1,71 @@
+"""The exported-graph cache: used only when this install wrote it, never read or written through a link."""
+import json
+import os
+import shutil
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_electra import inference
+from paddle_electra.heads import ElectraForSequenceClassification
+from paddle_electra.inference import ElectraPredictor
+from test_inference import TINY, _batch, _dygraph
+
+
+@pytest.fixture
+def two_models(tmp_path):
+    out = []
+    for seed in (1, 2):
+        paddle.seed(seed)
+        out.append(ElectraForSequenceClassification(TINY, num_labels=3).save_pretrained(str(tmp_path / f"m{seed}")))
+    return out
+
+
+def _logits(model_dir):
+    ids, types, mask = _batch()
+    return ElectraPredictor.from_pretrained(model_dir, task="seq-cls", device="cpu")(ids, types, mask), \
+        _dygraph(model_dir, "seq-cls", ids, types, mask)[0]
+
+
+def test_a_shipped_graph_cache_is_rebuilt_and_our_own_reused(two_models, monkeypatch):
+    a, b = two_models
+    got_a, want_a = _logits(a)
+    np.testing.assert_allclose(got_a, want_a, atol=1e-4)
+    # b ships a's graph under b's fingerprint (anyone can compute it: a hash of b's own files)
+    shutil.copytree(os.path.join(a, "inference"), os.path.join(b, "inference"))
+    meta_path = os.path.join(b, "inference", "seq-cls", inference.EXPORT_META)
+    meta = json.load(open(meta_path))
+    meta.update(fingerprint=inference.fingerprint(b, "seq-cls"), source=b)
+    json.dump(meta, open(meta_path, "w"))
+    got_b, want_b = _logits(b)
+    assert np.abs(want_b - want_a).max() > 1e-2  # the two models differ
+    np.testing.assert_allclose(got_b, want_b, atol=1e-4)  # b's own weights, not the shipped graph
+    # a cache this install signed is used as it is
+    monkeypatch.setattr(inference, "export", lambda *a, **k: pytest.fail("re-exported a signed cache"))
+    np.testing.assert_allclose(_logits(a)[0], got_a, atol=0)
+    np.testing.assert_allclose(_logits(b)[0], got_b, atol=0)
+    assert oct(os.stat(os.path.join(os.environ["PADDLE_ELECTRA_HOME"], inference.KEY_NAME)).st_mode & 0o777) == "0o600"
+
+
+def test_a_symlinked_inference_folder_is_not_written_through(two_models, tmp_path):
+    a, _ = two_models
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "seq-cls").write_text("keep me")  # where the export would go through the link
+    os.symlink(outside, os.path.join(a, "inference"))
+    got, want = _logits(a)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert sorted(os.listdir(outside)) == ["seq-cls"] and (outside / "seq-cls").read_text() == "keep me"
+    export_dir, _ = inference.exported_model(a, "seq-cls")
+    assert export_dir.startswith(inference.fallback_cache_root())
+
+
+def test_a_symlinked_graph_file_is_not_read(two_models):
+    a, _ = two_models
+    _logits(a)
+    graph = os.path.join(a, "inference", "seq-cls", inference.MODEL_PREFIX + ".pdiparams")
+    os.rename(graph, graph + ".real")
+    os.symlink(graph + ".real", graph)
+    export_dir, _ = inference.exported_model(a, "seq-cls")
+    assert not os.path.islink(os.path.join(export_dir, inference.MODEL_PREFIX + ".pdiparams"))
