@@ -69,22 +69,15 @@ def _launch(args) -> int:
 
 # --- serve, export, demo ------------------------------------------------------------------------------
 def _serve_arguments(p):
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("-c", "--config", help="PaddleHub serving config.json (modules_info, port)")
-    which.add_argument("-m", "--modules", nargs="+", metavar="NAME", help="installed hub modules to serve")
-    p.add_argument("-p", "--port", type=int, help="port (with --modules; default PaddleHub's 8866)")
+    from . import serving
+    serving.add_arguments(p)  # -c / -m, --host (127.0.0.1), --workers, the request limits
 
 
 def _serve_run(args):
     """`hub serving start` through paddle_electra.serving (loopback, bounded requests)."""
     from . import serving
     _configure(args)
-    argv = ["--host", args.host, "serving", "start"]
-    argv += ["-c", args.config] if args.config else ["-m", *args.modules]
-    if args.port:
-        argv += ["-p", str(args.port)]
-    return serving.main(argv)
+    return serving.run(args)
 
 
 EXPORTS = {  # export TARGET -> module with add_arguments / run

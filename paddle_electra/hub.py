@@ -114,6 +114,11 @@ def check_data(data, task: Optional[str], max_texts: Optional[int] = None,
                 raise TypeError(f"data[{i}][{j}] must be a string, got {_type(text)} {text!r}")
             if not text.strip():
                 raise ValueError(f"data[{i}][{j}] is empty")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate: a str, but no text the tokenizer can take
+                raise ValueError(f"data[{i}][{j}] is not valid Unicode: lone surrogate U+{ord(text[e.start]):04X} "
+                                 f"at character {e.start}") from None
             if max_chars is not None and len(text) > max_chars:
                 raise ValueError(f"data[{i}][{j}] has {len(text)} characters; at most {max_chars} per text")
         out.append([str(t) for t in item])

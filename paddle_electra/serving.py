@@ -333,6 +333,7 @@ def _gunicorn(load_app, host: str, port: int, workers: int, threads: int, limits
     """`--workers N`: gunicorn's gthread workers, each loading the modules itself (after the fork) and
     serving the same app; connections per worker and the read deadline as the single-process server."""
     from gunicorn.app.base import BaseApplication
+    from gunicorn.errors import AppImportError
     from gunicorn.workers.gthread import ThreadWorker
 
     class Worker(ThreadWorker):
@@ -357,8 +358,8 @@ def _gunicorn(load_app, host: str, port: int, workers: int, threads: int, limits
             try:
                 return load_app()
             except ServeError as e:
-                print(f"error: {e}", file=sys.stderr, flush=True)
-                sys.exit(4)  # gunicorn's "app failed to load": the arbiter stops
+                # gunicorn prints this one line (no traceback) and stops: "app failed to load"
+                raise AppImportError(f"error: {e}") from None
 
     App().run()
 

@@ -176,6 +176,7 @@ def test_embeddings_unpadded_pooled_and_equal_to_the_library(load, home):
 @pytest.mark.parametrize("bad, match", [
     ("今天", "must be a list"), ([], "empty"), (["今天"], "is a string"), ([["a", "b", "c"]], "1 or 2"),
     ([[1]], "must be a string"), ([[" "]], "empty"),
+    ([["好", "坏\ud800了"]], r"data\[0\]\[1\] is not valid Unicode: lone surrogate U\+D800 at character 1"),
 ])
 def test_predict_rejects_bad_input(load, bad, match):
     with pytest.raises((TypeError, ValueError), match=match):
