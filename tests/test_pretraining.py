@@ -324,7 +324,7 @@ def _batch(B=3, L=16, seed=0):
     seg = np.zeros((B, L), np.int64)
     seg[1:, 10:] = 1
     m = masking.mask_batch(ids, mask, np.arange(B), SPECIAL, seed=seed, n_slots=4)
-    batch = {"input_ids": ids, "input_mask": mask, "segment_ids": seg, **m}
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": seg, **m}
     return {k: paddle.to_tensor(v) for k, v in batch.items()}, m
 
 
@@ -378,7 +378,7 @@ def test_generator_sees_masked_positions_only_and_total_loss():
     np.testing.assert_array_equal(seen["input_ids"], m["masked_input_ids"])
     s = summarize(stats.numpy(), 1.0, 50.0)
     # the loss is 1 * MLM (mean CE over active slots) + 50 * disc (mean sigmoid CE over real tokens)
-    n_real = float(batch["input_mask"].numpy().sum())
+    n_real = float(batch["attention_mask"].numpy().sum())
     assert s["disc_accuracy"] <= 1 and stats.numpy()[-1] == n_real
     assert float(loss) == pytest.approx(s["mlm_loss"] + 50 * s["disc_loss"], rel=1e-5)
     assert (probs.numpy()[0, 10:] == 0).all() and (labels.numpy()[0, 10:] == 0).all()  # padding is out

@@ -414,7 +414,7 @@ class PretrainingData:
         return np.array(tokens[start:start + length], dtype=np.int64), int(len_a)
 
     def batch(self, indices: Sequence[int]):
-        """input_ids, input_mask, segment_ids: int64 [len(indices), max_seq_length]."""
+        """input_ids, attention_mask, token_type_ids: int64 [len(indices), max_seq_length]."""
         L = self.max_seq_length
         indices = np.asarray(indices, dtype=np.int64)
         ids = np.zeros((len(indices), L), np.int64)

@@ -2,7 +2,7 @@
 
 Masking (per example, numpy):
 - N = int((mask_prob + 0.005) * max_seq_length) slots;
-- candidates: real tokens (input_mask 1) other than [CLS] [SEP] [MASK] [PAD];
+- candidates: real tokens (attention_mask 1) other than [CLS] [SEP] [MASK] [PAD];
 - the number of active slots is max(1, min(N, round(num_real_tokens * mask_prob))), counting every
   real token including [CLS]/[SEP], rounded half to even in float32 as TF does;
 - each active slot draws a candidate position uniformly *with replacement*; inactive slots hold
@@ -33,18 +33,18 @@ def num_to_predict(num_tokens: np.ndarray, mask_prob: float, n_slots: int) -> np
     return np.maximum(1, np.minimum(n_slots, x))
 
 
-def candidates_mask(input_ids: np.ndarray, input_mask: np.ndarray, special_ids: Dict[str, int]) -> np.ndarray:
-    cand = input_mask.astype(bool).copy()
+def candidates_mask(input_ids: np.ndarray, attention_mask: np.ndarray, special_ids: Dict[str, int]) -> np.ndarray:
+    cand = attention_mask.astype(bool).copy()
     for k in ("sep", "cls", "mask", "pad"):
         cand &= input_ids != special_ids[k]
     return cand
 
 
-def mask_example(input_ids: np.ndarray, input_mask: np.ndarray, special_ids: Dict[str, int], rng: np.random.Generator,
+def mask_example(input_ids: np.ndarray, attention_mask: np.ndarray, special_ids: Dict[str, int], rng: np.random.Generator,
                  mask_prob: float, n_slots: int):
     """One example [L] -> (masked ids [L], positions [N], ids [N], weights [N])."""
-    cand = np.flatnonzero(candidates_mask(input_ids, input_mask, special_ids))
-    k = int(num_to_predict(input_mask.sum(), mask_prob, n_slots))
+    cand = np.flatnonzero(candidates_mask(input_ids, attention_mask, special_ids))
+    k = int(num_to_predict(attention_mask.sum(), mask_prob, n_slots))
     positions = np.zeros(n_slots, np.int64)
     draws = rng.integers(0, max(1, len(cand)), size=n_slots)
     keep_draws = rng.random(n_slots)
@@ -59,7 +59,7 @@ def mask_example(input_ids: np.ndarray, input_mask: np.ndarray, special_ids: Dic
     return masked, positions, ids.astype(np.int64), weights
 
 
-def mask_batch(input_ids: np.ndarray, input_mask: np.ndarray, stream_positions: Sequence[int],
+def mask_batch(input_ids: np.ndarray, attention_mask: np.ndarray, stream_positions: Sequence[int],
                special_ids: Dict[str, int], seed: int, mask_prob: float = 0.15, n_slots: int = None):
     """Batch [B, L] -> dict of masked_input_ids [B, L], masked_lm_positions, masked_lm_ids,
     masked_lm_weights [B, N]."""
@@ -69,7 +69,7 @@ def mask_batch(input_ids: np.ndarray, input_mask: np.ndarray, stream_positions: 
            "masked_lm_ids": np.empty((B, N), np.int64), "masked_lm_weights": np.empty((B, N), np.float32)}
     for b in range(B):
         rng = np.random.default_rng([seed, MASK_SALT, int(stream_positions[b])])
-        m, p, i, w = mask_example(input_ids[b], input_mask[b], special_ids, rng, mask_prob, N)
+        m, p, i, w = mask_example(input_ids[b], attention_mask[b], special_ids, rng, mask_prob, N)
         out["masked_input_ids"][b], out["masked_lm_positions"][b] = m, p
         out["masked_lm_ids"][b], out["masked_lm_weights"][b] = i, w
     return out

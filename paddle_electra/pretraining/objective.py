@@ -62,16 +62,16 @@ def scatter_update(sequence, updates, positions):
 
 def rtd_forward(model, batch, gumbel, cfg: RTDConfig, denominators=None):
     """model: ElectraForPreTraining (or its DataParallel wrapper's inner layers: anything with
-    .generator and .discriminator). batch: dict of tensors input_ids, input_mask, segment_ids,
+    .generator and .discriminator). batch: dict of tensors input_ids, attention_mask, token_type_ids,
     masked_input_ids, masked_lm_positions, masked_lm_ids, masked_lm_weights. gumbel: [B, N, V] noise (masking.gumbel_noise).
     denominators: (masked slots, real tokens) to divide the loss sums by; None = this batch's counts.
     Returns (total loss, stats [len(STAT_NAMES)] float32, disc probs [B, L], disc labels [B, L])."""
-    input_ids, input_mask, segment_ids = batch["input_ids"], batch["input_mask"], batch["segment_ids"]
+    input_ids, attention_mask, token_type_ids = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
     positions, lm_ids = batch["masked_lm_positions"], batch["masked_lm_ids"]
     weights = batch["masked_lm_weights"].astype("float32")
 
     # generator: logits at the masked slots only
-    logits = model.generator(batch["masked_input_ids"], segment_ids, input_mask,
+    logits = model.generator(batch["masked_input_ids"], token_type_ids, attention_mask,
                              masked_positions=positions).astype("float32")
     ce = F.cross_entropy(logits, lm_ids.unsqueeze(-1), reduction="none").squeeze(-1)
     mlm_sum = (ce * weights).sum()
@@ -81,8 +81,8 @@ def rtd_forward(model, batch, gumbel, cfg: RTDConfig, denominators=None):
     fake_ids, written = scatter_update(input_ids, sampled, positions)
     labels = paddle.logical_and(written, fake_ids != input_ids).astype("float32")
 
-    disc_logits = model.discriminator(fake_ids, segment_ids, input_mask).astype("float32")
-    real = input_mask.astype("float32")
+    disc_logits = model.discriminator(fake_ids, token_type_ids, attention_mask).astype("float32")
+    real = attention_mask.astype("float32")
     bce = F.binary_cross_entropy_with_logits(disc_logits, labels, reduction="none")
     disc_sum = (bce * real).sum()
 

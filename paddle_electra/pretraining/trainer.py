@@ -476,7 +476,7 @@ class Trainer:
         """Examples `idx` of `data`, masked and with gumbel noise seeded by their stream positions `pos`."""
         ids, mask, seg = data.batch(idx)
         m = mask_batch(ids, mask, pos, data.special_ids, seed, self.args.mask_prob, self.n_slots)
-        batch = {"input_ids": ids, "input_mask": mask, "segment_ids": seg, **m}
+        batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": seg, **m}
         noise = gumbel_noise(pos, self.n_slots, self.model.config.vocab_size, seed)
         return batch, noise
 
@@ -499,7 +499,7 @@ class Trainer:
         k = self.args.gradient_accumulation_steps
         micro = [self.host_batch(self.step * k + i) for i in range(k)]
         counts = np.array([sum(float(b["masked_lm_weights"].sum()) for b, _ in micro),
-                           sum(float(b["input_mask"].sum()) for b, _ in micro)], np.float32)
+                           sum(float(b["attention_mask"].sum()) for b, _ in micro)], np.float32)
         if self.world > 1:
             t = paddle.to_tensor(counts)
             dist.all_reduce(t)
@@ -521,7 +521,7 @@ class Trainer:
             stats_sum = stats if stats_sum is None else stats_sum + stats
             probs.append(p)
             labels.append(l)
-            reals.append(batch["input_mask"])
+            reals.append(batch["attention_mask"])
         if self.scaler is not None:
             self.scaler.step(self.stepper)
             self.scaler.update()
@@ -553,7 +553,7 @@ class Trainer:
                         _, stats, p, l = rtd_forward(self.model, batch, noise_t, self.cfg)
                     total = stats if total is None else total + stats
                     probs.append(p.numpy().ravel()), labels.append(l.numpy().ravel())
-                    reals.append(b["input_mask"].ravel())
+                    reals.append(b["attention_mask"].ravel())
         finally:
             self.model.train()
         out = summarize(total.numpy(), self.cfg.gen_weight, self.cfg.disc_weight)
