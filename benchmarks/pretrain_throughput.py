@@ -85,13 +85,23 @@ def run_ours(tmp, data, nproc, B, steps, skip):
     return B * 128 * len(times) / sum(times)
 
 
+def synthetic_batch(rng, B, L, step):
+    """Random token ids [B, L] ([CLS] ... [SEP], no padding), their mask, and the original's masking of them
+    (masking.mask_batch): what the peers train on."""
+    import numpy as np
+    from paddle_electra.pretraining.masking import mask_batch
+    ids = rng.integers(1000, 20000, (B, L))
+    ids[:, 0], ids[:, -1] = 101, 102
+    mask = np.ones((B, L), np.int64)
+    return ids, mask, mask_batch(ids, mask, np.arange(B) + step * B, {"pad": 0, "cls": 101, "sep": 102, "mask": 103}, 0)
+
+
 def run_paddlenlp(B, L, steps):
     import numpy as np
     import paddle
     from paddlenlp.transformers import ElectraConfig as PConfig
     from paddlenlp.transformers import ElectraForTotalPretraining, ElectraPretrainingCriterion
     from paddle_electra.config import get_variant
-    from paddle_electra.pretraining.masking import mask_batch
     from paddle_electra.runtime import configure_process
     configure_process("cpu")
     d = get_variant("chinese-electra-small").discriminator
@@ -110,10 +120,7 @@ def run_paddlenlp(B, L, steps):
     rng = np.random.default_rng(0)
     times = []
     for step in range(steps + 1):
-        ids = rng.integers(1000, 20000, (B, L))
-        ids[:, 0], ids[:, -1] = 101, 102
-        mask = np.ones((B, L), np.int64)
-        m = mask_batch(ids, mask, np.arange(B) + step * B, {"pad": 0, "cls": 101, "sep": 102, "mask": 103}, 0)
+        ids, mask, m = synthetic_batch(rng, B, L, step)
         labels = np.full((B, L), -100, np.int64)
         for b in range(B):
             w = m["masked_lm_weights"][b] > 0
@@ -142,7 +149,6 @@ def run_torch(B, L, steps, threads):
     import transformers
     from peers import hf_config
     from paddle_electra.config import get_variant
-    from paddle_electra.pretraining.masking import mask_batch
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     v = get_variant("chinese-electra-small")
@@ -161,10 +167,7 @@ def run_torch(B, L, steps, threads):
     rng = np.random.default_rng(0)
     times = []
     for step in range(steps + 1):
-        ids = rng.integers(1000, 20000, (B, L))
-        ids[:, 0], ids[:, -1] = 101, 102
-        mask = np.ones((B, L), np.int64)
-        m = mask_batch(ids, mask, np.arange(B) + step * B, {"pad": 0, "cls": 101, "sep": 102, "mask": 103}, 0)
+        ids, mask, m = synthetic_batch(rng, B, L, step)
         t0 = time.perf_counter()
         ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
         masked = torch.from_numpy(m["masked_input_ids"])
