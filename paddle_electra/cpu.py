@@ -5,7 +5,7 @@ CPU vendor, not by ISA: on AMD it takes a generic SSE path. `MKL_DEBUG_CPU_TYPE=
 its AVX2 code. MKL reads the variable at its first GEMM (not when the library loads), so setting it
 at `import paddle_electra` works even after `import paddle`, as long as nothing has multiplied a
 matrix yet. Measured on AMD EPYC (Zen 3, 2 cores), `paddle.matmul` of 2048^2 fp32 matrices: 53
-GFLOP/s without it, 166 with it, PyTorch 2.13 on the same CPU 168 (benchmarks/gemm_throughput.py).
+GFLOP/s without it, 167 with it, PyTorch 2.13 in the same run 180 (benchmarks/gemm_throughput.py).
 On Intel the variable is not set: MKL already takes its best path there (and 5 would cap an
 AVX-512 CPU at AVX2). MKL 2020.1 and later ignore the variable; that is harmless.
 """
