@@ -41,6 +41,8 @@ TEST = [
     "tensorflow-cpu>=2.15,<2.16",
     "torch==2.13.0",  # pip takes the CPU build of exactly this version from local disk here
     "transformers>=4.30,<5",
+    # the ONNX export test (tests/test_inference_onnx.py); 1.27+ needs protobuf>=4.25 (paddlehub pins <3.21)
+    "onnxruntime>=1.16,<1.27",
 ]
 # the peers the benchmarks measure against in the same run
 BENCH = HUB + ["torch==2.13.0", "transformers>=4.30,<5", "matplotlib",
