@@ -167,11 +167,9 @@ def main(argv=None):
                 step(*b)
             times[name].append(args.steps * B / (time.perf_counter() - t0))
         print(f"round {r + 1}: " + ", ".join(f"{n} {times[n][-1]:.1f} ex/s" for n in engines), flush=True)
-    from paddle_electra.cpu import cpu_info, mkl_status
-    info = cpu_info()
+    from paddle_electra.cpu import machine_record
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
-              "cpu": info.model, "vendor": info.vendor, "isa": info.isa, "mkl": mkl_status(),
-              "cores": os.cpu_count(), "load_average": os.getloadavg(),
+              **machine_record(),
               "device": device, "model": args.model, "num_hidden_layers": cfg.num_hidden_layers,
               "batch_size": B, "seq_len": S, "steps": args.steps, "rounds": args.rounds,
               "examples_per_second": {n: statistics.median(v) for n, v in times.items()},

@@ -14,7 +14,7 @@ import sys
 import time
 
 import paddle_electra  # noqa: F401  (sets the MKL vendor switch before the first GEMM)
-from paddle_electra.cpu import MKL_ENV, OPT_OUT_ENV, cpu_info, mkl_status
+from paddle_electra.cpu import MKL_ENV, OPT_OUT_ENV, cpu_info, machine_record, mkl_status
 
 
 def rate(mm, a, b, n, rounds):
@@ -68,8 +68,7 @@ def main():
                        args.sizes, args.rounds, args.repeats)
     ours, peer = rates["paddle"], rates["torch"]
     info = cpu_info()
-    rec = {"benchmark": "gemm_throughput", "cpu": info.model, "vendor": info.vendor, "isa": info.isa,
-           "threads": args.threads, "load_average": os.getloadavg(), "mkl": mkl_status(),
+    rec = {"benchmark": "gemm_throughput", **machine_record(), "threads": args.threads,
            "paddle_gflops": ours, "torch_gflops": peer,
            "ratio_to_torch": {n: ours[n] / peer[n] for n in args.sizes}}
     if info.is_amd:

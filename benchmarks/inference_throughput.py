@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from paddle_electra import inference, runtime  # noqa: E402
 from paddle_electra.config import get_variant  # noqa: E402
-from paddle_electra.cpu import cpu_info, mkl_status  # noqa: E402
+from paddle_electra.cpu import cpu_info, machine_record, mkl_status  # noqa: E402
 
 VARIANTS = {"small": "chinese-electra-small", "base": "chinese-electra-base"}
 
@@ -364,11 +364,9 @@ def main(argv=None):
           f"[{GEMM_M}x{GEMM_K}] x [{GEMM_K}x{GEMM_K}] matmuls timed in the same rounds: " +
           ", ".join(f"{name} {v:.0f} GFLOP/s" for name, v in gemm_rates.items()))
 
-    info = cpu_info()
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "model": args.model,
               "model_dir": args.model_dir, "batch_size": args.batch_size, "seq_len": args.seq_len,
-              "threads": threads, "rounds": rounds, "latency_rounds": latency_rounds, "cpu": info.model, "vendor": info.vendor, "isa": info.isa, "cpu_flags": sorted(info.flags),
-              "mkl": mkl_status(), "cores": runtime.available_cores(), "best_fp32_peer": best_peer,
+              "threads": threads, "rounds": rounds, "latency_rounds": latency_rounds, **machine_record(), "best_fp32_peer": best_peer,
               "fastest_batch1_peer": fastest,
               "loadavg_throughput": load_tp, "loadavg_latency": load_lat, "gemm_peak_gflops": peak, "gemm_gflops": gemm_rates,
               "gflop_per_batch": flops / 1e9, "engines": rows, "versions": _versions(),

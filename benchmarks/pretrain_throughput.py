@@ -223,12 +223,11 @@ def main():
     peak = gemm_peak()
     print(f"fp32 GEMM peak (2048^3, all cores): {peak / 1e9:.0f} GFLOP/s", flush=True)
     flops = model_flops(v.discriminator, v.generator, B, L, max_predictions(0.15, L))
-    from paddle_electra.cpu import cpu_info, mkl_status
+    from paddle_electra.cpu import cpu_info, machine_record, mkl_status
     info = cpu_info()
     print(f"{info.describe()}; {mkl_status()}")
     res = {"batch": B, "seq_len": L, "gemm_peak_gflops": peak / 1e9, "flops_per_step": flops,
-           "load_average": load, "cpu": info.model, "vendor": info.vendor, "isa": info.isa, "mkl": mkl_status(),
-           "cores": available_cores()}
+           **machine_record()}
     with tempfile.TemporaryDirectory() as tmp:
         data = build_data(tmp, L)
         cores = available_cores()

@@ -99,3 +99,16 @@ def mkl_status(info: Optional[CpuInfo] = None, environ: Optional[Mapping[str, st
         return "MKL vendor dispatch: AVX2 path forced on AMD (MKL_DEBUG_CPU_TYPE=5)"
     return (f"MKL vendor dispatch: generic path on AMD (MKL_DEBUG_CPU_TYPE={value!r}); about 3x slower "
             f"GEMMs: export MKL_DEBUG_CPU_TYPE=5 before starting Python")
+
+
+def machine_record() -> dict:
+    """What a benchmark's JSON line says of the machine it ran on: CPU model, vendor, ISA and all
+    flags, the MKL setting, usable cores and the load average at the time of the call."""
+    info = cpu_info()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return {"cpu": info.model, "vendor": info.vendor, "isa": info.isa, "cpu_flags": sorted(info.flags),
+            "mkl": mkl_status(info), "cores": cores, "load_average": os.getloadavg()}
+

@@ -69,3 +69,11 @@ def test_cpu_info_of_this_machine_reads():
     assert isinstance(info.flags, frozenset)
     if os.path.exists("/proc/cpuinfo"):
         assert info.vendor and info.flags
+
+
+def test_machine_record_names_the_cpu_and_its_state():
+    rec = cpu.machine_record()
+    info = cpu.cpu_info()
+    assert (rec["cpu"], rec["vendor"], rec["isa"]) == (info.model, info.vendor, info.isa)
+    assert rec["cpu_flags"] == sorted(info.flags) and rec["mkl"] == cpu.mkl_status(info)
+    assert rec["cores"] >= 1 and len(rec["load_average"]) == 3
