@@ -118,9 +118,8 @@ def run(args) -> int:
 
     _log("1/6 building the pretraining set (text sample + the sentiment train split's texts, unlabeled)")
     data = os.path.join(out, "pretrain_data")
-    train_texts = _train_texts(os.path.join(cls_dir, "train.tsv"), os.path.join(cls_dir, "dev.tsv"),
-                               os.path.join(out, "chnsenticorp_train_texts.txt"))
-    _run(CLI + ["build-data", "--input", *corpus, "--input-docs-per-line", train_texts, "--output-dir", data,
+    _run(CLI + ["build-data", "--input", *corpus, "--task-texts", "chnsenticorp=" + os.path.join(cls_dir, "train.tsv"),
+                "--exclude-texts-of", "chnsenticorp=" + os.path.join(cls_dir, "dev.tsv"), "--output-dir", data,
                 "--max-seq-length", "128", "--num-processes", "2"], env)
 
     _log(f"2/6 pretraining ({args.nproc} processes, at most {args.pretrain_minutes} minutes)")
@@ -275,17 +274,6 @@ def _random_init(configs, folder, seed=0):
     from .modeling import ElectraForPreTraining
     paddle.seed(seed)
     ElectraForPreTraining(*(ElectraConfig.from_json_file(c) for c in configs)).save_pretrained(folder)
-
-
-def _train_texts(train_tsv, dev_tsv, path):
-    """The train split's texts, one a line, for task-adaptive pretraining. A text that is also in the
-    dev split is left out (ChnSentiCorp's official splits share some), so no dev text is pretrained on."""
-    from .finetuning.tasks import read_tsv
-    dev = {r[1].strip() for r in read_tsv(dev_tsv)[1:]}
-    texts = [r[1].strip() for r in read_tsv(train_tsv)[1:] if r[1].strip() not in dev]
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(t + "\n" for t in texts)
-    return path
 
 
 if __name__ == "__main__":  # make demo

@@ -55,7 +55,7 @@ def test_list_and_init_and_export(console, tmp_path):
 def test_errors_are_one_line_and_exit_1(console, tmp_path):
     r = _pe("build-data", "--output-dir", str(tmp_path / "d"), check=False)
     assert r.returncode == 1
-    assert r.stderr.strip() == "paddle-electra build-data: error: give --input and/or --input-docs-per-line"
+    assert r.stderr.strip() == "paddle-electra build-data: error: give --input, --input-docs-per-line and/or --task-texts"
     r = _pe("finetune", "--data-dir", str(tmp_path), "--model-name", "x", "--set", "no_such_hparam=1", check=False)
     assert r.returncode == 1 and "unknown hparam(s) ['no_such_hparam']" in r.stderr and "Traceback" not in r.stderr
     r = _pe("finetune", "--data-dir", str(tmp_path), "--model-name", "x", "--set", "seed", check=False)

@@ -1,5 +1,6 @@
 """Pretraining pieces on hand-made inputs: the example builder (Google's segment rule and HFL's bug),
 the shard format, masking, the gumbel sample, the scatter, the RTD labels and losses, the metrics."""
+import json
 import os
 
 import numpy as np
@@ -7,6 +8,7 @@ import paddle
 import pytest
 
 from paddle_electra.config import ElectraConfig
+from paddle_electra.io import DataError
 from paddle_electra.modeling import ElectraForPreTraining
 from paddle_electra.pretraining import masking
 from paddle_electra.pretraining.data import (BuildOptions, ExampleBuilder, ExampleOrder, PretrainingData,
@@ -425,3 +427,84 @@ def test_fast_cpu_kernels_give_the_same_loss_and_gradients():
             assert np.abs(grads[1][n]).max() < 1e-6
             continue
         np.testing.assert_allclose(grads[1][n], a, rtol=1e-4, atol=1e-6 * np.abs(a).max(), err_msg=n)
+
+
+# --- task-adaptive text (build-data --task-texts) ---------------------------------------------------
+DATA = os.path.join(ROOT, "..", "shared", "data")
+
+
+def _built_texts(folder):
+    """Every built example's tokens as one string (a character per token id, examples apart), so that
+    `text in` finds a token sequence anywhere in the set."""
+    data = PretrainingData(folder)
+    ids, mask, _ = data.batch(range(len(data)))
+    keep = (mask > 0) & (ids != CLS) & (ids != SEP)
+    return "\x01".join("".join(chr(0x100 + int(t)) for t in row[k]) for row, k in zip(ids, keep))
+
+
+def _token_string(tok, text):
+    return "".join(chr(0x100 + t) for t in tok.convert_tokens_to_ids(tok.tokenize(text)))
+
+
+def _build_task_texts(out, train, exclude):
+    from paddle_electra.cli import main
+    args = ["build-data", "--task-texts", *train, "--output-dir", str(out), "--num-processes", "1",
+            "--max-seq-length", "128"]
+    assert main(args + (["--exclude-texts-of", *exclude] if exclude else [])) == 0
+    return _built_texts(str(out))
+
+
+def test_task_texts_leave_out_texts_of_the_evaluation_files(tmp_path):
+    from paddle_electra.tokenizer import ElectraTokenizer
+    tok = ElectraTokenizer(bundled_vocab_path())
+    shared = "这家酒店的早餐种类很少，而且味道一般，不推荐。"
+    (tmp_path / "train.tsv").write_text(f"label\ttext_a\n1\t房间干净，服务周到，下次还来。\n0\t{shared}\n"
+                                        "1\t房间干净，服务周到，下次还来。\n", encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text(f"label\ttext_a\n0\t{shared}\n", encoding="utf-8")
+    (tmp_path / "ner.txt").write_text("北 B-LOC\n京 I-LOC\n很 O\n大 O\n\n", encoding="utf-8")
+    qa = {"data": [{"paragraphs": [{"context": "长城是中国古代的军事防御工程。", "qas": [
+        {"id": "q1", "question": "长城是什么？", "answers": [{"text": "军事防御工程", "answer_start": 8}]},
+        {"id": "q2", "question": "长城在哪里？", "answers": [{"text": "中国", "answer_start": 3}]}]}]}]}
+    (tmp_path / "qa.json").write_text(json.dumps(qa, ensure_ascii=False), encoding="utf-8")
+    train = [f"chnsenticorp={tmp_path / 'train.tsv'}", f"msra_ner={tmp_path / 'ner.txt'}",
+             f"cmrc2018={tmp_path / 'qa.json'}"]
+    built = _build_task_texts(tmp_path / "kept", train, [f"chnsenticorp={tmp_path / 'dev.tsv'}"])
+    for text in ("房间干净，服务周到，下次还来。", "北京很大", "长城是中国古代的军事防御工程。"):
+        assert _token_string(tok, text) in built
+    assert built.count(_token_string(tok, "房间干净")) == 1      # a repeated example is written once
+    assert _token_string(tok, shared) not in built              # the dev text is left out
+    assert _token_string(tok, "长城是什么") not in built          # questions are not pretrained on
+    assert _token_string(tok, shared) in _build_task_texts(tmp_path / "all", train, [])
+
+
+def test_task_texts_bad_spec_names_it(tmp_path):
+    from paddle_electra.pretraining.data import write_task_texts
+    with pytest.raises(DataError, match="expected TASK=FILE"):
+        write_task_texts(["train.tsv"], [], str(tmp_path / "t.txt"))
+    with pytest.raises(DataError, match="unknown task 'sentiment'"):
+        write_task_texts([f"sentiment={tmp_path}"], [], str(tmp_path / "t.txt"))
+    with pytest.raises(DataError, match="no such file"):
+        write_task_texts([f"chnsenticorp={tmp_path / 'missing.tsv'}"], [], str(tmp_path / "t.txt"))
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA), reason="the shared data sets are not on this machine")
+def test_the_task_adaptive_set_holds_no_dev_or_test_text(tmp_path):
+    """The protocol of docs/results.md: the train splits' text, none of the dev/test splits' texts.
+    The official ChnSentiCorp and OCNLI splits share texts, so the check also runs without the exclusion
+    and must find them there (else it could not fail)."""
+    from paddle_electra.finetuning.tasks import TASKS
+    from paddle_electra.pretraining.data import _example_texts
+    from paddle_electra.tokenizer import ElectraTokenizer
+    tok = ElectraTokenizer(bundled_vocab_path())
+    d = lambda *p: os.path.join(DATA, *p)  # noqa: E731
+    train = [f"chnsenticorp={d('chnsenticorp', 'train.tsv')}", f"xnli={d('ocnli', 'train.10k.json')}"]
+    held = [("chnsenticorp", d("chnsenticorp", "dev.tsv")), ("chnsenticorp", d("chnsenticorp", "test.tsv")),
+            ("xnli", d("xnli", "dev.tsv")), ("xnli", d("ocnli", "dev.json"))]
+    texts = {t.strip() for name, path in held for e in TASKS[name](None, None).read_file(path, "dev")
+             for t in _example_texts(e)}
+    probes = [s for s in (_token_string(tok, t) for t in texts) if 8 <= len(s) <= 100]  # fits one example
+
+    def found(built):
+        return [p for p in probes if p in built]
+    assert found(_build_task_texts(tmp_path / "kept", train, [f"{n}={p}" for n, p in held])) == []
+    assert len(found(_build_task_texts(tmp_path / "all", train, []))) > 50

@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -110,6 +111,110 @@ _SENTENCE_END = re.compile(r"(?<=[。！？!?；;])")
 def split_sentences(line: str) -> List[str]:
     """For text with one document a line: cut after Chinese/ASCII sentence-final punctuation."""
     return [s for s in (p.strip() for p in _SENTENCE_END.split(line)) if s]
+
+
+# --- task-adaptive text: the unlabeled text of fine-tuning training files ---------------------------------
+def _example_texts(example) -> List[str]:
+    """The texts of one fine-tuning example, labels left out: both sentences of a pair, a tagged
+    sentence's characters, a reading-comprehension question and its context."""
+    if hasattr(example, "words"):
+        return ["".join(example.words)]
+    if hasattr(example, "context"):
+        return [example.question, example.context]
+    return [t for t in (example.text_a, example.text_b) if t]
+
+
+def _read_task_file(spec: str) -> Tuple[str, list]:
+    from ..finetuning.tasks import TASKS
+    name, sep, path = spec.partition("=")
+    if not sep or not path:
+        raise DataError(f"task text {spec!r}: expected TASK=FILE, e.g. chnsenticorp=train.tsv")
+    if name not in TASKS:
+        raise DataError(f"task text {spec!r}: unknown task {name!r}; registered: {', '.join(sorted(TASKS))}")
+    if not os.path.isfile(path):
+        raise DataError(f"task text {spec!r}: no such file {path}")
+    return path, TASKS[name](None, None).read_file(path, "train")
+
+
+class EvaluationTexts:
+    """The texts of evaluation files (each TASK=FILE), to keep them out of pretraining: `in_text(t)`
+    is true when one of them is in `t` (whitespace and case ignored, as the tokenizer ignores them),
+    so a train text that holds a dev text with more around it is caught too. Texts of `window`
+    characters or more are found through their first `window` characters, shorter ones only as the
+    whole of `t`."""
+
+    def __init__(self, specs: Sequence[str], window: int = 8):
+        self.window, self.whole, self.starts = window, set(), {}
+        self.count = 0
+        for spec in specs:
+            for e in _read_task_file(spec)[1]:
+                for t in _example_texts(e):
+                    t = self.normal(t)
+                    if not t:
+                        continue
+                    self.count += 1
+                    self.whole.add(t)
+                    if len(t) >= window:
+                        self.starts.setdefault(t[:window], set()).add(t)
+
+    @staticmethod
+    def normal(text: str) -> str:
+        return "".join(text.split()).lower()
+
+    def in_text(self, text: str) -> bool:
+        t = self.normal(text)
+        if t in self.whole:
+            return True
+        w = self.window
+        for i in range(len(t) - w + 1):
+            hit = self.starts.get(t[i:i + w])
+            if hit and any(t.startswith(h, i) for h in hit):
+                return True
+        return False
+
+
+def write_task_texts(train: Sequence[str], exclude: Sequence[str], path: str, group: int = 10) -> dict:
+    """Write the unlabeled text of the fine-tuning files `train` (each TASK=FILE, read by that task's
+    reader) to `path` in the --input format, sentences a line. An example is left out when it holds a
+    text of an `exclude` file (the dev and test splits: some official splits share texts, see
+    EvaluationTexts) and when it repeats an earlier one; a reading-comprehension context is written
+    once, its questions are not (the answer is in the context). Short examples (sentences, pairs,
+    reviews) are grouped `group` to a document, in file order, so that examples of max_seq_length are
+    filled rather than padded. Returns the counts."""
+    banned = exclude if isinstance(exclude, EvaluationTexts) else EvaluationTexts(exclude)
+    seen, counts = set(), {"examples": 0, "written": 0, "excluded": 0, "repeated": 0}
+    with open(path, "w", encoding="utf-8") as f:
+        for spec in train:
+            for e in _read_task_file(spec)[1]:
+                counts["examples"] += 1
+                texts = [t.strip() for t in _example_texts(e)]
+                doc = [texts[1]] if hasattr(e, "context") else texts
+                if any(banned.in_text(t) for t in doc):
+                    counts["excluded"] += 1
+                    continue
+                if tuple(doc) in seen:
+                    counts["repeated"] += 1
+                    continue
+                seen.add(tuple(doc))
+                counts["written"] += 1
+                in_doc = 1 if hasattr(e, "context") else group
+                f.write("".join(s + "\n" for t in doc for s in split_sentences(t))
+                        + ("\n" if counts["written"] % in_doc == 0 else ""))
+            f.write("\n")  # a file's last document ends with it
+    return counts
+
+
+def drop_evaluation_lines(path: str, out: str, banned: EvaluationTexts) -> int:
+    """Copy the text file `path` to `out` without the lines that hold an evaluation text (a raw corpus
+    can quote a sentence that an evaluation set took from the same source). Returns how many went."""
+    dropped = 0
+    with open(path, encoding="utf-8", errors="strict") as src, open(out, "w", encoding="utf-8") as dst:
+        for line in src:
+            if line.strip() and banned.in_text(line):
+                dropped += 1
+            else:
+                dst.write(line)
+    return dropped
 
 
 @dataclass
@@ -494,6 +599,11 @@ def add_build_arguments(p):
     p.add_argument("--input-docs-per-line", nargs="+", default=[], metavar="FILE",
                    help="text files with one whole document a line (e.g. CLUECorpusSmall): each line is split "
                         "into sentences at 。！？!?；; and ends its document")
+    p.add_argument("--task-texts", nargs="+", default=[], metavar="TASK=FILE",
+                   help="fine-tuning training files whose unlabeled text to add (task-adaptive pretraining), "
+                        "e.g. chnsenticorp=train.tsv msra_ner=train.txt xnli=train.10k.json cmrc2018=trial.json")
+    p.add_argument("--exclude-texts-of", nargs="+", default=[], metavar="TASK=FILE",
+                   help="evaluation files (dev, test): an --input line or --task-texts example holding one of their texts is left out")
     p.add_argument("--vocab", default=bundled_vocab_path(), help="vocab.txt (default: the bundled Chinese vocab)")
     p.add_argument("--output-dir", required=True,
                    help="folder to write; a non-empty one only when it holds a previous dataset (or --overwrite)")
@@ -511,11 +621,25 @@ def add_build_arguments(p):
 def run_build(args) -> int:
     opts = BuildOptions(output_dir=args.output_dir, vocab_file=args.vocab, max_seq_length=args.max_seq_length,
                         seed=args.seed, hfl_segment_bug=args.hfl_segment_bug)
-    if not args.input and not args.input_docs_per_line:
-        raise ValueError("give --input and/or --input-docs-per-line")
-    index = build_dataset(args.input, opts, num_processes=args.num_processes,
-                          unit_bytes=int(args.unit_mb * (1 << 20)) if args.unit_mb else None,
-                          docs_per_line=args.input_docs_per_line, overwrite=args.overwrite)
+    if not args.input and not args.input_docs_per_line and not args.task_texts:
+        raise ValueError("give --input, --input-docs-per-line and/or --task-texts")
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, docs_per_line = list(args.input), list(args.input_docs_per_line)
+        if args.exclude_texts_of:
+            banned = EvaluationTexts(args.exclude_texts_of)
+            for files in (inputs, docs_per_line):
+                for i, path in enumerate(files):
+                    files[i] = os.path.join(tmp, f"{len(os.listdir(tmp))}_{os.path.basename(path)}")
+                    n = drop_evaluation_lines(path, files[i], banned)
+                    print(f"{path}: {n} lines hold a text of --exclude-texts-of, left out")
+        if args.task_texts:
+            inputs.append(os.path.join(tmp, "task_texts.txt"))
+            c = write_task_texts(args.task_texts, banned if args.exclude_texts_of else [], inputs[-1])
+            print(f"task texts: {c['written']} of {c['examples']} examples ({c['excluded']} hold a text of "
+                  f"--exclude-texts-of, {c['repeated']} repeat one)")
+        index = build_dataset(inputs, opts, num_processes=args.num_processes,
+                              unit_bytes=int(args.unit_mb * (1 << 20)) if args.unit_mb else None,
+                              docs_per_line=docs_per_line, overwrite=args.overwrite)
     s = index["summary"]
     print(f"wrote {args.output_dir}: {len(index['shards'])} shards, {s['documents']} documents, {s['lines']} lines, "
           f"{s['examples']} examples, {s['tokens']} tokens, padding {100 * s['padding_share']:.1f}%, "
