@@ -168,13 +168,14 @@ class ElectraHubModule(nn.Layer, TransformerModule):
     def __init__(self, task: Optional[str] = None, load_checkpoint: Optional[str] = None,
                  label_map=None, num_classes: int = 2, suffix: bool = False, *,
                  use_fast_path: bool = True, precision: str = "fp32", num_threads: Optional[int] = None,
+                 engine: str = "auto",
                  ignore_label: int = IGNORE_LABEL, max_serving_texts: int = 256,
                  max_serving_chars: int = 10000, **kwargs):
         super().__init__()
         if kwargs:
             raise TypeError(f"{type(self).__name__}: unknown argument(s) {', '.join(sorted(kwargs))}; accepted: "
                             "task, load_checkpoint, label_map, num_classes, suffix, use_fast_path, precision, "
-                            "num_threads, ignore_label, max_serving_texts, max_serving_chars")
+                            "num_threads, engine, ignore_label, max_serving_texts, max_serving_chars")
         self.spec = get_spec(task, hub_only=True)  # PaddleHub 2.0's names are accepted with a warning
         if self.variant is None:
             raise TypeError("ElectraHubModule is a base class: a hub module sets `variant`")
@@ -187,6 +188,7 @@ class ElectraHubModule(nn.Layer, TransformerModule):
         self.max_serving_texts = check_int("max_serving_texts", max_serving_texts, 1)
         self.max_serving_chars = check_int("max_serving_chars", max_serving_chars, 1)
         self.use_fast_path, self.precision, self.num_threads = bool(use_fast_path), precision, num_threads
+        self.engine = engine  # the fast path's (inference.choose_engine)
         self._predictor = None
         self._warned_truncation = False
         labels = labels_from_label_map(label_map, num_classes) if self.spec.labelled else None
@@ -314,7 +316,7 @@ class ElectraHubModule(nn.Layer, TransformerModule):
                 self._weights_dir = self.save_pretrained(os.path.join(tmp, "model"))
             self._predictor = ElectraPredictor.from_pretrained(
                 self._weights_dir, task=self.task, precision=self.precision, num_threads=self.num_threads,
-                device="cpu")
+                device="cpu", engine=self.engine)
         return self._predictor
 
     def _predict(self, spec, texts: List[List[str]], max_seq_len: int, batch_size: int, use_gpu: bool,

@@ -1,4 +1,5 @@
-"""Fast inference: export a model to a static graph and run it with the Paddle Inference predictor.
+"""Fast inference: export a model to a static graph and run it with Paddle Inference, or convert that graph to
+ONNX and run it with ONNX Runtime or OpenVINO (`engine=`; "auto" picks by choose_engine's measured rule).
 
     pred = ElectraPredictor.from_pretrained(model_dir, task="seq-cls", precision="bf16")
     logits = pred(input_ids, token_type_ids, attention_mask)          # numpy in, numpy out
@@ -16,7 +17,9 @@ a mismatch re-exports. `export.sig` signs the graph with this install's key ($PA
 .inference_key): a graph folder that came with a model is rebuilt from its weights, not run. When the
 model folder is read-only, or its `inference/` is a symbolic link, the cache goes to
 `$PADDLE_ELECTRA_HOME/.inference_cache/<task>-<fingerprint>/`. Precision and threads are predictor
-settings, so one export serves fp32 and bf16.
+settings, so one export serves fp32 and bf16. The ONNX engines' graphs (model.onnx, model.fused.onnx,
+model.int8.onnx) are made from it on first use, kept in the same folder, listed in export.json and
+covered by the same signature.
 
 CPU: oneDNN kernels, `num_threads` (default: all cores, runtime.default_num_threads), and
 `identity_op_clean_pass` in front of Paddle's oneDNN passes: it deletes the (inference-time
@@ -28,6 +31,7 @@ CPU-only machines).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -47,7 +51,13 @@ from .cpu import cpu_info
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
+# "paddle": Paddle Inference (oneDNN on CPU, Paddle's GPU passes); "onnxruntime" / "openvino": the same graph
+# converted to ONNX (paddle2onnx) and run by ONNX Runtime / OpenVINO on CPU; "auto": the rule of choose_engine()
+ENGINES = ("auto", "paddle", "onnxruntime", "openvino")
+ENGINE_ENV = "PADDLE_ELECTRA_ENGINE"
+# the Python package each engine imports (and paddle2onnx, which makes their graph): pip names
+_ENGINE_PACKAGES = {"onnxruntime": ("onnxruntime", "paddle2onnx"), "openvino": ("openvino", "paddle2onnx")}
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
 EXPORT_META = "export.json"
 MODEL_PREFIX = "model"  # -> model.json (PIR program) + model.pdiparams
@@ -262,10 +272,23 @@ def _install_key() -> bytes:
     return _process_key
 
 
+def _derived_names(meta: Optional[Dict]) -> List[str]:
+    """The derived graphs (ONNX files) export.json lists: the signature covers them too. Plain file names
+    only (never a path out of the folder)."""
+    names = sorted((meta or {}).get("derived") or {})
+    if any(not isinstance(n, str) or os.path.basename(n) != n or n in ("", ".", "..") for n in names):
+        raise ValueError(f"export.json lists derived files that are not plain file names: {names}")
+    return names
+
+
+def _signed_files(path: str) -> List[str]:
+    return [*_SIGNED, *_derived_names(_read_meta(path))]
+
+
 def _signature(path: str) -> str:
     import hmac
     h = hmac.new(_install_key(), digestmod="sha256")
-    for name in _SIGNED:
+    for name in _signed_files(path):
         h.update(name.encode() + b"\0")
         with open(os.path.join(path, name), "rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
@@ -284,12 +307,18 @@ def _trusted_meta(path: str, fp: str) -> Optional[Dict]:
     """export.json of the cache folder `path` if it holds an export of fingerprint `fp` that this install
     signed, else None. Nothing is read through a symbolic link."""
     import hmac
-    files = [os.path.join(path, name) for name in (*_SIGNED, SIGNATURE)]
-    if os.path.islink(path) or not os.path.isdir(path) or any(os.path.islink(f) or not os.path.isfile(f)
-                                                               for f in files):
+    if os.path.islink(path) or not os.path.isdir(path):
         return None
     meta = _read_meta(path)
     if meta is None or meta.get("fingerprint") != fp:
+        return None
+    try:
+        names = [*_SIGNED, *_derived_names(meta), SIGNATURE]
+    except ValueError:
+        names = None
+    files = [os.path.join(path, name) for name in names or ()]
+    if names is None or any(os.path.islink(f) or not os.path.isfile(f) for f in files):
+        logger.warning("%s: the cache folder is incomplete or lists files it should not; rebuilding it", path)
         return None
     try:
         with open(files[-1], encoding="ascii") as f:
@@ -346,42 +375,353 @@ def gpu_available() -> bool:
     return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
 
 
+# --- engines: which runtime runs the exported graph ----------------------------------------------------
+# The "auto" rule on CPU, from benchmarks/inference_throughput.py on AMD EPYC Zen 3 (2 cores, AVX2+FMA, no bf16),
+# 2026-12-01, ELECTRA-small (12 layers), 32 x 128 seq/s and batch-1 latency at 32 / 128 tokens:
+#   Paddle Inference oneDNN fp32 56.9 seq/s, 16.7 / 29.7 ms; ONNX Runtime with the transformers-optimizer
+#   fusions 58.9, 6.8 / 18.8 ms; ONNX Runtime plain 57.1; OpenVINO f32 59.6 (8.7 / 20.2 ms); ONNX Runtime
+#   int8 dynamic 90.3 seq/s (1.59x Paddle fp32). Paddle's oneDNN has no int8 without PTQ.
+# So on CPU: ONNX Runtime (fused graph; int8 its dynamic quantization) when installed, else Paddle; on GPU,
+# and for bf16 (native bf16 CPUs: Paddle's oneDNN bf16, docs/inference.md), Paddle.
+AUTO_CPU_REASON = ("CPU: ONNX Runtime with its transformers-optimizer fusions measured 58.9 seq/s and 6.8 ms "
+                   "batch-1 latency against Paddle Inference's 56.9 seq/s and 16.7 ms (ELECTRA-small, AMD EPYC "
+                   "Zen 3, 2026-12-01); its int8 90.3 seq/s")
+ONNX_OPSET = 14
+# the ONNX graphs derived from the exported Paddle graph, kept (and signed) in its cache folder
+ONNX_PLAIN, ONNX_FUSED, ONNX_INT8 = "model.onnx", "model.fused.onnx", "model.int8.onnx"
+_announced = set()  # engine choices already logged by this process
+
+
+def _importable(module: str) -> bool:
+    import importlib
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False
+
+
+def _require(engine: str) -> None:
+    missing = [m for m in _ENGINE_PACKAGES.get(engine, ()) if not _importable(m)]
+    if missing:
+        raise ImportError(f"engine={engine!r} needs the Python package(s) {', '.join(missing)} "
+                          f"(pip install {' '.join(missing)}); or use engine='paddle'")
+
+
+def choose_engine(engine: Optional[str] = "auto", precision: str = "fp32", device: str = "cpu") -> Tuple[str, str]:
+    """(engine, why): `engine` when given (not "auto"), else $PADDLE_ELECTRA_ENGINE, else the measured rule
+    (AUTO_CPU_REASON): on CPU ONNX Runtime when it (and paddle2onnx) is installed, else Paddle Inference;
+    on GPU and for bf16 Paddle Inference. Errors for combinations no engine here runs."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    engine = engine or "auto"
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    env = os.environ.get(ENGINE_ENV, "").strip()
+    if engine == "auto" and env and env != "auto":
+        if env not in ENGINES:
+            raise ValueError(f"${ENGINE_ENV} must be one of {ENGINES}, got {env!r}")
+        engine, why = env, f"set by ${ENGINE_ENV}"
+    elif engine != "auto":
+        why = "asked for (engine argument)"
+    gpu = device.startswith("gpu")
+    if engine == "auto":
+        if gpu:
+            engine, why = "paddle", "GPU: Paddle Inference (the ONNX engines run on CPU here)"
+        elif precision == "bf16":
+            engine, why = "paddle", "bf16: Paddle Inference's oneDNN bf16 (the only bf16 engine here)"
+        elif all(_importable(m) for m in _ENGINE_PACKAGES["onnxruntime"]):
+            engine, why = "onnxruntime", AUTO_CPU_REASON
+        elif precision == "int8":
+            _require("onnxruntime")
+        else:
+            engine, why = "paddle", "onnxruntime or paddle2onnx is not installed (pip install onnxruntime paddle2onnx)"
+    if engine != "paddle":
+        if gpu:
+            raise InferenceError(f"engine={engine!r} runs on CPU here; use engine='paddle' on {device}")
+        if precision == "bf16":
+            raise ValueError(f"precision='bf16' runs on engine='paddle' only (oneDNN bf16), not {engine!r}")
+        if precision == "int8" and engine == "openvino":
+            # OpenVINO does read the dynamically quantized ONNX graph, but its runtime model runs every
+            # FullyConnected layer in f32 on it (checked with get_runtime_model(), OpenVINO 2026.4): not int8
+            raise ValueError("precision='int8' runs on engine='onnxruntime' only: OpenVINO compiles the dynamically "
+                             "quantized graph to f32 matmuls (no int8 kernels), and its own int8 (NNCF static "
+                             "quantization) is not built here")
+        _require(engine)
+    elif precision == "int8":
+        raise ValueError("precision='int8' is not available with engine='paddle' (Paddle's oneDNN int8 needs a "
+                         "post-training-quantized program); use engine='onnxruntime' (dynamic int8)")
+    return engine, why
+
+
+@contextlib.contextmanager
+def _lock(folder: str):
+    """An exclusive lock on a cache folder (while a derived graph is added to it and it is re-signed)."""
+    import fcntl
+    with open(os.path.join(folder, ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _write_meta(path: str, meta: Dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{EXPORT_META}.tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, os.path.join(path, EXPORT_META))
+
+
+def _update_meta(export_dir: str, fingerprint_: str, change) -> Dict:
+    """Under the folder's lock: re-read export.json (it must still be signed by this install), let
+    change(meta) edit it (returning False for no change), write it and re-sign the folder."""
+    with _lock(export_dir):
+        meta = _trusted_meta(export_dir, fingerprint_)
+        if meta is None:
+            raise InferenceError(f"{export_dir}: the cache changed while in use (no longer signed by this install); "
+                                 f"load the predictor again to rebuild it")
+        if change(meta) is not False:
+            _write_meta(export_dir, meta)
+            _sign(export_dir)
+        return meta
+
+
+def _versions(*packages: str) -> Dict[str, str]:
+    from importlib import metadata
+    out = {}
+    for p in packages:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_tools():
+    """While an ONNX graph is made: onnxruntime's quantizer logs every tensor through the root logger
+    (which Paddle's logging set-up prints) and its sessions list unused initializers; hold records up to
+    WARNING back (what matters is logged by us after) and the C++ warnings too (back to the default after)."""
+    before = logging.root.manager.disable
+    logging.disable(max(before, logging.WARNING))
+    ort = None
+    try:
+        import onnxruntime as ort
+        ort.set_default_logger_severity(3)
+    except ImportError:
+        pass
+    try:
+        yield
+    finally:
+        logging.disable(before)
+        if ort is not None:
+            ort.set_default_logger_severity(2)
+
+
+def _derive(export_dir: str, meta: Dict, name: str, recipe: Dict, build) -> str:
+    """The derived graph `name` of the cache folder: made by build(tmp_file) -> dict of notes when export.json
+    does not list it with this recipe (tools' versions, source); listed there and covered by export.sig."""
+    path = os.path.join(export_dir, name)
+    rec = (meta.get("derived") or {}).get(name)
+    if rec is not None and rec.get("recipe") == recipe and os.path.isfile(path):
+        return path
+
+    def change(m):
+        rec = (m.get("derived") or {}).get(name)
+        if rec is not None and rec.get("recipe") == recipe and os.path.isfile(path):
+            return False  # another process made it meanwhile
+        fd, tmp = tempfile.mkstemp(dir=export_dir, prefix=f".{name}.tmp-")
+        os.close(fd)
+        try:
+            logger.info("%s: making %s", export_dir, name)
+            with _quiet_tools():
+                notes = build(tmp) or {}
+            for warning in notes.pop("warnings", ()):
+                logger.warning("%s: %s", export_dir, warning)
+            if os.path.getsize(tmp) == 0:
+                raise InferenceError(f"{export_dir}: making {name} wrote nothing")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        m.setdefault("derived", {})[name] = {"recipe": recipe, **notes}
+    if not meta.get("fingerprint"):
+        raise InferenceError(f"{export_dir}: export.json has no fingerprint (not a cache folder of exported_model); "
+                             f"the ONNX engines need one")
+    updated = _update_meta(export_dir, meta["fingerprint"], change)
+    meta.clear()
+    meta.update(updated)
+    return path
+
+
+def _paddle2onnx(export_dir: str, output: str, opset_version: int = ONNX_OPSET) -> None:
+    try:
+        import paddle2onnx
+    except ImportError:
+        raise ImportError("ONNX export needs paddle2onnx (pip install paddle2onnx)") from None
+    # onnxoptimizer, not the default polygraphy, which pip-installs onnx_graphsurgeon at run time
+    paddle2onnx.export(os.path.join(export_dir, MODEL_PREFIX + ".json"),
+                       os.path.join(export_dir, MODEL_PREFIX + ".pdiparams"), output,
+                       opset_version=opset_version, enable_onnx_checker=True, optimize_tool="onnxoptimizer")
+
+
+def onnx_graph(export_dir: str, meta: Dict, config: ElectraConfig, kind: str = "plain") -> str:
+    """The ONNX file of a cache folder, made on first use and kept there (signed): "plain" (paddle2onnx),
+    "fused" (onnxruntime.transformers.optimizer's BERT fusions; the plain graph when the fusion fails,
+    said in a warning and in export.json), "int8" (onnxruntime.quantization.quantize_dynamic of the fused
+    graph: MatMul weights to QInt8, activations quantized per call)."""
+    if kind == "plain":
+        return _derive(export_dir, meta, ONNX_PLAIN, {"opset": ONNX_OPSET, **_versions("paddle2onnx")},
+                       lambda tmp: _paddle2onnx(export_dir, tmp))
+    plain = onnx_graph(export_dir, meta, config, "plain")
+    ort_version = _versions("onnxruntime", "onnx")
+    if kind == "fused":
+        def fuse(tmp):
+            from onnxruntime.transformers import optimizer
+            try:
+                model = optimizer.optimize_model(plain, model_type="bert", num_heads=config.num_attention_heads,
+                                                 hidden_size=config.hidden_size)
+                model.save_model_to_file(tmp)
+            except Exception as e:  # noqa: BLE001 - any failure of the optimizer: run the plain graph
+                import shutil
+                shutil.copyfile(plain, tmp)
+                failed = f"{type(e).__name__}: {e}"
+                return {"fusion": f"failed: {failed}", "warnings": [
+                    f"onnxruntime's transformers optimizer failed ({failed}); using the plain ONNX graph"]}
+            fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
+            return {"fusion": fused}
+        return _derive(export_dir, meta, ONNX_FUSED, {"from": ONNX_PLAIN, **ort_version}, fuse)
+    if kind == "int8":
+        fused = onnx_graph(export_dir, meta, config, "fused")
+
+        def quantize(tmp):
+            import onnx
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+            # the fused ops (EmbedLayerNormalization, Attention) are outside ONNX shape inference: say float
+            quantize_dynamic(fused, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            return {"quantization": "dynamic, MatMul weights QInt8"}
+        return _derive(export_dir, meta, ONNX_INT8, {"from": ONNX_FUSED, **ort_version}, quantize)
+    raise ValueError(f"kind must be plain, fused or int8, got {kind!r}")
+
+
+class _PaddleRunner:
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.inputs, self.outputs = predictor.get_input_names(), predictor.get_output_names()
+
+    def __call__(self, feeds):
+        for name in self.inputs:
+            h = self.predictor.get_input_handle(name)
+            h.reshape(list(feeds[name].shape))
+            h.copy_from_cpu(feeds[name])
+        self.predictor.run()
+        return tuple(self.predictor.get_output_handle(n).copy_to_cpu() for n in self.outputs)
+
+
+class _OrtRunner:
+    def __init__(self, path: str, num_threads: int):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = num_threads, 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # not its notes about unused initializers
+        self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, feeds):
+        return tuple(self.session.run(None, {n: feeds[n] for n in self.inputs}))
+
+
+class _OpenVinoRunner:
+    def __init__(self, path: str, num_threads: int):
+        import openvino as ov
+        # f32 said explicitly: on CPUs with bf16 OpenVINO's default precision hint is bf16
+        self.compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": num_threads,
+                                                              "INFERENCE_PRECISION_HINT": "f32"})
+        self.request = self.compiled.create_infer_request()
+        self.inputs = [i.get_any_name() for i in self.compiled.inputs]
+        self.outputs = [o.get_any_name() for o in self.compiled.outputs]
+
+    def __call__(self, feeds):
+        self.request.infer({n: feeds[n] for n in self.inputs})
+        return tuple(self.request.get_output_tensor(i).data.copy() for i in range(len(self.outputs)))
+
+
 # --- the predictor -------------------------------------------------------------------------------------
 class ElectraPredictor:
-    """A Paddle Inference predictor over an exported ELECTRA graph. Calls are serialised by a lock
-    (one predictor runs one batch at a time); use several predictors for parallel requests."""
+    """An exported ELECTRA graph run by an engine (choose_engine): Paddle Inference, ONNX Runtime or OpenVINO,
+    the same outputs from each. Calls are serialised by a lock (one predictor runs one batch at a time);
+    use several predictors for parallel requests."""
 
     def __init__(self, export_dir: str, config: ElectraConfig, task: Optional[str] = None,
                  precision: str = "fp32", num_threads: Optional[int] = None, device: Optional[str] = None,
                  use_tensorrt: bool = False, onednn_cache_capacity: int = DEFAULT_ONEDNN_CACHE_CAPACITY,
-                 extra_passes: Sequence[str] = CPU_EXTRA_PASSES, meta: Optional[Dict] = None):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+                 extra_passes: Sequence[str] = CPU_EXTRA_PASSES, meta: Optional[Dict] = None,
+                 engine: Optional[str] = "auto"):
+        self.device = device or ("gpu" if gpu_available() else "cpu")
+        self.engine, self.engine_reason = choose_engine(engine, precision, self.device)
+        if use_tensorrt and self.engine != "paddle":
+            raise ValueError(f"use_tensorrt=True is a Paddle Inference setting; not with engine={self.engine!r}")
         self.export_dir, self.config, self.task, self.precision = export_dir, config, task, precision
         self.spec = _spec(task)
         self.meta = meta or _read_meta(export_dir) or {}
         self.seq_axes = self.meta.get("seq_axes")
         self.min_seq_len = int(self.meta.get("min_seq_len", 1))
-        self.device = device or ("gpu" if gpu_available() else "cpu")
         self.num_threads = num_threads or runtime.default_num_threads()
         self.extra_passes = list(extra_passes)
-        self._predictor = self._create(use_tensorrt, onednn_cache_capacity)
-        self._inputs = self._predictor.get_input_names()
+        if self.engine == "paddle":
+            self.graph = os.path.join(export_dir, MODEL_PREFIX + ".json")
+            self._run = _PaddleRunner(self._create(use_tensorrt, onednn_cache_capacity))
+        else:
+            kind = "int8" if precision == "int8" else "fused" if self.engine == "onnxruntime" else "plain"
+            self.graph = onnx_graph(export_dir, self.meta, config, kind)
+            runner = _OrtRunner if self.engine == "onnxruntime" else _OpenVinoRunner
+            try:
+                self._run = runner(self.graph, self.num_threads)
+            except Exception as e:  # noqa: BLE001 - the engine's own error types
+                raise InferenceError(f"{self.engine} cannot load {self.graph}: {type(e).__name__}: {e}") from e
+        self._inputs = self._run.inputs
         if sorted(self._inputs) != sorted(INPUT_NAMES):
-            raise InferenceError(f"{export_dir}: the exported graph takes {self._inputs}, expected {INPUT_NAMES}")
-        self._outputs = self._predictor.get_output_names()
+            raise InferenceError(f"{self.graph}: the graph takes {self._inputs}, expected {INPUT_NAMES}")
+        self._outputs = self._run.outputs
         self._lock = threading.Lock()
+        self._record_engine()
+
+    def _record_engine(self):
+        """Write the choice into export.json (when it changed) and log it once per process."""
+        key = f"{self.device.split(':')[0]}-{self.precision}"
+        record = {"engine": self.engine, "reason": self.engine_reason, "graph": os.path.basename(self.graph)}
+        if self.meta.get("fingerprint") and (self.meta.get("engine") or {}).get(key) != record:
+            def change(m):
+                if (m.get("engine") or {}).get(key) == record:
+                    return False
+                m.setdefault("engine", {})[key] = record
+            try:
+                self.meta = _update_meta(self.export_dir, self.meta["fingerprint"], change)
+            except (OSError, InferenceError) as e:  # a cache we may read but not write: the choice stands
+                logger.warning("%s: cannot record the engine in %s (%s)", self.export_dir, EXPORT_META, e)
+        said = (self.export_dir, key, self.engine)
+        if said not in _announced:
+            _announced.add(said)
+            logger.info("%s %s on %s: engine %s (%s)", self.task or "backbone", self.precision, self.device,
+                        self.engine, self.engine_reason)
 
     @classmethod
     def from_pretrained(cls, model_dir: str, task: Optional[str] = None, precision: str = "fp32",
                         num_threads: Optional[int] = None, device: Optional[str] = None,
-                        use_tensorrt: bool = False, rebuild: bool = False, **kwargs) -> "ElectraPredictor":
+                        use_tensorrt: bool = False, rebuild: bool = False, engine: Optional[str] = "auto",
+                        **kwargs) -> "ElectraPredictor":
         """Predictor for a from_pretrained dir (or registered variant name): exports the graph on first
         use (or when the weights changed) and loads it. `device`: "cpu", "gpu", "gpu:1"; default the
-        GPU when there is one."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        GPU when there is one. `engine`: "auto" (choose_engine's rule; $PADDLE_ELECTRA_ENGINE overrides it),
+        "paddle", "onnxruntime", "openvino". `precision`: "fp32", "bf16" (Paddle, native-bf16 CPUs or
+        GPUs), "int8" (ONNX Runtime's run of the dynamically quantized ONNX graph)."""
         device = device or ("gpu" if gpu_available() else "cpu")
+        choose_engine(engine, precision, device)  # bad arguments fail before the export
         if precision == "bf16" and device == "cpu" and not cpu_supports_bf16():
             raise InferenceError(
                 "precision='bf16' needs a CPU with native bf16 instructions (AVX512-BF16 or AMX-BF16); "
@@ -389,7 +729,8 @@ class ElectraPredictor:
         model_dir = resolve(model_dir)
         export_dir, meta = exported_model(model_dir, task, rebuild=rebuild)
         return cls(export_dir, model_config(model_dir, task), task=task, precision=precision,
-                   num_threads=num_threads, device=device, use_tensorrt=use_tensorrt, meta=meta, **kwargs)
+                   num_threads=num_threads, device=device, use_tensorrt=use_tensorrt, meta=meta, engine=engine,
+                   **kwargs)
 
     # --- configuration ---
     def _create(self, use_tensorrt: bool, onednn_cache_capacity: int):
@@ -448,12 +789,7 @@ class ElectraPredictor:
         self._check_values(ids, types, mask)
         feeds = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
         with self._lock:
-            for name in self._inputs:
-                h = self._predictor.get_input_handle(name)
-                h.reshape(list(feeds[name].shape))
-                h.copy_from_cpu(feeds[name])
-            self._predictor.run()
-            outs = tuple(self._predictor.get_output_handle(n).copy_to_cpu() for n in self._outputs)
+            outs = self._run(feeds)
         return outs[0] if len(outs) == 1 else outs
 
     @staticmethod
@@ -517,29 +853,23 @@ class ElectraPredictor:
         return self.predict_batches(enc["input_ids"], enc["token_type_ids"], batch_size=batch_size)
 
     def __repr__(self):
-        return (f"ElectraPredictor(task={self.task!r}, precision={self.precision!r}, device={self.device!r}, "
+        return (f"ElectraPredictor(task={self.task!r}, engine={self.engine!r}, precision={self.precision!r}, "
+                f"device={self.device!r}, "
                 f"num_threads={self.num_threads}, export_dir={self.export_dir!r})")
 
 
 # --- ONNX ------------------------------------------------------------------------------------------------
-def export_onnx(model_dir: str, output: str, task: Optional[str] = None, opset_version: int = 14) -> str:
+def export_onnx(model_dir: str, output: str, task: Optional[str] = None, opset_version: int = ONNX_OPSET) -> str:
     """Write `output` (.onnx) from the cached static export through paddle2onnx: the same inputs
     (int64 input_ids, token_type_ids, attention_mask with dynamic batch and length) and outputs as the
     predictor. Run it with onnxruntime (the `bench` extra)."""
-    try:
-        import paddle2onnx
-    except ImportError:
-        raise ImportError("ONNX export needs paddle2onnx (pip install paddle2onnx)") from None
     export_dir, _ = exported_model(model_dir, task)
     output = os.path.abspath(output)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.tmp-", dir=os.path.dirname(output))
     os.close(fd)
     try:
-        # onnxoptimizer, not the default polygraphy, which pip-installs onnx_graphsurgeon at run time
-        paddle2onnx.export(os.path.join(export_dir, MODEL_PREFIX + ".json"),
-                           os.path.join(export_dir, MODEL_PREFIX + ".pdiparams"), tmp,
-                           opset_version=opset_version, enable_onnx_checker=True, optimize_tool="onnxoptimizer")
+        _paddle2onnx(export_dir, tmp, opset_version)
         if os.path.getsize(tmp) == 0:
             raise InferenceError(f"paddle2onnx wrote nothing for {export_dir}")
         os.replace(tmp, output)

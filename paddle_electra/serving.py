@@ -446,6 +446,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="gunicorn worker processes, each with its own copy of the models (default: one "
                         "process, threaded, requests batched together; a config's use_multiprocess: its workers)")
     p.add_argument("--threads", type=_positive(int), default=4, help="threads per gunicorn worker (default 4)")
+    from .inference import ENGINES
+    p.add_argument("--engine", choices=ENGINES, default=None,
+                   help="inference engine of the modules' fast path, for every module served (default: a "
+                        "config's init_args engine, else auto: paddle_electra.inference.choose_engine)")
     d = Limits()
     p.add_argument("--max-body-bytes", type=_positive(int), default=d.max_body_bytes,
                    help=f"largest request body (default {d.max_body_bytes})")
@@ -485,6 +489,9 @@ def _run(args) -> int:
         for item in args.modules:
             name, _, version = item.partition("==")
             modules_info[name] = {"init_args": {"version": version} if version else {}, "predict_args": {}}
+    if args.engine:  # the modules' own argument, ElectraHubModule(engine=...)
+        for entry in modules_info.values():
+            entry["init_args"] = {**(entry.get("init_args") or {}), "engine": args.engine}
     if args.use_multiprocess and workers is None:
         workers = os.cpu_count() or 1
     if isinstance(port, str) and port.strip().isdigit():  # PaddleHub's configs may give it as a string

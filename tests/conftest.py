@@ -8,6 +8,10 @@ SHARED_DATA = os.environ.get("PADDLE_ELECTRA_SHARED_DATA", os.path.join(ROOT, ".
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long tests, left out of the default run (make test)")
+    # the tests run the Paddle Inference engine (subprocesses too) unless the variable is set: the "auto"
+    # engine, ONNX Runtime where installed, converts each model to ONNX first (seconds per model);
+    # tests/test_inference_engines.py runs the auto rule and every engine
+    os.environ.setdefault("PADDLE_ELECTRA_ENGINE", "paddle")
 
 
 @pytest.fixture(scope="session")

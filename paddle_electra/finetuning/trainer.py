@@ -58,7 +58,8 @@ class InferencePredictor:
         from ..inference import ElectraPredictor
         self._tmp = tempfile.TemporaryDirectory(prefix="electra-eval-")
         path = model.save_pretrained(os.path.join(self._tmp.name, "model"))
-        self._predictor = ElectraPredictor.from_pretrained(path, task=task.spec.name)
+        # Paddle Inference: a one-off export per evaluation would not pay back an ONNX conversion
+        self._predictor = ElectraPredictor.from_pretrained(path, task=task.spec.name, engine="paddle")
 
     def predict_batches(self, input_ids, token_type_ids, batch_size: int, **kw):
         return self._predictor.predict_batches(input_ids, token_type_ids, batch_size=batch_size, **kw)
