@@ -1,8 +1,12 @@
-"""Accuracy of a fine-tuned sentence classifier run by ElectraPredictor in fp32 and in bf16
+"""Accuracy of a fine-tuned sentence classifier run by ElectraPredictor in fp32 and in bf16 or int8
 (ChnSentiCorp dev by default), the largest logit difference, and how many predictions flip.
 
     python benchmarks/bf16_accuracy.py --model-dir <fine-tuned chnsenticorp dir> \
         [--dev-file ../shared/data/chnsenticorp/dev.tsv] [--with-dygraph]
+    python benchmarks/bf16_accuracy.py --model-dir <...> --precision int8     # ONNX Runtime dynamic int8
+
+fp32 is Paddle Inference's (equal to dygraph); bf16 runs on Paddle Inference (native-bf16 CPUs only),
+int8 on --engine (default onnxruntime).
 
 The dev set is read and featurized by the fine-tuning task (paddle_electra.finetuning.tasks), as
 the fine-tuning evaluation does. Appends a JSON line to --output.
@@ -38,6 +42,9 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-threads", type=int, default=None)
     p.add_argument("--with-dygraph", action="store_true", help="also score the dygraph model (fp32 reference)")
+    p.add_argument("--precision", choices=("bf16", "int8"), default="bf16", help="what is compared with fp32")
+    p.add_argument("--engine", default=None,
+                   help="engine of --precision (default: paddle for bf16, onnxruntime for int8)")
     p.add_argument("--output", default="runs/bench/bf16_accuracy.jsonl", help="JSON lines appended here")
     args = p.parse_args(argv)
 
@@ -46,8 +53,11 @@ def main(argv=None):
     from paddle_electra.tokenizer import ElectraTokenizer
 
     runtime.configure_process("cpu", args.num_threads)
-    if not inference.cpu_supports_bf16():
+    low = args.precision
+    engine = args.engine or ("paddle" if low == "bf16" else "onnxruntime")
+    if low == "bf16" and not inference.cpu_supports_bf16():
         sys.exit("this CPU has no native bf16 (AVX512-BF16 / AMX-BF16): nothing to compare")
+    inference.choose_engine(engine, low, "cpu")  # a missing package or a refused combination: before the reading
     if not os.path.exists(args.dev_file):
         sys.exit(f"dev file not found: {args.dev_file}")
     task = get_task(args.task, FinetuneConfig(task_names=[args.task], max_seq_length=args.max_seq_length),
@@ -66,13 +76,14 @@ def main(argv=None):
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
 
     logits, secs = {}, {}
-    for prec in ("fp32", "bf16"):
+    for prec in ("fp32", low):
         pred = inference.ElectraPredictor.from_pretrained(args.model_dir, task="seq-cls", precision=prec,
-                                                          num_threads=args.num_threads)
+                                                          num_threads=args.num_threads, device="cpu",
+                                                          engine="paddle" if prec == "fp32" else engine)
         t = time.perf_counter()
         logits[prec] = np.stack(pred.predict_batches(ids, types, batch_size=args.batch_size))
         secs[prec] = time.perf_counter() - t
-        print(f"  {prec}: accuracy {100 * accuracy(logits[prec], labels):.2f}  "
+        print(f"  {prec} ({pred.engine}): accuracy {100 * accuracy(logits[prec], labels):.2f}  "
               f"({len(feats) / secs[prec]:.0f} seq/s)", flush=True)
     if args.with_dygraph:
         import paddle
@@ -86,21 +97,21 @@ def main(argv=None):
         print(f"  dygraph: accuracy {100 * accuracy(logits['dygraph'], labels):.2f}", flush=True)
 
     acc = {k: accuracy(v, labels) for k, v in logits.items()}
-    diff = np.abs(logits["bf16"] - logits["fp32"])
-    flips = int((logits["bf16"].argmax(-1) != logits["fp32"].argmax(-1)).sum())
+    diff = np.abs(logits[low] - logits["fp32"])
+    flips = int((logits[low].argmax(-1) != logits["fp32"].argmax(-1)).sum())
     # how close the closest fp32 decision is: top logit minus the runner-up
     top2 = np.sort(logits["fp32"], axis=-1)[:, -2:]
     margin = float((top2[:, 1] - top2[:, 0]).min()) if logits["fp32"].shape[1] > 1 else float("nan")
-    delta = 100 * (acc["bf16"] - acc["fp32"])
+    delta = 100 * (acc[low] - acc["fp32"])
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "model_dir": os.path.abspath(args.model_dir),
               "dev_file": os.path.abspath(args.dev_file), "examples": len(feats),
-              "accuracy": acc, "bf16_minus_fp32_points": delta, "max_abs_logit_diff": float(diff.max()),
+              "precision": low, "engine": engine, "accuracy": acc, f"{low}_minus_fp32_points": delta, "max_abs_logit_diff": float(diff.max()),
               "mean_abs_logit_diff": float(diff.mean()), "flipped_predictions": flips,
               "smallest_fp32_margin": margin,
               "seq_per_s": {k: len(feats) / v for k, v in secs.items()}}
     if "dygraph" in logits:
         record["max_abs_logit_diff_fp32_vs_dygraph"] = float(np.abs(logits["fp32"] - logits["dygraph"]).max())
-    print(f"\naccuracy fp32 {100 * acc['fp32']:.2f}, bf16 {100 * acc['bf16']:.2f} ({delta:+.2f} points; "
+    print(f"\naccuracy fp32 {100 * acc['fp32']:.2f}, {low} ({engine}) {100 * acc[low]:.2f} ({delta:+.2f} points; "
           f"{'within' if abs(delta) <= 0.5 else 'OUTSIDE'} 0.5); max |logit diff| {diff.max():.4f}, "
           f"mean {diff.mean():.4f}; {flips} of {len(feats)} predictions flip (smallest fp32 margin between "
           f"the top two logits: {margin:.4f})")

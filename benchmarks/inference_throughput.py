@@ -11,7 +11,8 @@ Prints seq/s (median over rounds; engines take turns each round so that a busy m
 them alike), batch-1 latency, the ratios, and the share of the roofline: model matmul FLOPs per second
 over the GEMM peak (chained large matmuls, fp32 and bf16, through a predictor with our settings and
 in PyTorch; the faster counts), timed in the same rounds.
-Also runs the predictor without our extra IR pass ("plain" = a plain Paddle Inference export).
+Also runs the predictor without our extra IR pass ("plain" = a plain Paddle Inference export), and our
+ElectraPredictor with engine="onnxruntime" (fp32 on the fused graph, int8 dynamic) on our own ONNX export.
 Appends a JSON line per run to --output.
 """
 from __future__ import annotations
@@ -115,10 +116,11 @@ def _timed(fn) -> float:
 
 
 # --- the engines: name -> callable(ids, types) that returns the sequence output as numpy -----------------
-def ours(model_dir, precision, threads, extra_passes=inference.CPU_EXTRA_PASSES):
+def ours(model_dir, precision, threads, extra_passes=inference.CPU_EXTRA_PASSES, engine="paddle"):
+    """Our ElectraPredictor (its input checks and wrapper included) on the given engine."""
     export_dir, meta = inference.exported_model(model_dir)
     pred = inference.ElectraPredictor(export_dir, inference.model_config(model_dir, None), precision=precision,
-                                      num_threads=threads, extra_passes=extra_passes, meta=meta)
+                                      num_threads=threads, extra_passes=extra_passes, meta=meta, engine=engine)
     return lambda ids, types: pred(ids, types, np.ones_like(ids))
 
 
@@ -289,6 +291,10 @@ def main(argv=None):
     engines = {"ours fp32": ours(model_dir, "fp32", threads)}
     if bf16:
         engines["ours bf16"] = ours(model_dir, "bf16", threads)
+    if "onnxruntime" not in args.skip:  # our ONNX export of the same graph (paddle2onnx), through ElectraPredictor
+        engines["ours engine=onnxruntime fp32"] = ours(model_dir, "fp32", threads, engine="onnxruntime")
+        if "int8" not in args.skip:
+            engines["ours int8 (engine=onnxruntime)"] = ours(model_dir, "int8", threads, engine="onnxruntime")
     if "plain" not in args.skip:
         engines["plain export fp32"] = ours(model_dir, "fp32", threads, extra_passes=())
         if bf16:
@@ -382,7 +388,7 @@ def main(argv=None):
 def _versions():
     from importlib import metadata
     out = {}
-    for pkg in ("paddlepaddle", "paddlenlp", "torch", "transformers", "onnxruntime", "openvino"):
+    for pkg in ("paddlepaddle", "paddlenlp", "torch", "transformers", "onnxruntime", "openvino", "paddle2onnx"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

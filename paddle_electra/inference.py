@@ -423,7 +423,7 @@ def choose_engine(engine: Optional[str] = "auto", precision: str = "fp32", devic
             raise ValueError(f"${ENGINE_ENV} must be one of {ENGINES}, got {env!r}")
         engine, why = env, f"set by ${ENGINE_ENV}"
     elif engine != "auto":
-        why = "asked for (engine argument)"
+        why = f"engine={engine!r} asked for"
     gpu = device.startswith("gpu")
     if engine == "auto":
         if gpu:

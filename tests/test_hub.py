@@ -395,6 +395,21 @@ def test_fast_path_equals_dygraph(load, task_dirs, home):
         assert fast._predictor is not None and slow._predictor is None, task  # each ran the path it says
 
 
+def test_fast_path_runs_the_engine_asked_for(load, task_dirs, home):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the test extra has it)")
+    pytest.importorskip("paddle2onnx", reason="paddle2onnx is not installed (paddlehub brings it)")
+    examples = [["这个宾馆比较陈旧了"], ["服务很好，房间整洁"]]
+    fast = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=task_dirs["seq-cls"],
+                      engine="onnxruntime")
+    slow = hub.Module(name="chinese-electra-small", task="seq-cls", load_checkpoint=task_dirs["seq-cls"],
+                      use_fast_path=False)
+    a = fast.predict(examples, batch_size=2, return_prob=True)
+    b = slow.predict(examples, batch_size=2, return_prob=True)
+    assert a[0] == b[0]
+    np.testing.assert_allclose(a[1], b[1], atol=1e-4)
+    assert fast._predictor.engine == "onnxruntime"
+
+
 # --- fine-tuning with hub.Trainer ------------------------------------------------------------------
 def _write_tsv(path, header, rows):
     with open(path, "w", encoding="utf-8") as f:

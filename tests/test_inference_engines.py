@@ -131,7 +131,7 @@ def test_choice_overrides_and_refusals(dirs, monkeypatch):
     assert choose_engine("auto", "fp32", "gpu")[0] == "paddle"
     assert choose_engine("auto", "fp32", "gpu:1")[0] == "paddle"
     assert choose_engine("auto", "bf16", "cpu")[0] == "paddle"
-    assert choose_engine("paddle") == ("paddle", "asked for (engine argument)")
+    assert choose_engine("paddle") == ("paddle", "engine='paddle' asked for")
     with pytest.raises(ValueError, match="'onnx'"):
         choose_engine("onnx")
     with pytest.raises(ValueError, match="'onnx'"):
