@@ -520,6 +520,22 @@ def _quiet_tools():
             ort.set_default_logger_severity(2)
 
 
+def _write_file(path: str, build):
+    """build(tmp) writes a file beside `path`, which then replaces `path` in one rename (never left half
+    written); returns what build returned."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.tmp-")
+    os.close(fd)
+    try:
+        out = build(tmp)
+        if os.path.getsize(tmp) == 0:
+            raise InferenceError(f"making {path} wrote nothing")
+        os.replace(tmp, path)
+        return out
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def _derive(export_dir: str, meta: Dict, name: str, recipe: Dict, build) -> str:
     """The derived graph `name` of the cache folder: made by build(tmp_file) -> dict of notes when export.json
     does not list it with this recipe (tools' versions, source); listed there and covered by export.sig."""
@@ -532,20 +548,11 @@ def _derive(export_dir: str, meta: Dict, name: str, recipe: Dict, build) -> str:
         rec = (m.get("derived") or {}).get(name)
         if rec is not None and rec.get("recipe") == recipe and os.path.isfile(path):
             return False  # another process made it meanwhile
-        fd, tmp = tempfile.mkstemp(dir=export_dir, prefix=f".{name}.tmp-")
-        os.close(fd)
-        try:
-            logger.info("%s: making %s", export_dir, name)
-            with _quiet_tools():
-                notes = build(tmp) or {}
-            for warning in notes.pop("warnings", ()):
-                logger.warning("%s: %s", export_dir, warning)
-            if os.path.getsize(tmp) == 0:
-                raise InferenceError(f"{export_dir}: making {name} wrote nothing")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        logger.info("%s: making %s", export_dir, name)
+        with _quiet_tools():
+            notes = _write_file(path, build) or {}
+        for warning in notes.pop("warnings", ()):
+            logger.warning("%s: %s", export_dir, warning)
         m.setdefault("derived", {})[name] = {"recipe": recipe, **notes}
     if not meta.get("fingerprint"):
         raise InferenceError(f"{export_dir}: export.json has no fingerprint (not a cache folder of exported_model); "
@@ -866,14 +873,5 @@ def export_onnx(model_dir: str, output: str, task: Optional[str] = None, opset_v
     export_dir, _ = exported_model(model_dir, task)
     output = os.path.abspath(output)
     os.makedirs(os.path.dirname(output), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.tmp-", dir=os.path.dirname(output))
-    os.close(fd)
-    try:
-        _paddle2onnx(export_dir, tmp, opset_version)
-        if os.path.getsize(tmp) == 0:
-            raise InferenceError(f"paddle2onnx wrote nothing for {export_dir}")
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    _write_file(output, lambda tmp: _paddle2onnx(export_dir, tmp, opset_version))
     return output
