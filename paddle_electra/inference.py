@@ -680,12 +680,20 @@ class ElectraPredictor:
         self.min_seq_len = int(self.meta.get("min_seq_len", 1))
         self.num_threads = num_threads or runtime.default_num_threads()
         self.extra_passes = list(extra_passes)
+        if self.engine != "paddle":
+            kind = "int8" if precision == "int8" else "fused" if self.engine == "onnxruntime" else "plain"
+            try:
+                self.graph = onnx_graph(export_dir, self.meta, config, kind)
+            except OSError as e:  # e.g. a cache folder that became read-only after the export
+                if self.engine_reason != AUTO_CPU_REASON or precision != "fp32":
+                    raise InferenceError(f"{export_dir}: cannot write the {self.engine} graph there "
+                                         f"({e.strerror or e}); use engine='paddle'") from e
+                self.engine, self.engine_reason = "paddle", f"auto: cannot write the ONNX graph ({e.strerror or e})"
+                logger.warning("%s: %s; running Paddle Inference", export_dir, self.engine_reason)
         if self.engine == "paddle":
             self.graph = os.path.join(export_dir, MODEL_PREFIX + ".json")
             self._run = _PaddleRunner(self._create(use_tensorrt, onednn_cache_capacity))
         else:
-            kind = "int8" if precision == "int8" else "fused" if self.engine == "onnxruntime" else "plain"
-            self.graph = onnx_graph(export_dir, self.meta, config, kind)
             runner = _OrtRunner if self.engine == "onnxruntime" else _OpenVinoRunner
             try:
                 self._run = runner(self.graph, self.num_threads)
@@ -870,6 +878,8 @@ def export_onnx(model_dir: str, output: str, task: Optional[str] = None, opset_v
     """Write `output` (.onnx) from the cached static export through paddle2onnx: the same inputs
     (int64 input_ids, token_type_ids, attention_mask with dynamic batch and length) and outputs as the
     predictor. Run it with onnxruntime (the `bench` extra)."""
+    if not _importable("paddle2onnx"):
+        raise ImportError("ONNX export needs paddle2onnx (pip install paddle2onnx)")
     export_dir, _ = exported_model(model_dir, task)
     output = os.path.abspath(output)
     os.makedirs(os.path.dirname(output), exist_ok=True)

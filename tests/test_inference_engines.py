@@ -230,6 +230,22 @@ def test_a_failed_fusion_runs_the_plain_graph_and_says_so(tmp_path, monkeypatch,
                  ElectraPredictor.from_pretrained(d, task="discriminator", engine="paddle")(ids, types, mask))
 
 
+@needs_ort
+def test_a_cache_that_cannot_take_the_onnx_graph(tmp_path, monkeypatch, caplog):
+    """auto falls back to Paddle Inference, saying why; an explicit engine is an error naming the folder."""
+    d = _fresh(tmp_path)
+
+    def read_only(path, build):
+        raise PermissionError(13, "Permission denied", path)
+    monkeypatch.setattr(inference, "_write_file", read_only)
+    caplog.set_level("WARNING", logger="paddle_electra.inference")
+    pred = ElectraPredictor.from_pretrained(d, task="seq-cls")
+    assert pred.engine == "paddle" and "cannot write the ONNX graph (Permission denied)" in pred.engine_reason
+    assert any("running Paddle Inference" in r.getMessage() for r in caplog.records)
+    with pytest.raises(InferenceError, match="cannot write the onnxruntime graph there"):
+        ElectraPredictor.from_pretrained(d, task="seq-cls", engine="onnxruntime")
+
+
 # --- serving --------------------------------------------------------------------------------------------
 def test_serve_engine_option_reaches_every_module(monkeypatch):
     from paddle_electra import serving
