@@ -6,8 +6,9 @@ at a time on one thread each; then the table of max / mean (values) over the tri
         --data-dir ../shared/data --out runs/long/results --jobs 2
 
 The protocol (PROTOCOL below; /work/shared/data/README.md for why XNLI trains on OCNLI and CMRC 2018 on
-its trial set): ChnSentiCorp full train -> dev; MSRA NER, the first 5,000 train sentences after a seeded
-shuffle -> dev; XNLI: OCNLI train.10k -> XNLI dev; CMRC 2018: trial -> dev. The recipe is
+its trial set): ChnSentiCorp full train -> dev; MSRA NER, 5,000 train sentences (a seeded sample, the
+same in every run) -> dev; XNLI: OCNLI train.10k -> XNLI dev; CMRC 2018: trial -> 1,000 dev questions
+(a seeded sample). The recipe is
 finetune/params_<task>.json with the overrides given here (sized to a 2-core CPU). `--table-only`
 prints the table from finished runs.
 """
@@ -31,7 +32,8 @@ PROTOCOL = {
     "xnli": ("ocnli/train.10k.json", "xnli/dev.tsv",
              {"max_seq_length": 128, "num_train_epochs": 1}, [("dev_accuracy", "XNLI acc.")]),
     "cmrc2018": ("cmrc2018/trial.json", "cmrc2018/dev.json",
-                 {"max_seq_length": 256, "doc_stride": 128, "num_train_epochs": 2, "write_test_outputs": False},
+                 {"max_seq_length": 256, "doc_stride": 128, "num_train_epochs": 2, "write_test_outputs": False,
+                  "max_eval_examples": 1000},
                  [("dev_em", "CMRC 2018 EM"), ("dev_f1", "CMRC 2018 F1")]),
 }
 
