@@ -100,17 +100,19 @@ def test_fp32_engines_give_the_paddle_outputs(dirs, engine, task):
 
 
 @needs_ort
-def test_int8_is_quantized_and_close_to_fp32(dirs):
+def test_int8_is_quantized_and_close_to_fp32(dirs, monkeypatch):
     """Dynamic int8 (MatMul weights QInt8, activations quantized per call) against Paddle fp32 on random
-    2-layer weights. Measured on seeds 1-3: max |logit diff| 4-21% of the largest fp32 logit, 94-97% of the
-    token labels and 16 of 16 sentence labels the same. Stated here: diff <= 30% of the largest logit, >= 90%
-    of token labels and >= 14 of 16 sentence labels agree; a wrong or unquantized graph fails one of them."""
+    2-layer weights. Measured on AMD EPYC (AVX2, seeds 1-3): max |logit diff| 2-3% of the largest fp32 logit,
+    98-99% of the token labels and 16 of 16 sentence labels the same (with 8-bit weights, which saturate
+    ONNX Runtime's kernels on CPUs without VNNI: 13-21% and 94-97%). Stated here: diff <= 10% of the largest
+    logit, >= 95% of token labels and >= 15 of 16 sentence labels agree; an unquantized graph fails the
+    lower bound."""
     import onnx
     rng = np.random.default_rng(1)
     ids = rng.integers(1, TINY.vocab_size, (16, 48)).astype("int64")
     types = np.zeros_like(ids)
     types[:, 12:] = 1
-    for task, min_agree in (("seq-cls", 14 / 16), ("token-cls", 0.9)):
+    for task, min_agree in (("seq-cls", 15 / 16), ("token-cls", 0.95)):
         want = ElectraPredictor.from_pretrained(dirs[task], task=task, engine="paddle")(ids, types)
         pred = ElectraPredictor.from_pretrained(dirs[task], task=task, engine="onnxruntime", precision="int8")
         assert os.path.basename(pred.graph) == inference.ONNX_INT8
@@ -119,9 +121,18 @@ def test_int8_is_quantized_and_close_to_fp32(dirs):
         got = pred(ids, types)
         assert got.shape == want.shape and got.dtype == want.dtype
         diff = np.abs(got - want).max()
-        assert 1e-4 < diff <= 0.3 * np.abs(want).max(), (task, diff)
+        assert 1e-4 < diff <= 0.1 * np.abs(want).max(), (task, diff)
         agree = (got.argmax(-1) == want.argmax(-1)).mean()
         assert agree >= min_agree, (task, agree)
+    # 7-bit weights only where the CPU lacks VNNI; the recipe holds the choice, so another CPU remakes the graph
+    recipe = pred.meta["derived"][inference.ONNX_INT8]["recipe"]
+    assert recipe["reduce_range"] == (not inference.cpu_info().has_vnni)
+    from paddle_electra.cpu import CpuInfo
+    for flags in ({"avx2", "fma"}, {"avx2", "avx512f", "avx512_vnni"}):
+        monkeypatch.setattr(inference, "cpu_info", lambda flags=flags: CpuInfo("GenuineIntel", "fake", frozenset(flags)))
+        pred = ElectraPredictor.from_pretrained(dirs["token-cls"], task="token-cls", engine="onnxruntime",
+                                                precision="int8")
+        assert pred.meta["derived"][inference.ONNX_INT8]["recipe"]["reduce_range"] == ("avx512_vnni" not in flags)
     with pytest.raises(ValueError, match="runs on engine=.onnxruntime. only"):
         ElectraPredictor.from_pretrained(dirs["seq-cls"], task="seq-cls", engine="openvino", precision="int8")
 
