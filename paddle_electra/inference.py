@@ -389,6 +389,8 @@ AUTO_CPU_REASON = ("CPU: ONNX Runtime with its transformers-optimizer fusions me
 ONNX_OPSET = 14
 # the ONNX graphs derived from the exported Paddle graph, kept (and signed) in its cache folder
 ONNX_PLAIN, ONNX_FUSED, ONNX_INT8 = "model.onnx", "model.fused.onnx", "model.int8.onnx"
+# the ops whose weights int8 quantizes: the projections, and the fused attention's packed Q, K, V (QAttention)
+_INT8_OPS = ("MatMul", "Attention")
 _announced = set()  # engine choices already logged by this process
 
 
@@ -574,6 +576,82 @@ def _paddle2onnx(export_dir: str, output: str, opset_version: int = ONNX_OPSET) 
                        opset_version=opset_version, enable_onnx_checker=True, optimize_tool="onnxoptimizer")
 
 
+def _fusable(model):
+    """The paddle2onnx graph in the form onnxruntime.transformers' attention fusion matches (that of HF's BERT
+    export): without Identity and "+ 0" / "* 1" nodes (paddle2onnx's own onnxoptimizer pass list fails with
+    onnxoptimizer 0.3.13), scores / sqrt(d) instead of scores * (1 / sqrt(d)), and the additive mask as
+    (1 - cast(unsqueeze(unsqueeze(attention_mask)))) * c instead of Paddle's scale op (cast(unsqueeze(mask)) *
+    -1 + 1) * c. The same values (x * (1/c) and x / c differ by at most one rounding). Returns (model, notes)."""
+    import numpy as np
+    import onnxoptimizer
+    from onnx import TensorProto, helper, numpy_helper
+    model = onnxoptimizer.optimize(model, ["eliminate_identity", "eliminate_nop_with_unit", "eliminate_nop_cast",
+                                           "eliminate_nop_transpose", "eliminate_nop_reshape",
+                                           "extract_constant_to_initializer", "eliminate_deadend",
+                                           "eliminate_unused_initializer"])
+    g = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: Dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    inputs = {i.name for i in g.input}
+
+    def scalar(name):
+        a = consts.get(name)
+        return float(a.reshape(())) if a is not None and a.size == 1 else None
+
+    def parent(node, op):  # the producer of input 0 when it is `op` and feeds nothing else
+        p = producer.get(node.input[0]) if node is not None else None
+        return p if p is not None and p.op_type == op and len(consumers.get(p.output[0], ())) == 1 else None
+
+    def const(name, value):
+        g.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=np.asarray(value).dtype), name))
+        return name
+
+    replaced, notes = {}, {"masks": 0, "score_divs": 0}
+    for n in g.node:
+        c = scalar(n.input[1]) if n.op_type == "Mul" and len(n.input) == 2 else None
+        if c is None:
+            continue
+        add = parent(n, "Add")
+        neg = parent(add, "Mul")
+        unsq = parent(neg, "Unsqueeze")
+        cast = parent(unsq, "Cast")
+        if (c < 0 and cast is not None and cast.input[0] in inputs and scalar(add.input[1]) == 1.0
+                and scalar(neg.input[1]) == -1.0 and list(consts.get(unsq.input[1], [])) == [1, 2]):
+            k = notes["masks"]
+            notes["masks"] += 1
+            x = f"fusable.mask{k}"
+            replaced[id(n)] = [
+                helper.make_node("Unsqueeze", [cast.input[0], const(f"{x}.axis1", np.array([1], np.int64))],
+                                 [f"{x}.u1"], name=f"{x}.Unsqueeze1"),
+                helper.make_node("Unsqueeze", [f"{x}.u1", const(f"{x}.axis2", np.array([2], np.int64))],
+                                 [f"{x}.u2"], name=f"{x}.Unsqueeze2"),
+                helper.make_node("Cast", [f"{x}.u2"], [f"{x}.float"], to=TensorProto.FLOAT, name=f"{x}.Cast"),
+                helper.make_node("Sub", [const(f"{x}.one", np.array(1.0, np.float32)), f"{x}.float"], [f"{x}.sub"],
+                                 name=f"{x}.Sub"),
+                helper.make_node("Mul", [f"{x}.sub", const(f"{x}.value", np.array(c, np.float32))], list(n.output),
+                                 name=f"{x}.Mul")]
+            for old in (add, neg, unsq, cast):
+                replaced[id(old)] = []
+            continue
+        scores = producer.get(n.input[0])
+        after = consumers.get(n.output[0], [])
+        if (scores is not None and scores.op_type == "MatMul" and len(after) == 1 and after[0].op_type == "Add"
+                and any(x.op_type == "Softmax" for x in consumers.get(after[0].output[0], ()))):
+            k = notes["score_divs"]
+            notes["score_divs"] += 1
+            replaced[id(n)] = [helper.make_node(
+                "Div", [n.input[0], const(f"fusable.scale{k}", np.array(1.0 / c, np.float32))], list(n.output),
+                name=f"fusable.Div{k}")]
+    nodes = [m for n in g.node for m in replaced.get(id(n), [n])]
+    del g.node[:]
+    g.node.extend(nodes)
+    return model, notes
+
+
 def onnx_graph(export_dir: str, meta: Dict, config: ElectraConfig, kind: str = "plain") -> str:
     """The ONNX file of a cache folder, made on first use and kept there (signed): "plain" (paddle2onnx),
     "fused" (onnxruntime.transformers.optimizer's BERT fusions; the plain graph when the fusion fails,
@@ -584,11 +662,20 @@ def onnx_graph(export_dir: str, meta: Dict, config: ElectraConfig, kind: str = "
                        lambda tmp: _paddle2onnx(export_dir, tmp))
     plain = onnx_graph(export_dir, meta, config, "plain")
     ort_version = _versions("onnxruntime", "onnx")
+
+    def made_from(name):  # a graph is remade when the one it is made from was
+        return {"from": name, "from_recipe": meta["derived"][name]["recipe"]}
     if kind == "fused":
         def fuse(tmp):
+            import onnx
             from onnxruntime.transformers import optimizer
             try:
-                model = optimizer.optimize_model(plain, model_type="bert", num_heads=config.num_attention_heads,
+                try:
+                    graph, rewrites = _fusable(onnx.load(plain))
+                except ImportError:  # onnxoptimizer (paddle2onnx brings it below Python 3.12)
+                    graph, rewrites = onnx.load(plain), "none: onnxoptimizer is not installed"
+                onnx.save(graph, tmp)  # the optimizer's sessions read a file more reliably than a ModelProto
+                model = optimizer.optimize_model(tmp, model_type="bert", num_heads=config.num_attention_heads,
                                                  hidden_size=config.hidden_size)
                 model.save_model_to_file(tmp)
             except Exception as e:  # noqa: BLE001 - any failure of the optimizer: run the plain graph
@@ -598,8 +685,12 @@ def onnx_graph(export_dir: str, meta: Dict, config: ElectraConfig, kind: str = "
                 return {"fusion": f"failed: {failed}", "warnings": [
                     f"onnxruntime's transformers optimizer failed ({failed}); using the plain ONNX graph"]}
             fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
-            return {"fusion": fused}
-        return _derive(export_dir, meta, ONNX_FUSED, {"from": ONNX_PLAIN, **ort_version}, fuse)
+            notes = {"fusion": fused, "rewrites": rewrites}
+            if fused.get("Attention", 0) < config.num_hidden_layers:
+                notes["warnings"] = [f"onnxruntime's optimizer fused the attention of {fused.get('Attention', 0)} "
+                                     f"of {config.num_hidden_layers} layers ({fused})"]
+            return notes
+        return _derive(export_dir, meta, ONNX_FUSED, {**made_from(ONNX_PLAIN), "rewrites": 1, **ort_version}, fuse)
     if kind == "int8":
         fused = onnx_graph(export_dir, meta, config, "fused")
         # Without VNNI (AVX2, AVX-512F) ONNX Runtime's u8 x s8 kernels sum pairs of products in 16 bits, which
@@ -611,11 +702,12 @@ def onnx_graph(export_dir: str, meta: Dict, config: ElectraConfig, kind: str = "
             import onnx
             from onnxruntime.quantization import QuantType, quantize_dynamic
             # the fused ops (EmbedLayerNormalization, Attention) are outside ONNX shape inference: say float
-            quantize_dynamic(fused, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+            quantize_dynamic(fused, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=list(_INT8_OPS),
                              reduce_range=reduce_range, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-            return {"quantization": "dynamic, MatMul weights QInt8" +
+            return {"quantization": f"dynamic, {' and '.join(_INT8_OPS)} weights QInt8" +
                     (" in 7 bits (reduce_range: no VNNI on this CPU)" if reduce_range else "")}
-        return _derive(export_dir, meta, ONNX_INT8, {"from": ONNX_FUSED, "reduce_range": reduce_range, **ort_version},
+        return _derive(export_dir, meta, ONNX_INT8,
+                       {**made_from(ONNX_FUSED), "reduce_range": reduce_range, "ops": list(_INT8_OPS), **ort_version},
                        quantize)
     raise ValueError(f"kind must be plain, fused or int8, got {kind!r}")
 

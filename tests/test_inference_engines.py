@@ -117,7 +117,7 @@ def test_int8_is_quantized_and_close_to_fp32(dirs, monkeypatch):
         pred = ElectraPredictor.from_pretrained(dirs[task], task=task, engine="onnxruntime", precision="int8")
         assert os.path.basename(pred.graph) == inference.ONNX_INT8
         ops = {n.op_type for n in onnx.load(pred.graph).graph.node}
-        assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops, ops
+        assert {"DynamicQuantizeLinear", "MatMulInteger", "QAttention"} <= ops, ops
         got = pred(ids, types)
         assert got.shape == want.shape and got.dtype == want.dtype
         diff = np.abs(got - want).max()
@@ -186,7 +186,8 @@ def test_auto_takes_onnxruntime_records_it_and_reuses_the_cache(tmp_path, monkey
     assert meta["engine"]["cpu-fp32"] == {"engine": "onnxruntime", "reason": inference.AUTO_CPU_REASON,
                                           "graph": inference.ONNX_FUSED}
     assert set(meta["derived"]) == {inference.ONNX_PLAIN, inference.ONNX_FUSED}
-    assert "SkipLayerNormalization" in meta["derived"][inference.ONNX_FUSED]["fusion"]
+    fusion = meta["derived"][inference.ONNX_FUSED]["fusion"]  # the attention of every layer too (inference._fusable)
+    assert fusion["Attention"] == TINY.num_hidden_layers and fusion["SkipLayerNormalization"] > 0, fusion
     first = pred(ids, types, mask)
     _assert_same(first, ElectraPredictor.from_pretrained(d, task="seq-cls", engine="paddle")(ids, types, mask))
     # a second predictor reads the cached graphs: nothing exported or converted again, and said once
