@@ -555,7 +555,8 @@ def _derive(export_dir: str, meta: Dict, name: str, recipe: Dict, build) -> str:
             notes = _write_file(path, build) or {}
         for warning in notes.pop("warnings", ()):
             logger.warning("%s: %s", export_dir, warning)
-        m.setdefault("derived", {})[name] = {"recipe": recipe, **notes}
+        # "build" names this making of the file: the graphs made from it record it (made_from in onnx_graph)
+        m.setdefault("derived", {})[name] = {"recipe": recipe, "build": os.urandom(8).hex(), **notes}
     if not meta.get("fingerprint"):
         raise InferenceError(f"{export_dir}: export.json has no fingerprint (not a cache folder of exported_model); "
                              f"the ONNX engines need one")
@@ -664,7 +665,7 @@ def onnx_graph(export_dir: str, meta: Dict, config: ElectraConfig, kind: str = "
     ort_version = _versions("onnxruntime", "onnx")
 
     def made_from(name):  # a graph is remade when the one it is made from was
-        return {"from": name, "from_recipe": meta["derived"][name]["recipe"]}
+        return {"from": name, "from_build": meta["derived"][name].get("build")}
     if kind == "fused":
         def fuse(tmp):
             import onnx

@@ -226,6 +226,24 @@ def test_a_changed_onnx_graph_is_rebuilt(tmp_path, caplog):
 
 
 @needs_ort
+def test_a_graph_is_remade_with_the_graph_it_was_made_from(tmp_path, monkeypatch):
+    d = _fresh(tmp_path)
+    pred = ElectraPredictor.from_pretrained(d, task="seq-cls", engine="onnxruntime", precision="int8")
+
+    def older_fusion(meta):  # as if another onnxruntime version had made the fused graph
+        meta["derived"][inference.ONNX_FUSED]["recipe"]["onnxruntime"] = "0.0"
+    inference._update_meta(pred.export_dir, pred.meta["fingerprint"], older_fusion)
+    made = []
+    write = inference._write_file
+    monkeypatch.setattr(inference, "_write_file", lambda path, build: made.append(os.path.basename(path)) or
+                        write(path, build))
+    again = ElectraPredictor.from_pretrained(d, task="seq-cls", engine="onnxruntime", precision="int8")
+    assert made == [inference.ONNX_FUSED, inference.ONNX_INT8]  # not the plain graph, which did not change
+    ids, types, mask = _batch()
+    np.testing.assert_allclose(again(ids, types, mask), pred(ids, types, mask), atol=1e-5)
+
+
+@needs_ort
 def test_a_failed_fusion_runs_the_plain_graph_and_says_so(tmp_path, monkeypatch, caplog):
     from onnxruntime.transformers import optimizer
 
