@@ -276,6 +276,16 @@ def test_a_cache_that_cannot_take_the_onnx_graph(tmp_path, monkeypatch, caplog):
         ElectraPredictor.from_pretrained(d, task="seq-cls", engine="onnxruntime")
 
 
+@needs_ort
+def test_without_the_rewrites_the_attention_does_not_fuse_and_it_is_said(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(inference, "_fusable", lambda model: (model, {}))  # paddle2onnx's graph as it comes
+    d = _fresh(tmp_path)
+    caplog.set_level("WARNING", logger="paddle_electra.inference")
+    pred = ElectraPredictor.from_pretrained(d, task="seq-cls", engine="onnxruntime")
+    assert "Attention" not in pred.meta["derived"][inference.ONNX_FUSED]["fusion"]
+    assert any(f"attention of 0 of {TINY.num_hidden_layers} layers" in r.getMessage() for r in caplog.records)
+
+
 # --- serving --------------------------------------------------------------------------------------------
 def test_serve_engine_option_reaches_every_module(monkeypatch):
     from paddle_electra import serving
