@@ -585,16 +585,17 @@ def _fusable(model):
     -1 + 1) * c. The same values (x * (1/c) and x / c differ by at most one rounding). Returns (model, notes)."""
     import numpy as np
     import onnxoptimizer
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import NodeProto, TensorProto, helper, numpy_helper
     model = onnxoptimizer.optimize(model, ["eliminate_identity", "eliminate_nop_with_unit", "eliminate_nop_cast",
                                            "eliminate_nop_transpose", "eliminate_nop_reshape",
                                            "extract_constant_to_initializer", "eliminate_deadend",
                                            "eliminate_unused_initializer"])
     g = model.graph
+    nodes = list(g.node)  # held for the whole pass: their ids name them in `replaced`
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
+    producer = {o: n for n in nodes for o in n.output}
     consumers: Dict[str, list] = {}
-    for n in g.node:
+    for n in nodes:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     inputs = {i.name for i in g.input}
@@ -608,11 +609,11 @@ def _fusable(model):
         return p if p is not None and p.op_type == op and len(consumers.get(p.output[0], ())) == 1 else None
 
     def const(name, value):
-        g.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=np.asarray(value).dtype), name))
+        g.initializer.append(numpy_helper.from_array(value, name))
         return name
 
     replaced, notes = {}, {"masks": 0, "score_divs": 0}
-    for n in g.node:
+    for n in nodes:
         c = scalar(n.input[1]) if n.op_type == "Mul" and len(n.input) == 2 else None
         if c is None:
             continue
@@ -647,9 +648,13 @@ def _fusable(model):
             replaced[id(n)] = [helper.make_node(
                 "Div", [n.input[0], const(f"fusable.scale{k}", np.array(1.0 / c, np.float32))], list(n.output),
                 name=f"fusable.Div{k}")]
-    nodes = [m for n in g.node for m in replaced.get(id(n), [n])]
+    out = []
+    for n in nodes:  # standalone copies, before the graph's own list is cleared
+        for m in replaced.get(id(n), [n]):
+            out.append(NodeProto())
+            out[-1].CopyFrom(m)
     del g.node[:]
-    g.node.extend(nodes)
+    g.node.extend(out)
     return model, notes
 
 
