@@ -52,34 +52,40 @@ def masked_auc(probs: np.ndarray, labels: np.ndarray, real: np.ndarray) -> float
     return auc(np.asarray(probs)[real], np.asarray(labels)[real])
 
 
-def plot_curves(metrics_jsonl: str, out_png: str, title: str = "") -> str:
-    """Training curves (loss, MLM accuracy, disc AUC/accuracy, lr) from a run's metrics.jsonl, with the
-    held-out evaluations as points. Needs matplotlib (the `bench` extra)."""
+def plot_curves(metrics_jsonl, out_png: str, title: str = "", labels=None) -> str:
+    """Training curves (loss, MLM loss and accuracy, disc AUC and loss, lr) from one run's metrics.jsonl,
+    or several runs' on the same axes (a list of files; `labels` names them), with the held-out
+    evaluations as points. Needs matplotlib (the `bench` extra)."""
     import json
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    train, evals = [], []
-    with open(metrics_jsonl, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                (evals if "eval_loss" in r else train).append(r)
-    if not train:
-        raise ValueError(f"{metrics_jsonl}: no training records")
-    steps = [r["step"] for r in train]
-    panels = [("loss", "total loss (1 x MLM + 50 x disc)"), ("mlm_loss", "generator MLM loss"),
+    files = [metrics_jsonl] if isinstance(metrics_jsonl, str) else list(metrics_jsonl)
+    labels = list(labels or ([""] if len(files) == 1 else files))
+    panels = [("loss", "total loss (1 x MLM + disc_weight x disc)"), ("mlm_loss", "generator MLM loss"),
               ("mlm_accuracy", "MLM accuracy"), ("disc_auc", "discriminator AUC"),
               ("disc_loss", "discriminator loss"), ("lr", "learning rate")]
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    for ax, (key, label) in zip(axes.ravel(), panels):
-        ax.plot(steps, [r.get(key, float("nan")) for r in train], label="train (logging window)")
-        if evals and "eval_" + key in evals[0]:
-            ax.plot([r["step"] for r in evals], [r["eval_" + key] for r in evals], "o", label="held-out")
-        ax.set_title(label)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend()
+    for i, (path, name) in enumerate(zip(files, labels)):
+        train, evals = [], []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    (evals if "eval_loss" in r else train).append(r)
+        if not train:
+            raise ValueError(f"{path}: no training records")
+        colour = f"C{i}"
+        for ax, (key, label) in zip(axes.ravel(), panels):
+            ax.plot([r["step"] for r in train], [r.get(key, float("nan")) for r in train], color=colour, alpha=0.8,
+                    label=f"{name} train (logging window)".strip())
+            if evals and "eval_" + key in evals[0]:
+                ax.plot([r["step"] for r in evals], [r["eval_" + key] for r in evals], "o", color=colour,
+                        label=f"{name} held-out".strip())
+            ax.set_title(label)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
