@@ -380,12 +380,14 @@ def gpu_available() -> bool:
 # 2026-12-01, ELECTRA-small (12 layers), 32 x 128 seq/s and batch-1 latency at 32 / 128 tokens:
 #   Paddle Inference oneDNN fp32 56.9 seq/s, 16.7 / 29.7 ms; ONNX Runtime with the transformers-optimizer
 #   fusions 58.9, 6.8 / 18.8 ms; ONNX Runtime plain 57.1; OpenVINO f32 59.6 (8.7 / 20.2 ms); ONNX Runtime
-#   int8 dynamic 90.3 seq/s (1.59x Paddle fp32). Paddle's oneDNN has no int8 without PTQ.
+#   int8 dynamic 90.3 seq/s (1.59x Paddle fp32). Paddle's oneDNN has no int8 without PTQ. Through
+#   ElectraPredictor on our own graph (14:58 the same day): engine=onnxruntime 58.5 seq/s, 6.1 / 18.5 ms;
+#   engine=paddle 56.4, 15.6 / 29.3 ms; int8 90.3 seq/s, 4.0 / 12.4 ms. (Intel: ONNX Runtime not measured.)
 # So on CPU: ONNX Runtime (fused graph; int8 its dynamic quantization) when installed, else Paddle; on GPU,
 # and for bf16 (native bf16 CPUs: Paddle's oneDNN bf16, docs/inference.md), Paddle.
-AUTO_CPU_REASON = ("CPU: ONNX Runtime with its transformers-optimizer fusions measured 58.9 seq/s and 6.8 ms "
-                   "batch-1 latency against Paddle Inference's 56.9 seq/s and 16.7 ms (ELECTRA-small, AMD EPYC "
-                   "Zen 3, 2026-12-01); its int8 90.3 seq/s")
+AUTO_CPU_REASON = ("CPU: ONNX Runtime on the fused graph measured 58.5 seq/s and 6.1 ms batch-1 latency against "
+                   "Paddle Inference's 56.4 seq/s and 15.6 ms (ELECTRA-small, AMD EPYC Zen 3, 2026-12-01); "
+                   "its int8 90.3 seq/s")
 ONNX_OPSET = 14
 # the ONNX graphs derived from the exported Paddle graph, kept (and signed) in its cache folder
 ONNX_PLAIN, ONNX_FUSED, ONNX_INT8 = "model.onnx", "model.fused.onnx", "model.int8.onnx"
