@@ -124,7 +124,8 @@ def _example_texts(example) -> List[str]:
     return [t for t in (example.text_a, example.text_b) if t]
 
 
-def _read_task_file(spec: str) -> Tuple[str, list]:
+def _read_task_file(spec: str) -> list:
+    """The examples of TASK=FILE, read by that fine-tuning task's reader."""
     from ..finetuning.tasks import TASKS
     name, sep, path = spec.partition("=")
     if not sep or not path:
@@ -133,7 +134,7 @@ def _read_task_file(spec: str) -> Tuple[str, list]:
         raise DataError(f"task text {spec!r}: unknown task {name!r}; registered: {', '.join(sorted(TASKS))}")
     if not os.path.isfile(path):
         raise DataError(f"task text {spec!r}: no such file {path}")
-    return path, TASKS[name](None, None).read_file(path, "train")
+    return TASKS[name](None, None).read_file(path, "train")
 
 
 class EvaluationTexts:
@@ -145,14 +146,12 @@ class EvaluationTexts:
 
     def __init__(self, specs: Sequence[str], window: int = 8):
         self.window, self.whole, self.starts = window, set(), {}
-        self.count = 0
         for spec in specs:
-            for e in _read_task_file(spec)[1]:
+            for e in _read_task_file(spec):
                 for t in _example_texts(e):
                     t = self.normal(t)
                     if not t:
                         continue
-                    self.count += 1
                     self.whole.add(t)
                     if len(t) >= window:
                         self.starts.setdefault(t[:window], set()).add(t)
@@ -185,7 +184,7 @@ def write_task_texts(train: Sequence[str], exclude: Sequence[str], path: str, gr
     seen, counts = set(), {"examples": 0, "written": 0, "excluded": 0, "repeated": 0}
     with open(path, "w", encoding="utf-8") as f:
         for spec in train:
-            for e in _read_task_file(spec)[1]:
+            for e in _read_task_file(spec):
                 counts["examples"] += 1
                 texts = [t.strip() for t in _example_texts(e)]
                 doc = [texts[1]] if hasattr(e, "context") else texts
