@@ -508,3 +508,22 @@ def test_the_task_adaptive_set_holds_no_dev_or_test_text(tmp_path):
         return [p for p in probes if p in built]
     assert found(_build_task_texts(tmp_path / "kept", train, [f"{n}={p}" for n, p in held])) == []
     assert len(found(_build_task_texts(tmp_path / "all", train, []))) > 50
+
+
+def test_a_filtered_build_records_and_protects_the_users_files(tmp_path):
+    """With --exclude-texts-of the builder reads filtered copies; the index names the user's files, and
+    an output folder holding one of them is refused even with --overwrite (the input stays)."""
+    from paddle_electra.cli import main
+    corpus = tmp_path / "out" / "corpus.txt"
+    corpus.parent.mkdir()
+    corpus.write_text("长城是中国古代的军事防御工程。\n今天天气很好，我们去公园散步。\n", encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text("label\ttext_a\n1\t今天天气很好，我们去公园散步。\n", encoding="utf-8")
+    exclude = ["--exclude-texts-of", f"chnsenticorp={tmp_path / 'dev.tsv'}"]
+    assert main(["build-data", "--input", str(corpus), "--output-dir", str(tmp_path / "set"), "--num-processes", "1",
+                 *exclude]) == 0
+    options = json.loads((tmp_path / "set" / "index.json").read_text(encoding="utf-8"))["options"]
+    assert options["inputs"] == [str(corpus)]
+    assert options["exclude_texts_of"] == [f"chnsenticorp={tmp_path / 'dev.tsv'}"]
+    assert main(["build-data", "--input", str(corpus), "--output-dir", str(corpus.parent), "--overwrite",
+                 "--num-processes", "1", *exclude]) == 1
+    assert corpus.read_text(encoding="utf-8").startswith("长城")

@@ -27,7 +27,7 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -122,6 +122,11 @@ def _example_texts(example) -> List[str]:
     if hasattr(example, "context"):
         return [example.question, example.context]
     return [t for t in (example.text_a, example.text_b) if t]
+
+
+def _absolute_spec(spec: str) -> str:
+    name, _, path = spec.partition("=")
+    return f"{name}={os.path.abspath(path)}"
 
 
 def _read_task_file(spec: str) -> list:
@@ -369,10 +374,13 @@ def file_md5(path: str) -> str:
 
 def build_dataset(inputs: Sequence[str], opts: BuildOptions, num_processes: int = 1,
                   unit_bytes: Optional[int] = None, progress: bool = True,
-                  docs_per_line: Sequence[str] = (), overwrite: bool = False) -> dict:
+                  docs_per_line: Sequence[str] = (), overwrite: bool = False,
+                  sources: Optional[Dict[str, List[str]]] = None, protect: Sequence[str] = ()) -> dict:
     """Build the shards and index.json into opts.output_dir (written to a temporary folder and
     renamed, so an interrupted build leaves no half folder). Returns the index. `inputs` are in the
-    original's format; `docs_per_line` files hold one whole document a line."""
+    original's format; `docs_per_line` files hold one whole document a line. When the inputs are
+    derived files (run_build's filtered copies), `sources` is what the index records instead (the
+    user's files and options) and `protect` the user's files, which the output may not hold either."""
     from tqdm import tqdm
     inputs, docs_per_line = list(inputs or []), list(docs_per_line or [])
     if not inputs and not docs_per_line:
@@ -383,7 +391,10 @@ def build_dataset(inputs: Sequence[str], opts: BuildOptions, num_processes: int 
     units = plan_units(inputs, unit_bytes, docs_per_line)
     t0 = time.time()
     final_dir = opts.output_dir
-    with output_dir(final_dir, DATASET_DIR, inputs=inputs + docs_per_line + [opts.vocab_file], overwrite=overwrite) as tmp:
+    recorded = sources or {"inputs": [os.path.abspath(p) for p in inputs],
+                           "docs_per_line_inputs": [os.path.abspath(p) for p in docs_per_line]}
+    with output_dir(final_dir, DATASET_DIR, inputs=inputs + docs_per_line + list(protect) + [opts.vocab_file],
+                    overwrite=overwrite) as tmp:
         o = BuildOptions(**{**opts.__dict__, "output_dir": tmp})
         results = []
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="building", disable=not progress)
@@ -426,8 +437,7 @@ def build_dataset(inputs: Sequence[str], opts: BuildOptions, num_processes: int 
             "special_ids": {"pad": tok.pad_token_id, "cls": tok.cls_token_id, "sep": tok.sep_token_id,
                             "mask": tok.mask_token_id},
             "options": {"seed": opts.seed, "hfl_segment_bug": opts.hfl_segment_bug,
-                        "inputs": [os.path.abspath(p) for p in inputs],
-                        "docs_per_line_inputs": [os.path.abspath(p) for p in docs_per_line]},
+                        **recorded},
             "shards": [{"name": shard_name(r["unit"]), "examples": r["examples"], "tokens": r["tokens"]}
                        for r in results],
             "summary": summary,
@@ -636,9 +646,16 @@ def run_build(args) -> int:
             c = write_task_texts(args.task_texts, banned if args.exclude_texts_of else [], inputs[-1])
             print(f"task texts: {c['written']} of {c['examples']} examples ({c['excluded']} hold a text of "
                   f"--exclude-texts-of, {c['repeated']} repeat one)")
+        specs = args.task_texts + args.exclude_texts_of
+        users = args.input + args.input_docs_per_line + [spec.partition("=")[2] for spec in specs]
+        sources = {"inputs": [os.path.abspath(p) for p in args.input],
+                   "docs_per_line_inputs": [os.path.abspath(p) for p in args.input_docs_per_line],
+                   "task_texts": [_absolute_spec(x) for x in args.task_texts],
+                   "exclude_texts_of": [_absolute_spec(x) for x in args.exclude_texts_of]}
         index = build_dataset(inputs, opts, num_processes=args.num_processes,
                               unit_bytes=int(args.unit_mb * (1 << 20)) if args.unit_mb else None,
-                              docs_per_line=docs_per_line, overwrite=args.overwrite)
+                              docs_per_line=docs_per_line, overwrite=args.overwrite,
+                              sources=sources if specs else None, protect=users)
     s = index["summary"]
     print(f"wrote {args.output_dir}: {len(index['shards'])} shards, {s['documents']} documents, {s['lines']} lines, "
           f"{s['examples']} examples, {s['tokens']} tokens, padding {100 * s['padding_share']:.1f}%, "
