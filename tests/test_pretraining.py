@@ -478,13 +478,14 @@ def test_task_texts_leave_out_texts_of_the_evaluation_files(tmp_path):
 
 
 def test_task_texts_bad_spec_names_it(tmp_path):
-    from paddle_electra.pretraining.data import write_task_texts
+    from paddle_electra.pretraining.data import EvaluationTexts, write_task_texts
+    none = EvaluationTexts([])
     with pytest.raises(DataError, match="expected TASK=FILE"):
-        write_task_texts(["train.tsv"], [], str(tmp_path / "t.txt"))
+        write_task_texts(["train.tsv"], none, str(tmp_path / "t.txt"))
     with pytest.raises(DataError, match="unknown task 'sentiment'"):
-        write_task_texts([f"sentiment={tmp_path}"], [], str(tmp_path / "t.txt"))
+        write_task_texts([f"sentiment={tmp_path}"], none, str(tmp_path / "t.txt"))
     with pytest.raises(DataError, match="no such file"):
-        write_task_texts([f"chnsenticorp={tmp_path / 'missing.tsv'}"], [], str(tmp_path / "t.txt"))
+        write_task_texts([f"chnsenticorp={tmp_path / 'missing.tsv'}"], none, str(tmp_path / "t.txt"))
 
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason="the shared data sets are not on this machine")

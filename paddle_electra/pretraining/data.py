@@ -177,15 +177,14 @@ class EvaluationTexts:
         return False
 
 
-def write_task_texts(train: Sequence[str], exclude: Sequence[str], path: str, group: int = 10) -> dict:
+def write_task_texts(train: Sequence[str], banned: EvaluationTexts, path: str, group: int = 10) -> dict:
     """Write the unlabeled text of the fine-tuning files `train` (each TASK=FILE, read by that task's
-    reader) to `path` in the --input format, sentences a line. An example is left out when it holds a
-    text of an `exclude` file (the dev and test splits: some official splits share texts, see
-    EvaluationTexts) and when it repeats an earlier one; a reading-comprehension context is written
+    reader) to `path` in the --input format, sentences a line. An example is left out when it holds one
+    of the `banned` evaluation texts (the dev and test splits: some official splits share texts) and when
+    it repeats an earlier one; a reading-comprehension context is written
     once, its questions are not (the answer is in the context). Short examples (sentences, pairs,
     reviews) are grouped `group` to a document, in file order, so that examples of max_seq_length are
     filled rather than padded. Returns the counts."""
-    banned = exclude if isinstance(exclude, EvaluationTexts) else EvaluationTexts(exclude)
     seen, counts = set(), {"examples": 0, "written": 0, "excluded": 0, "repeated": 0}
     with open(path, "w", encoding="utf-8") as f:
         for spec in train:
@@ -634,8 +633,8 @@ def run_build(args) -> int:
         raise ValueError("give --input, --input-docs-per-line and/or --task-texts")
     with tempfile.TemporaryDirectory() as tmp:
         inputs, docs_per_line = list(args.input), list(args.input_docs_per_line)
+        banned = EvaluationTexts(args.exclude_texts_of)
         if args.exclude_texts_of:
-            banned = EvaluationTexts(args.exclude_texts_of)
             for files in (inputs, docs_per_line):
                 for i, path in enumerate(files):
                     files[i] = os.path.join(tmp, f"{len(os.listdir(tmp))}_{os.path.basename(path)}")
@@ -643,7 +642,7 @@ def run_build(args) -> int:
                     print(f"{path}: {n} lines hold a text of --exclude-texts-of, left out")
         if args.task_texts:
             inputs.append(os.path.join(tmp, "task_texts.txt"))
-            c = write_task_texts(args.task_texts, banned if args.exclude_texts_of else [], inputs[-1])
+            c = write_task_texts(args.task_texts, banned, inputs[-1])
             print(f"task texts: {c['written']} of {c['examples']} examples ({c['excluded']} hold a text of "
                   f"--exclude-texts-of, {c['repeated']} repeat one)")
         specs = args.task_texts + args.exclude_texts_of
