@@ -20,6 +20,8 @@ def _paddle_requirement():
         return "paddlepaddle>=3.0,<3.4"
 
 
+# 1.27+ needs protobuf>=4.25, which paddlehub 2.4's pin (<3.21) excludes
+ONNXRUNTIME = "onnxruntime>=1.16,<1.27"
 HUB = [
     "paddlehub==2.4.0",
     "paddlenlp==2.8.1",
@@ -32,6 +34,9 @@ HUB = [
     # paddlehub asks for any gradio; without a pin pip backtracks through ~100 releases (~6 GB of
     # downloads) to the newest one that agrees with huggingface_hub<0.26. 5.x needs Python 3.10+.
     "gradio==5.1.0; python_version>='3.10'",
+    # engine="auto" on CPU runs our ONNX export (paddle2onnx comes with paddlehub) in ONNX Runtime: batch-1
+    # latency 6.1 vs 15.6 ms in Paddle Inference on AMD EPYC (docs/inference.md)
+    ONNXRUNTIME,
 ]
 TEST = [
     "pytest>=7",
@@ -41,15 +46,12 @@ TEST = [
     "tensorflow-cpu>=2.15,<2.16",
     "torch==2.13.0",  # pip takes the CPU build of exactly this version from local disk here
     "transformers>=4.30,<5",
-    # the ONNX export test (tests/test_inference_onnx.py); 1.27+ needs protobuf>=4.25 (paddlehub pins <3.21)
-    "onnxruntime>=1.16,<1.27",
+    # the ONNX export test (tests/test_inference_onnx.py)
+    ONNXRUNTIME,
 ]
 # the peers the benchmarks measure against in the same run
+# (ONNX Runtime, with its transformers optimizer, comes with HUB)
 BENCH = HUB + ["torch==2.13.0", "transformers>=4.30,<5", "matplotlib",
-               # ONNX Runtime with its transformers optimizer (and the ONNX check of the exported graphs;
-               # paddle2onnx comes with paddlehub); 1.27+ needs protobuf>=4.25, which paddlehub 2.4's
-               # pin (<3.21) excludes
-               "onnxruntime>=1.16,<1.27",
                # OpenVINO compiled from the same ONNX export (no protobuf dependency)
                "openvino>=2025.0"]
 
