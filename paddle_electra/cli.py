@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import subprocess
 import sys
 from types import SimpleNamespace
 from typing import List, Optional
@@ -29,42 +28,21 @@ def _configure(args, device=None, num_threads=None):
 
 
 # --- pretrain: the trainer's own flags, and the launcher for several processes ------------------------
-LAUNCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretraining", "launch.py")
-
-
-def _launch_arguments(p):
-    g = p.add_argument_group("processes (paddle.distributed.launch)")
-    g.add_argument("--nproc-per-node", type=int, default=1,
-                   help="start this many training processes on this machine through paddle.distributed.launch "
-                        "(one per core is fastest on CPU)")
-    g.add_argument("--launch-log-dir", help="the launcher's per-process logs (default: OUTPUT_DIR/launch_logs)")
-
-
 def _pretrain_arguments(p):
+    from .distributed import add_launch_arguments
     from .pretraining.trainer import add_arguments
     add_arguments(p)
-    _launch_arguments(p)
+    add_launch_arguments(p)  # --launch-log-dir defaults to OUTPUT_DIR/launch_logs
 
 
 def _pretrain_run(args):
+    from . import distributed
     from .pretraining import trainer
-    if args.nproc_per_node > 1 and "PADDLE_TRAINER_ID" not in os.environ:
-        return _launch(args)
+    if args.nproc_per_node > 1 and not distributed.launched():
+        return distributed.relaunch("pretrain", args.cli_argv, args.nproc_per_node,
+                                    args.launch_log_dir or os.path.join(args.output_dir, "launch_logs"))
     _configure(args)
     return trainer.run(args)
-
-
-def _launch(args) -> int:
-    """Re-run this pretrain command in --nproc-per-node processes (pretraining/launch.py is the
-    script the launcher starts: it takes a file, not a module)."""
-    launch_only = argparse.ArgumentParser(add_help=False)
-    _launch_arguments(launch_only)
-    _, argv = launch_only.parse_known_args(args.cli_argv)  # the command line without the launch flags
-    log_dir = args.launch_log_dir or os.path.join(args.output_dir, "launch_logs")
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(args.nproc_per_node),
-           "--log_dir", log_dir, LAUNCH_SCRIPT, *argv]
-    print("$ " + " ".join(cmd), flush=True)
-    return subprocess.run(cmd).returncode
 
 
 # --- serve, export, demo ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from paddle_electra import cli
+from paddle_electra.distributed import WORKER_SCRIPT
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONSOLE = os.path.join(os.path.dirname(sys.executable), "paddle-electra")
@@ -86,7 +87,9 @@ def test_finetune_then_evaluate(console, tmp_path):
     assert evaluated["trials"][0]["dev"]["accuracy"] == trained["trials"][0]["dev"]["accuracy"]
 
 
-def test_pretrain_nproc_reruns_itself_under_the_launcher(monkeypatch, tmp_path):
+@pytest.fixture
+def launcher_calls(monkeypatch):
+    """The launcher's commands, recorded instead of run."""
     calls = []
     monkeypatch.delenv("PADDLE_TRAINER_ID", raising=False)
     real_run = subprocess.run
@@ -97,15 +100,38 @@ def test_pretrain_nproc_reruns_itself_under_the_launcher(monkeypatch, tmp_path):
             return subprocess.CompletedProcess(cmd, 0)
         return real_run(cmd, **kw)
     monkeypatch.setattr(subprocess, "run", run)
+    return calls
+
+
+def test_pretrain_nproc_reruns_itself_under_the_launcher(launcher_calls, tmp_path):
+    calls = launcher_calls
     argv = ["pretrain", "--data-dir", "D", "--output-dir", str(tmp_path), "--model", "chinese-electra-small",
             "--nproc-per", "2", "--max-steps", "3"]  # abbreviated, as argparse allows
     assert cli.main(argv) == 0
     (cmd,) = calls
     assert cmd[:6] == [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir"]
     assert cmd[6] == str(tmp_path / "launch_logs")
-    assert cmd[7] == cli.LAUNCH_SCRIPT and os.path.exists(cli.LAUNCH_SCRIPT)
-    assert cmd[8:] == ["--data-dir", "D", "--output-dir", str(tmp_path), "--model", "chinese-electra-small",
+    assert cmd[7] == WORKER_SCRIPT and os.path.exists(WORKER_SCRIPT) and cmd[8] == "pretrain"
+    assert cmd[9:] == ["--data-dir", "D", "--output-dir", str(tmp_path), "--model", "chinese-electra-small",
                        "--max-steps", "3"]
+
+
+def test_finetune_nproc_reruns_itself_under_the_launcher(launcher_calls, tmp_path, capsys):
+    hp = json.dumps({"task_names": ["chnsenticorp"], "train_batch_size": 32})
+    argv = ["finetune", "--data-dir", str(tmp_path), "--model-name", "M", "--hparams", hp, "--nproc-per-node", "2",
+            "--set", "seed=3"]
+    assert cli.main(argv) == 0
+    (cmd,) = launcher_calls
+    assert cmd[:6] == [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir"]
+    assert cmd[6] == str(tmp_path / "results" / "launch_logs")
+    assert cmd[7:] == [WORKER_SCRIPT, "finetune", "--data-dir", str(tmp_path), "--model-name", "M", "--hparams", hp,
+                       "--set", "seed=3"]
+    # a global batch that does not split over the processes: refused before any process starts
+    argv[argv.index("--nproc-per-node") + 1] = "3"
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "train_batch_size 32 is not divisible by the 3 processes" in err, err
+    assert len(launcher_calls) == 1
 
 
 @pytest.mark.parametrize("script,command", [("pretrain/run_pretraining.py", "pretrain"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from types import SimpleNamespace
 
 
@@ -34,18 +35,30 @@ def config_from_args(args, **fixed):
                                **{**overrides, **fixed})
 
 
+def _finetune_arguments(p):
+    from ..distributed import add_launch_arguments
+    add_arguments(p)
+    add_launch_arguments(p)  # --launch-log-dir defaults to <results>/launch_logs
+
+
 def _run(args, **fixed):
+    from .. import distributed
     from ..runtime import configure_process
-    from .trainer import run_finetuning
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .trainer import check_processes, run_finetuning
     config = config_from_args(args, **fixed)
+    nproc = getattr(args, "nproc_per_node", 1)
+    if nproc > 1 and not distributed.launched():
+        check_processes(config.train_batch_size, nproc)  # refused here, before the processes start
+        log_dir = args.launch_log_dir or os.path.join(os.path.dirname(config.results_path()), "launch_logs")
+        return distributed.relaunch("finetune", args.cli_argv, nproc, log_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_process(config.device, config.num_threads)
     run_finetuning(config)
     return 0
 
 
-# fine-tune (every trial), then score dev (and test)
-finetune = SimpleNamespace(add_arguments=add_arguments, run=_run)
+# fine-tune (every trial), then score dev (and test); --nproc-per-node N: N data-parallel processes
+finetune = SimpleNamespace(add_arguments=_finetune_arguments, run=_run)
 # score a fine-tuned model (--model-name) on dev (and test): no training, one trial
 evaluate = SimpleNamespace(add_arguments=add_arguments,
                            run=lambda args: _run(args, do_train=False, save_model=False, num_trials=1))

@@ -7,6 +7,13 @@ Outputs (the original's layout under data_dir, or results_dir / output_dir when 
   results/<task>_qa/<task>_<split>_preds.json   QA predictions {question_id: answer_text}
   results/<task>_train_trial<k>.jsonl  training loss / lr every log_every steps (+ VisualDL logs)
   finetuning_models/<task>_model_<k>/  the fine-tuned model (from_pretrained dir with its label map)
+
+Several processes (`paddle-electra finetune --nproc-per-node N`, or under paddle.distributed.launch):
+data parallel. train_batch_size stays the global batch: every process takes its 1/N of each global
+batch (the same shuffled order everywhere), DataParallel averages the gradients, the steps and the
+learning-rate schedule are those of one process, so the run optimises as one process does up to
+dropout masks and float rounding. Only rank 0 evaluates and writes (logs, VisualDL, results,
+predictions, models); the others train only.
 """
 from __future__ import annotations
 
@@ -20,10 +27,11 @@ from typing import Dict, List, NamedTuple, Optional
 import numpy as np
 import paddle
 
+from ..distributed import init_collective, process_env
 from ..modeling import set_execution_modes
 from ..optimization import create_optimizer
 from ..tasks import DygraphPredictor, output_rows
-from .config import FinetuneConfig
+from .config import FinetuneConfig, HparamsError
 from .tasks import DataError, Task, get_task
 
 logger = logging.getLogger(__name__)
@@ -104,13 +112,43 @@ def format_results(task_name: str, res: Dict[str, float]) -> str:
 
 
 # --- training ---------------------------------------------------------------------------------------------
+def check_processes(train_batch_size: int, world: int):
+    """The global batch must split evenly over the processes."""
+    if train_batch_size % world:
+        raise HparamsError(f"train_batch_size {train_batch_size} is not divisible by the {world} processes: "
+                           f"each process takes an equal share of the global batch (choose a multiple of {world}, "
+                           f"or another process count)")
+
+
+def _shard(n: int, rank: int, world: int):
+    """[lo, hi) of rank's contiguous share of a global batch of n features."""
+    return rank * n // world, (rank + 1) * n // world
+
+
+class _TaskLoss(paddle.nn.Layer):
+    """The layer DataParallel wraps: forward = the task's training loss of a batch (a mean over its
+    examples, for every task), times `scale`."""
+
+    def __init__(self, task: Task, model):
+        super().__init__()
+        self.task, self.model = task, model
+
+    def forward(self, batch, scale: float = 1.0):
+        loss = self.task.loss(self.model, batch)
+        return loss * scale if scale != 1.0 else loss
+
+
 def train(task: Task, model, config: FinetuneConfig, trial: int, log_path: Optional[str] = None) -> Dict:
+    """Train `model` (every process of the job calls this; only the one given `log_path` logs)."""
     from tqdm import tqdm
     examples = task.get_examples("train")
     features = task.featurize(examples, is_training=True)
     if not features:
         raise DataError(f"{task.data_file('train')}: none of its {len(examples)} examples gave a training "
                         f"feature (task {task.name}; see the warnings above)")
+    world, rank = process_env()
+    if len(features) < world:
+        raise DataError(f"{task.data_file('train')}: {len(features)} training feature(s) for {world} processes")
     bs = config.train_batch_size
     num_steps = max(1, int(len(features) * config.num_train_epochs / bs))
     warmup = int(num_steps * config.warmup_proportion)
@@ -118,32 +156,49 @@ def train(task: Task, model, config: FinetuneConfig, trial: int, log_path: Optio
     optimizer, scheduler = create_optimizer(
         model, config.learning_rate, num_steps, warmup, weight_decay=config.weight_decay_rate,
         layerwise_lr_decay=decay, clip_norm=config.max_grad_norm, corrected_layer_depth=config.corrected_layer_depth)
-    rng = np.random.RandomState(config.seed + trial)
+    step_loss = _TaskLoss(task, model)
+    if world > 1:
+        from paddle.distributed import fleet
+        step_loss = fleet.distributed_model(step_loss)  # the same weights on every rank (broadcast from rank 0)
+        paddle.seed(1000 * (config.seed + trial) + rank)  # dropout: other masks on each rank
+    rng = np.random.RandomState(config.seed + trial)  # the same order on every rank
     writer = _vdl_writer(log_path)
     log = open(log_path, "w", encoding="utf-8") if log_path else None
     model.train()
     order, pos, t0, seen, running = [], 0, time.time(), 0, []
+    window_t0, window_seen = t0, 0
     # shown also when the output goes to a log file (disable=None would hide it there)
-    bar = tqdm(range(num_steps), desc=f"{task.name} trial {trial}", mininterval=5, disable=False)
+    bar = tqdm(range(num_steps), desc=f"{task.name} trial {trial}", mininterval=5, disable=rank != 0)
     try:
         for step in bar:
             if pos + bs > len(order):  # a new pass over the data, reshuffled
                 order, pos = rng.permutation(len(features)).tolist(), 0
-            batch_feats = [features[i] for i in order[pos:pos + bs]]
+            batch_ids = order[pos:pos + bs]  # the global batch (fewer than bs when the data set is smaller)
             pos += bs
-            batch = {k: paddle.to_tensor(v) for k, v in task.collate(batch_feats, True).items()}
-            loss = task.loss(model, batch)
+            lo, hi = _shard(len(batch_ids), rank, world)
+            batch = {k: paddle.to_tensor(v) for k, v in task.collate([features[i] for i in batch_ids[lo:hi]],
+                                                                     True).items()}
+            # DataParallel averages over the ranks: weighted by the share, that is the global batch's mean
+            loss = step_loss(batch, (hi - lo) * world / len(batch_ids))
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
             lr = scheduler.get_lr()
             scheduler.step()
-            seen += len(batch_feats)
+            seen += len(batch_ids)
+            window_seen += len(batch_ids)
             running.append(float(loss))
             if (step + 1) % config.log_every == 0 or step + 1 == num_steps:
-                rec = {"step": step + 1, "loss": float(np.mean(running)), "lr": lr,
-                       "examples_per_second": seen / (time.time() - t0)}
-                running = []
+                mean_loss = float(np.mean(running))
+                if world > 1:  # the global batches' loss: the mean of the ranks' (weighted) losses
+                    import paddle.distributed as dist
+                    t = paddle.to_tensor([mean_loss], dtype="float64")
+                    dist.all_reduce(t)
+                    mean_loss = float(t.numpy()[0]) / world
+                now = time.time()
+                rec = {"step": step + 1, "loss": mean_loss, "lr": lr,
+                       "examples_per_second": window_seen / (now - window_t0), "elapsed_seconds": now - t0}
+                running, window_t0, window_seen = [], now, 0
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")
                 if log:
                     log.write(json.dumps(rec) + "\n")
@@ -158,7 +213,7 @@ def train(task: Task, model, config: FinetuneConfig, trial: int, log_path: Optio
             writer.close()
     elapsed = time.time() - t0
     return {"train_steps": num_steps, "train_features": len(features), "train_seconds": elapsed,
-            "train_examples_per_second": seen / elapsed if elapsed else float("nan")}
+            "train_examples_per_second": seen / elapsed if elapsed else float("nan"), "processes": world}
 
 
 def _vdl_writer(log_path):
@@ -173,6 +228,9 @@ def _vdl_writer(log_path):
 
 # --- trials -----------------------------------------------------------------------------------------------
 def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: Optional[str] = None) -> Dict:
+    """Train (when do_train), save, evaluate. With several processes all train; only rank 0 saves,
+    evaluates and writes."""
+    main_rank = process_env()[1] == 0
     set_seed(config.seed + trial - 1)
     if config.do_train:
         task.get_examples("train")  # a task may learn its label set from the training data (cail)
@@ -182,12 +240,15 @@ def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: O
     out = {"trial": trial, "seed": config.seed + trial - 1,
            "newly_initialized": model.load_report.newly_initialized if model.load_report else []}
     results_dir = os.path.dirname(config.results_path())
-    os.makedirs(results_dir, exist_ok=True)
+    if main_rank:
+        os.makedirs(results_dir, exist_ok=True)
     if config.do_train:
         # the CPU training kernels of paddle_electra.fast_cpu (modeling.py uses them in dygraph training only)
         set_execution_modes(model, fast_cpu_kernels=paddle.get_device() == "cpu")
         out.update(train(task, model, config, trial,
-                         os.path.join(results_dir, f"{task.name}_train_trial{trial}.jsonl")))
+                         os.path.join(results_dir, f"{task.name}_train_trial{trial}.jsonl") if main_rank else None))
+        if not main_rank:
+            return out
         if config.save_model and (config.keep_all_models or trial == config.num_trials):
             path = model.save_pretrained(config.model_dir(trial), vocab_file=tokenizer_vocab)
             out["model_dir"] = path
@@ -247,17 +308,25 @@ def summarize(trials: List[Dict]) -> Dict:
 def run_finetuning(config: FinetuneConfig) -> Dict:
     # the entry point has set up the process: runtime.configure_process with config.device, config.num_threads
     from ..tokenizer import ElectraTokenizer
+    world, rank = process_env()
+    if world > 1:
+        if not config.do_train:
+            raise HparamsError(f"{world} processes, but nothing to train (do_train is false): evaluate in one process")
+        check_processes(config.train_batch_size, world)
+        init_collective(paddle.get_device())
     path = resolve_model(config)
     tokenizer = ElectraTokenizer.from_pretrained(path if os.path.isdir(path) else None)
     task = get_task(config.task_name, config, tokenizer)
     trials = []
     for trial in range(1, config.num_trials + 1):
         trials.append(run_trial(config, task, trial, tokenizer.vocab_file))
+        if rank:
+            continue
         _write_json(config.results_path(), {"task": task.name, "model": config.model_name,
                                             "hparams": config.to_dict(), "trials": trials,
                                             "summary": summarize(trials)})
     summary = summarize(trials)
-    if config.num_trials > 1:
+    if config.num_trials > 1 and not rank:
         for k, v in summary.items():
             print(f"{task.name}: {k}: max {v['max']:.2f} - mean {v['mean']:.2f} over {len(v['values'])} trials")
     return {"trials": trials, "summary": summary}

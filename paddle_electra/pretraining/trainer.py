@@ -32,6 +32,7 @@ import numpy as np
 
 from ..io import CheckpointError, atomic_dir, load_tensors, save_tensors
 from ..config import ElectraConfig, generator_config_for, get_variant
+from ..distributed import init_collective, process_env
 from ..paddle_compat import rng_state_from_json, rng_state_to_json
 from .data import DataError, ExampleOrder, PretrainingData, file_md5
 from .masking import gumbel_noise, mask_batch, max_predictions
@@ -129,13 +130,6 @@ def build_configs(args):
     elif gen is None:
         gen = generator_config_for(disc, int(round(disc.hidden_size * args.generator_hidden_fraction)))
     return disc, gen
-
-
-def _dist_env():
-    world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
-    rank = int(os.environ.get("PADDLE_TRAINER_ID", "0"))
-    local = int(os.environ.get("PADDLE_LOCAL_SIZE", os.environ.get("PADDLE_NPROC_PER_NODE", str(world))))
-    return world, rank, max(1, min(local, world))
 
 
 def _make_strategy(args, world: int):
@@ -309,7 +303,7 @@ class Trainer:
         from ..runtime import resolve_device
 
         self.args = args
-        self.world, self.rank, _ = _dist_env()
+        self.world, self.rank = process_env()
         self.device = resolve_device(args.device)  # the process is set up by the entry point (runtime.configure_process)
         if args.amp != "off" and self.device == "cpu":
             raise ValueError(f"--amp {args.amp} needs a GPU: Paddle {paddle.__version__} has no bfloat16/float16 "
@@ -322,9 +316,7 @@ class Trainer:
         if args.sharding_stage and self.world == 1:
             raise ValueError("--sharding-stage needs several processes (paddle.distributed.launch)")
         if self.world > 1:
-            if self.device == "cpu":
-                _set_gloo_interface()
-            fleet.init(is_collective=True, strategy=_make_strategy(args, self.world))
+            init_collective(self.device, _make_strategy(args, self.world))
         self.is_main = self.rank == 0
 
         self.data = PretrainingData(args.data_dir)
@@ -781,20 +773,6 @@ class _Watchdog:
                       f"process or host of the job is lost or stuck; exiting. The same command resumes from the "
                       f"newest checkpoint.", file=sys.stderr, flush=True)
                 os._exit(LOST_PEER_EXIT)
-
-
-def _set_gloo_interface():
-    """gloo (CPU collectives) binds the address the host name resolves to, often 127.0.0.1, which
-    other hosts cannot reach; unless GLOO_SOCKET_IFNAME is set, point it at the interface holding the
-    address the launcher gave this process (PADDLE_CURRENT_ENDPOINT)."""
-    ip = os.environ.get("PADDLE_CURRENT_ENDPOINT", "").rpartition(":")[0]
-    if os.environ.get("GLOO_SOCKET_IFNAME") or not ip or ip.startswith("127."):
-        return
-    import psutil
-    for name, addrs in psutil.net_if_addrs().items():
-        if any(a.address == ip for a in addrs):
-            os.environ["GLOO_SOCKET_IFNAME"] = name
-            return
 
 
 def _fmt(v):
