@@ -38,8 +38,8 @@ def process_env() -> Tuple[int, int]:
 
 def relaunch(command: str, cli_argv: List[str], nproc: int, log_dir: str) -> int:
     """Run `paddle-electra COMMAND CLI_ARGV` (without the launch flags) in `nproc` processes; the
-    launcher's exit code (it stops every process when one fails). On failure the end of each failed
-    process's log is printed, so that the job ends with its error."""
+    launcher's exit code (it stops every process when one fails). On failure the failed processes'
+    errors are printed last, so that the job ends with them."""
     launch_only = argparse.ArgumentParser(add_help=False)
     add_launch_arguments(launch_only)
     _, argv = launch_only.parse_known_args(cli_argv)
@@ -48,22 +48,26 @@ def relaunch(command: str, cli_argv: List[str], nproc: int, log_dir: str) -> int
     print("$ " + " ".join(cmd), flush=True)
     code = subprocess.run(cmd).returncode
     if code:
-        for rank in range(nproc):
-            print(_failed_worker_tail(log_dir, rank), end="", file=sys.stderr, flush=True)
+        print(worker_errors(command, log_dir, nproc), end="", file=sys.stderr, flush=True)
     return code
 
 
-def _failed_worker_tail(log_dir: str, rank: int, lines: int = 15) -> str:
-    """The last lines of workerlog.<rank> when it holds an error, else ''."""
-    path = os.path.join(log_dir, f"workerlog.{rank}")
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            tail = f.read().splitlines()[-lines:]
-    except OSError:
-        return ""
-    if not any("error" in l.lower() or "Traceback" in l for l in tail):
-        return ""
-    return f"--- {path} (rank {rank}), last lines:\n" + "\n".join(tail) + "\n"
+def worker_errors(command: str, log_dir: str, nproc: int, lines: int = 15) -> str:
+    """What the failed processes said: each one's `paddle-electra COMMAND: error: ...` line (the
+    others then fail only because a peer is gone), else the end of every log holding a traceback."""
+    logs = {}
+    for rank in range(nproc):
+        path = os.path.join(log_dir, f"workerlog.{rank}")
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                logs[path] = f.read().splitlines()
+        except OSError:
+            pass
+    said = [f"{path}: {l}" for path, ls in logs.items() for l in ls if l.startswith(f"paddle-electra {command}: error:")]
+    if said:
+        return "\n".join(said) + "\n"
+    return "".join(f"--- {path}, last lines:\n" + "\n".join(ls[-lines:]) + "\n"
+                   for path, ls in logs.items() if any("Traceback" in l for l in ls))
 
 
 def set_gloo_interface():

@@ -12,8 +12,9 @@ Several processes (`paddle-electra finetune --nproc-per-node N`, or under paddle
 data parallel. train_batch_size stays the global batch: every process takes its 1/N of each global
 batch (the same shuffled order everywhere), DataParallel averages the gradients, the steps and the
 learning-rate schedule are those of one process, so the run optimises as one process does up to
-dropout masks and float rounding. Only rank 0 evaluates and writes (logs, VisualDL, results,
-predictions, models); the others train only.
+dropout masks and float rounding. Evaluation is sharded (each rank predicts every N-th feature, the
+rows gathered on every rank: gloo ends a collective that waits more than 30 s, so no rank may wait
+for another's whole evaluation); only rank 0 writes (logs, VisualDL, results, predictions, models).
 """
 from __future__ import annotations
 
@@ -64,10 +65,13 @@ class InferencePredictor:
     def __init__(self, model, task: Task):
         import tempfile
         from ..inference import ElectraPredictor
+        from ..runtime import default_num_threads, local_process_count
         self._tmp = tempfile.TemporaryDirectory(prefix="electra-eval-")
         path = model.save_pretrained(os.path.join(self._tmp.name, "model"))
-        # Paddle Inference: a one-off export per evaluation would not pay back an ONNX conversion
-        self._predictor = ElectraPredictor.from_pretrained(path, task=task.spec.name, engine="paddle")
+        # Paddle Inference: a one-off export per evaluation would not pay back an ONNX conversion;
+        # the cores shared by this machine's processes of the job
+        self._predictor = ElectraPredictor.from_pretrained(path, task=task.spec.name, engine="paddle",
+                                                           num_threads=default_num_threads(local_process_count()))
 
     def predict_batches(self, input_ids, token_type_ids, batch_size: int, **kw):
         return self._predictor.predict_batches(input_ids, token_type_ids, batch_size=batch_size, **kw)
@@ -84,12 +88,26 @@ def make_predictor(model, task: Task, backend: str = "dygraph"):
     return DygraphPredictor(model, task.spec)
 
 
-def predict(task: Task, model, predictor, features: list, batch_size: int) -> List[Dict[str, np.ndarray]]:
+def predict(task: Task, model, predictor, features: list, batch_size: int,
+            sharded: bool = False) -> List[Dict[str, np.ndarray]]:
     """The output rows ({name: array}, length axes cut to the feature) of every feature, in feature
-    order; batches group features of similar length, each padded to its longest (batching.run_bucketed)."""
-    outs = predictor.predict_batches([f.input_ids for f in features], [f.token_type_ids for f in features],
-                                     batch_size=batch_size, pad_multiple=1)
-    return output_rows(task.spec, model, outs)
+    order; batches group features of similar length, each padded to its longest (batching.run_bucketed).
+    `sharded` (every process of a data-parallel job calls it): each rank predicts every N-th feature
+    and all get every row."""
+    world, rank = process_env() if sharded else (1, 0)
+    mine = features[rank::world]
+    rows = output_rows(task.spec, model, predictor.predict_batches(
+        [f.input_ids for f in mine], [f.token_type_ids for f in mine], batch_size=batch_size,
+        pad_multiple=1)) if mine else []
+    if world == 1:
+        return rows
+    import paddle.distributed as dist
+    parts: list = []
+    dist.all_gather_object(parts, rows)
+    out: list = [None] * len(features)
+    for r, part in enumerate(parts):
+        out[r::world] = part
+    return out
 
 
 class Evaluation(NamedTuple):
@@ -99,11 +117,11 @@ class Evaluation(NamedTuple):
     rows: List[Dict[str, np.ndarray]]
 
 
-def evaluate(task: Task, model, split: str, predictor=None) -> Evaluation:
+def evaluate(task: Task, model, split: str, predictor=None, sharded: bool = False) -> Evaluation:
     examples = task.get_examples(split)
     features = task.featurize(examples, is_training=False)
     predictor = predictor or make_predictor(model, task, task.config.eval_backend)
-    rows = predict(task, model, predictor, features, task.config.eval_batch_size)
+    rows = predict(task, model, predictor, features, task.config.eval_batch_size, sharded)
     return Evaluation(task.score(split, examples, features, rows), examples, features, rows)
 
 
@@ -228,8 +246,8 @@ def _vdl_writer(log_path):
 
 # --- trials -----------------------------------------------------------------------------------------------
 def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: Optional[str] = None) -> Dict:
-    """Train (when do_train), save, evaluate. With several processes all train; only rank 0 saves,
-    evaluates and writes."""
+    """Train (when do_train), save, evaluate. With several processes all train and evaluate (sharded);
+    only rank 0 saves and writes."""
     main_rank = process_env()[1] == 0
     set_seed(config.seed + trial - 1)
     if config.do_train:
@@ -247,22 +265,21 @@ def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: O
         set_execution_modes(model, fast_cpu_kernels=paddle.get_device() == "cpu")
         out.update(train(task, model, config, trial,
                          os.path.join(results_dir, f"{task.name}_train_trial{trial}.jsonl") if main_rank else None))
-        if not main_rank:
-            return out
-        if config.save_model and (config.keep_all_models or trial == config.num_trials):
+        if main_rank and config.save_model and (config.keep_all_models or trial == config.num_trials):
             path = model.save_pretrained(config.model_dir(trial), vocab_file=tokenizer_vocab)
             out["model_dir"] = path
     splits = (["dev"] if config.do_eval else []) + (["test"] if config.do_test else [])
     for split in splits:
         t0 = time.time()
-        ev = evaluate(task, model, split)
-        print(format_results(task.name, ev.scores), flush=True)
+        ev = evaluate(task, model, split, sharded=True)
         out[split] = ev.scores
         out[f"{split}_eval_seconds"] = time.time() - t0
-        if task.writes_answers:
-            _write_qa_preds(config, split, trial, task.predictions(ev.examples, ev.features, ev.rows))
+        if main_rank:
+            print(format_results(task.name, ev.scores), flush=True)
+            if task.writes_answers:
+                _write_qa_preds(config, split, trial, task.predictions(ev.examples, ev.features, ev.rows))
     if config.write_test_outputs and task.has_split("test"):
-        _write_test_outputs(config, task, model, trial)
+        _write_test_outputs(config, task, model, trial, main_rank)
     return out
 
 
@@ -281,10 +298,13 @@ def _write_qa_preds(config, split, trial, preds):
     _write_json(path.replace("_preds.json", f"_preds_trial{trial}.json"), preds)
 
 
-def _write_test_outputs(config, task, model, trial):
+def _write_test_outputs(config, task, model, trial, main_rank=True):
     examples = task.get_examples("test")
     features = task.featurize(examples, is_training=False)
-    rows = predict(task, model, make_predictor(model, task, config.eval_backend), features, config.eval_batch_size)
+    rows = predict(task, model, make_predictor(model, task, config.eval_backend), features, config.eval_batch_size,
+                   sharded=True)
+    if not main_rank:
+        return
     preds = task.predictions(examples, features, rows)
     if task.writes_answers:
         _write_qa_preds(config, "test", trial, preds)
@@ -310,9 +330,8 @@ def run_finetuning(config: FinetuneConfig) -> Dict:
     from ..tokenizer import ElectraTokenizer
     world, rank = process_env()
     if world > 1:
-        if not config.do_train:
-            raise HparamsError(f"{world} processes, but nothing to train (do_train is false): evaluate in one process")
-        check_processes(config.train_batch_size, world)
+        if config.do_train:
+            check_processes(config.train_batch_size, world)
         init_collective(paddle.get_device())
     path = resolve_model(config)
     tokenizer = ElectraTokenizer.from_pretrained(path if os.path.isdir(path) else None)
