@@ -75,7 +75,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["paddle_electra", "paddle_electra.*"]),
-    package_data={"paddle_electra": ["vocab.txt"]},
+    package_data={"paddle_electra": ["vocab.txt", "csrc/*.cc"]},
     include_package_data=True,
     data_files=_shared_files(),
     install_requires=[

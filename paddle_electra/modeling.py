@@ -13,7 +13,9 @@ Execution modes are flags that the forwards below read (as nanoGPT's flash/manua
 `set_execution_modes(model, fast_cpu_kernels=..., recompute=...)`; both act only in dygraph training
 (`self.training` and `paddle.in_dynamic_mode()`), so evaluation and export run the plain code:
 - `fast_cpu_kernels`: Linear and self-attention use the PyLayers of paddle_electra.fast_cpu (GEMV
-  bias gradients, no head transposes); the same results up to float rounding, faster CPU training;
+  bias gradients, no head transposes), GELU and LayerNorm the compiled kernels of
+  paddle_electra.cpu_kernels (where they build; Paddle's otherwise); the same results up to float
+  rounding, faster CPU training;
 - `recompute`: each encoder layer's activations are recomputed in the backward pass.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.distributed.fleet.utils import recompute as _recompute  # fleet comes with `import paddle`
 
-from . import fast_cpu
+from . import cpu_kernels, fast_cpu
 from .io import CONFIG_NAME, GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME, WEIGHTS_NAME
 from .modeling_utils import PretrainedMixin, PretrainingPairMixin
 from .config import ElectraConfig
@@ -56,14 +58,35 @@ def _linear(config, n_in, n_out):
     return Linear(n_in, n_out, weight_attr=_init(config))
 
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (same parameters) whose dygraph training step can take the compiled CPU kernel."""
+    fast_cpu_kernels = False
+
+    def forward(self, x):
+        if _training_fast_path(self) and self.weight is not None and self.bias is not None \
+                and cpu_kernels.usable_for(x):
+            return cpu_kernels.layer_norm(x, self.weight, self.bias, self._epsilon)
+        return super().forward(x)
+
+
 def _layer_norm(config, width):
     # The original uses epsilon 1e-12; Paddle's default (1e-5) changes the outputs.
-    return nn.LayerNorm(width, epsilon=config.layer_norm_eps)
+    return LayerNorm(width, epsilon=config.layer_norm_eps)
+
+
+class GELU(nn.Layer):
+    """GELU in the erf form, as the original; its dygraph training step can take the compiled CPU kernel."""
+    fast_cpu_kernels = False
+
+    def forward(self, x):
+        if _training_fast_path(self) and cpu_kernels.usable_for(x):
+            return cpu_kernels.gelu(x)
+        return F.gelu(x, approximate=False)
 
 
 def activation(name: str):
-    if name == "gelu":  # the erf form, as the original
-        return lambda x: F.gelu(x, approximate=False)
+    if name == "gelu":
+        return GELU()
     if name == "gelu_new":
         return lambda x: F.gelu(x, approximate=True)
     return F.relu
@@ -186,7 +209,7 @@ def set_execution_modes(model: nn.Layer, fast_cpu_kernels: Optional[bool] = None
     """Set the execution flags (see the module docstring) on every layer of `model` that reads them;
     None leaves a flag as it is. Parameters, names and weights are untouched."""
     for layer in model.sublayers(include_self=True):
-        if fast_cpu_kernels is not None and isinstance(layer, (Linear, ElectraSelfAttention)):
+        if fast_cpu_kernels is not None and isinstance(layer, (Linear, ElectraSelfAttention, LayerNorm, GELU)):
             layer.fast_cpu_kernels = bool(fast_cpu_kernels)
         if recompute is not None and isinstance(layer, ElectraEncoder):
             layer.recompute = bool(recompute)

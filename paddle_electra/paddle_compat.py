@@ -4,8 +4,10 @@ once and warns outside that range; `check_private_apis()` lists what a shim need
 lacks (tests/test_paddle_compat.py runs it, so a Paddle upgrade that moves one fails by name).
 
 The shims:
-- `set_math_threads`: the CPU math library's thread count (`paddle.base.core.set_num_threads`;
-  Paddle has no public call, and sets OMP_NUM_THREADS=1 at import);
+- `set_math_threads` / `math_threads`: the CPU math library's thread count (`paddle.base.core.set_num_threads`;
+  Paddle has no public call, no getter, and sets OMP_NUM_THREADS=1 at import);
+- `register_custom_ops` / `run_custom_op`: load a compiled custom-operator library that is already built
+  (`paddle.utils.cpp_extension.load` always re-runs its build script) and call its ops in dygraph;
 - `supports_bf16_fast`: whether Paddle's oneDNN sees native bf16 (`core.supports_bfloat16_fast_performance`);
 - `rng_state_to_json` / `rng_state_from_json`: Paddle's generator states as JSON for checkpoints
   (`paddle.get_rng_state()` returns `paddle.base.libpaddle.GeneratorState`, rebuilt from its pickle state);
@@ -14,6 +16,7 @@ The shims:
 """
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from typing import List, Optional, Tuple
@@ -26,6 +29,8 @@ PRIVATE_APIS = (
     ("paddle.base.core", "set_num_threads"),
     ("paddle.base.core", "supports_bfloat16_fast_performance"),
     ("paddle.base.libpaddle", "GeneratorState"),
+    ("paddle.utils.cpp_extension", "load_op_meta_info_and_register_op"),
+    ("paddle._C_ops", "_run_custom_op"),
     ("paddle.optimizer.AdamW", "_add_accumulator"),
     ("paddle.optimizer.AdamW", "_create_param_lr"),
     ("paddle.optimizer.AdamW", "_global_learning_rate"),
@@ -99,12 +104,23 @@ def _need(path: str, attr: str):
 
 
 # --- threads and ISA -----------------------------------------------------------------------------------
+_math_threads = 1  # what Paddle uses until told otherwise (it sets OMP_NUM_THREADS=1 at import)
+
+
 def set_math_threads(n: int) -> int:
     """Threads of Paddle's CPU math library (MKL/OpenBLAS, oneDNN) for the whole process."""
+    global _math_threads
     if n < 1:
         raise ValueError(f"thread count must be >= 1, got {n}")
     _need("paddle.base.core", "set_num_threads")(int(n))
+    _math_threads = int(n)
     return int(n)
+
+
+def math_threads() -> int:
+    """The thread count last given to set_math_threads (1 before any call); our own compiled kernels
+    (paddle_electra.cpu_kernels) use as many."""
+    return _math_threads
 
 
 def supports_bf16_fast() -> Optional[bool]:
@@ -135,6 +151,23 @@ def rng_state_from_json(states: list) -> None:
         g.__setstate__(tuple(s))  # (device, seed, offset, [state bytes]) as __getstate__ gave it
         out.append(g)
     paddle.set_rng_state(out)
+
+
+# --- custom operators ------------------------------------------------------------------------------
+def register_custom_ops(library: str) -> list:
+    """Register the custom operators of a built shared library (PD_BUILD_OP) in this process; their names."""
+    return list(_need("paddle.utils.cpp_extension", "load_op_meta_info_and_register_op")(library))
+
+
+def run_custom_op(name: str, *inputs_then_attrs) -> list:
+    """Run a registered custom operator in dygraph (with autograd through its PD_BUILD_GRAD_OP):
+    its inputs, then its attributes, in the order PD_BUILD_OP lists them; its outputs."""
+    return _run_custom_op()(name, *inputs_then_attrs)
+
+
+@functools.lru_cache(maxsize=None)
+def _run_custom_op():
+    return _need("paddle._C_ops", "_run_custom_op")
 
 
 # --- optimizer ----------------------------------------------------------------------------------------

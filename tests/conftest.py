@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -12,6 +14,16 @@ def pytest_configure(config):
     # engine, ONNX Runtime where installed, converts each model to ONNX first (seconds per model);
     # tests/test_inference_engines.py runs the auto rule and every engine
     os.environ.setdefault("PADDLE_ELECTRA_ENGINE", "paddle")
+    # the compiled CPU kernels (paddle_electra.cpu_kernels) are built once per test run, here, not in
+    # each test's own PADDLE_ELECTRA_HOME; subprocesses inherit the folder
+    if "PADDLE_ELECTRA_KERNEL_CACHE" not in os.environ:
+        os.environ["PADDLE_ELECTRA_KERNEL_CACHE"] = config._electra_kernel_cache = tempfile.mkdtemp(
+            prefix="paddle-electra-kernels-")
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_electra_kernel_cache", None):
+        shutil.rmtree(config._electra_kernel_cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -197,21 +197,27 @@ def _train_step(model, ids, tt, mask):
 
 
 def _count_calls(monkeypatch):
-    from paddle_electra import fast_cpu
-    calls = {"linear": 0, "attention": 0}
+    from paddle_electra import cpu_kernels, fast_cpu
+    calls = {"linear": 0, "attention": 0, "gelu": 0, "layer_norm": 0}
     for name in calls:
-        real = getattr(fast_cpu, name)
+        module = cpu_kernels if name in ("gelu", "layer_norm") else fast_cpu
+        real = getattr(module, name)
 
         def counted(*a, _real=real, _name=name, **k):
             calls[_name] += 1
             return _real(*a, **k)
-        monkeypatch.setattr(fast_cpu, name, counted)
+        monkeypatch.setattr(module, name, counted)
     return calls
 
 
+NO_CALLS = {"linear": 0, "attention": 0, "gelu": 0, "layer_norm": 0}
+
+
 def test_fast_cpu_kernels_match_the_plain_forward_and_gradients(monkeypatch):
-    """The PyLayer path (GEMV bias gradients, transpose-free attention) against modeling.py's plain
-    code, same weights, dropout off: forward within 1e-5, every gradient within rtol 1e-4."""
+    """The PyLayer path (GEMV bias gradients, transpose-free attention) and the compiled GELU and
+    LayerNorm (where they build) against modeling.py's plain code, same weights, dropout off: forward
+    within 1e-5, every gradient within rtol 1e-4."""
+    from paddle_electra import cpu_kernels
     from paddle_electra.modeling import set_execution_modes
     calls = _count_calls(monkeypatch)
     cfg = TINY.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -222,9 +228,12 @@ def test_fast_cpu_kernels_match_the_plain_forward_and_gradients(monkeypatch):
         model = set_execution_modes(ElectraDiscriminator(cfg), fast_cpu_kernels=fast)
         results.append(_train_step(model, ids, tt, mask))
         if not fast:
-            assert calls == {"linear": 0, "attention": 0}
+            assert calls == NO_CALLS
     # 2 layers: attention once each (its q/k/v per head inside), the other Linears through fast_cpu.linear
     assert calls["attention"] == 2 and calls["linear"] > 2 * 4 * 3
+    # GELU: each layer's intermediate and the discriminator head; LayerNorm: embeddings and 2 per layer
+    compiled = cpu_kernels.available()
+    assert (calls["gelu"], calls["layer_norm"]) == ((3, 5) if compiled else (0, 0))
     (plain_out, plain_grads), (fast_out, fast_grads) = results
     np.testing.assert_allclose(fast_out, plain_out, rtol=1e-5, atol=1e-5)
     assert fast_grads.keys() == plain_grads.keys()
@@ -243,7 +252,7 @@ def test_execution_modes_act_only_in_dygraph_training(monkeypatch):
     ids, tt, mask = _batch()
     with paddle.no_grad():
         model(ids, tt, mask)
-    assert calls == {"linear": 0, "attention": 0}
+    assert calls == NO_CALLS
     set_execution_modes(model, fast_cpu_kernels=False)  # None leaves recompute as it was
     assert model.electra.encoder.recompute and not model.electra.encoder.layer[0].attention.self.fast_cpu_kernels
 

@@ -409,8 +409,14 @@ def test_auc_against_pair_count():
     assert auc(s, y) == pytest.approx(want)
 
 
-def test_fast_cpu_kernels_give_the_same_loss_and_gradients():
+def test_fast_cpu_kernels_give_the_same_loss_and_gradients(monkeypatch):
+    """fast_cpu's PyLayers and the compiled GELU/LayerNorm (where they build) against the plain path."""
+    from paddle_electra import cpu_kernels
     from paddle_electra.modeling import set_execution_modes
+    compiled = []
+    for name in ("gelu", "layer_norm"):
+        real = getattr(cpu_kernels, name)
+        monkeypatch.setattr(cpu_kernels, name, lambda *a, _real=real, _n=name: compiled.append(_n) or _real(*a))
     batch, m = _batch()
     g = paddle.to_tensor(masking.gumbel_noise(range(3), 4, 200, seed=0))
     grads, losses = [], []
@@ -421,6 +427,7 @@ def test_fast_cpu_kernels_give_the_same_loss_and_gradients():
         loss.backward()
         losses.append(float(loss))
         grads.append({n: p.grad.numpy() for n, p in model.named_parameters()})
+    assert set(compiled) == ({"gelu", "layer_norm"} if cpu_kernels.available() else set())
     assert losses[1] == pytest.approx(losses[0], rel=1e-6)
     for n, a in grads[0].items():
         if n.endswith("key.bias"):  # its true gradient is 0 (softmax ignores a per-row constant): rounding only

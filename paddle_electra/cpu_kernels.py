@@ -1,0 +1,178 @@
+"""Compiled CPU training kernels (csrc/cpu_kernels.cc, Paddle custom operators): erf-GELU and LayerNorm,
+forward and backward, fp32, AVX2 + FMA, multithreaded. modeling.py's GELU and LayerNorm layers run
+them in dygraph training when their `fast_cpu_kernels` flag is set and `available()`; everywhere
+else (evaluation, export, GPU, other dtypes) Paddle's own kernels run.
+
+Why: Paddle 3.3's CPU kernels for these are far slower than the memory traffic they need. Measured
+on AMD EPYC (Zen 3, 2 cores), ELECTRA-small fine-tuning, 32 x 128 (docs/pretraining.md section 6):
+gelu_grad 36 ms per [4096, 1024] call (PyTorch 2.75 ms), layer_norm_grad 11.5 ms per [4096, 256]
+(PyTorch 0.4 ms).
+
+Accuracy: GELU is the original's erf form, 0.5 x (1 + erf(x / sqrt 2)); erf and exp are glibc's vector
+math library (libmvec, max error 4 ulp as glibc documents), so outputs and gradients agree with
+Paddle's to a few float32 ulp (tests/test_cpu_kernels.py states the tolerances). LayerNorm takes the
+mean and the biased variance in two passes over each row (8-wide partial sums) and saves mean and
+1/sqrt(var + eps) for the backward; dgamma and dbeta are summed per thread over its rows, then in
+thread order: the same inputs and thread count give the same bits. -ffast-math (this one file only)
+lets the compiler vectorize those sums and call libmvec; it also assumes finite values, so an input
+holding inf or NaN (a run that has already diverged) gives NaN or unspecified values.
+
+Threads: paddle_compat.math_threads(), what runtime.configure_process gave Paddle's math library (one
+per process when each core has its own process); OpenMP from Paddle's own libiomp5, the pool its MKL
+GEMMs use, so the two never run side by side.
+
+Build: on first use in a process, `paddle.utils.cpp_extension.load` compiles the source into
+$PADDLE_ELECTRA_HOME/.kernel_cache/<name>-<key>/ (or $PADDLE_ELECTRA_KERNEL_CACHE), where the key is a
+hash of the source, the Paddle version, the compiler flags and this CPU's model and flags
+(paddle_electra.cpu): a library built for another CPU, Paddle or source is never loaded (the CPU of
+these machines changes between sessions while the environment stays). The build runs under a lock
+on the cache folder, into a temporary folder that is renamed into place when complete, so processes
+started together (paddle.distributed.launch) build once and never load half a library. Without a
+C++ compiler, on a CPU without AVX2/FMA, when the build fails, or with PADDLE_ELECTRA_CPU_KERNELS=0,
+one warning says why and Paddle's kernels run.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+from typing import Optional
+
+from . import paddle_compat
+from .cpu import CpuInfo, cpu_info
+
+logger = logging.getLogger(__name__)
+
+NAME = "electra_cpu_kernels"
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "cpu_kernels.cc")
+OPT_OUT_ENV = "PADDLE_ELECTRA_CPU_KERNELS"  # 0: always Paddle's kernels
+CACHE_ENV = "PADDLE_ELECTRA_KERNEL_CACHE"  # where builds are kept (default $PADDLE_ELECTRA_HOME/.kernel_cache)
+CXX_FLAGS = ("-O3", "-mavx2", "-mfma", "-ffast-math", "-fopenmp")
+NEEDED_ISA = ("avx2", "fma")
+BUILD_META = "build.json"
+
+
+def cache_root() -> str:
+    from .inference import _home  # the one home of this package's caches
+    return os.environ.get(CACHE_ENV) or os.path.join(_home(), ".kernel_cache")
+
+
+def build_key(source: bytes, info: CpuInfo) -> dict:
+    """What a build depends on; a cached build is used only where all of it is the same."""
+    import paddle
+    return {"source_sha256": hashlib.sha256(source).hexdigest(), "paddle": paddle.__version__,
+            "cxx_flags": list(CXX_FLAGS), "cpu": info.model, "vendor": info.vendor, "cpu_flags": sorted(info.flags)}
+
+
+def build_folder(key: dict) -> str:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return os.path.join(cache_root(), f"{NAME}-{digest}")
+
+
+def cached_library(folder: str, key: dict) -> Optional[str]:
+    """The built library in `folder` if its build.json records exactly `key`; else None."""
+    try:
+        with open(os.path.join(folder, BUILD_META), encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    library = os.path.join(folder, f"{NAME}.so")
+    return library if meta == key and os.path.isfile(library) else None
+
+
+def _unavailable(info: CpuInfo) -> Optional[str]:
+    if os.environ.get(OPT_OUT_ENV, "1") == "0":
+        return f"{OPT_OUT_ENV}=0"
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return f"built for Linux x86-64 only (this is {platform.system()} {platform.machine()})"
+    missing = [f for f in NEEDED_ISA if f not in info.flags]
+    if missing:
+        return f"this CPU ({info.describe()}) lacks {' and '.join(missing)}"
+    if not (shutil.which("c++") or shutil.which("g++")):
+        return "no C++ compiler (c++ or g++) on PATH"
+    return None
+
+
+def _link_flags() -> list:
+    import paddle
+    libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
+    if os.path.exists(os.path.join(libs, "libiomp5.so")):  # the OpenMP runtime of Paddle's MKL
+        return [f"-L{libs}", "-liomp5", f"-Wl,-rpath,{libs}"]
+    return ["-fopenmp"]
+
+
+def _build(folder: str, key: dict) -> None:
+    """Compile into a temporary folder beside `folder`, then rename it into place (the caller holds the lock)."""
+    from paddle.utils.cpp_extension import load
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp-", dir=os.path.dirname(folder))
+    try:
+        load(name=NAME, sources=[SOURCE], extra_cxx_cflags=list(CXX_FLAGS), extra_ldflags=_link_flags(),
+             build_directory=tmp)  # compiles in a subprocess (its compiler output goes to stderr), then loads
+        built = os.path.join(tmp, NAME)
+        with open(os.path.join(built, BUILD_META), "w", encoding="utf-8") as f:
+            json.dump(key, f, indent=1)
+        shutil.rmtree(os.path.join(built, "build"), ignore_errors=True)  # objects
+        os.rename(built, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(info: CpuInfo) -> str:
+    """Find or build the library for this CPU and register its ops in this process; what was done."""
+    from .inference import _lock
+    with open(SOURCE, "rb") as f:
+        key = build_key(f.read(), info)
+    folder = build_folder(key)
+    library = cached_library(folder, key)
+    if library is None:
+        os.makedirs(cache_root(), exist_ok=True)
+        with _lock(cache_root()):  # one builder at a time; the others then find its build
+            library = cached_library(folder, key)
+            if library is None:
+                if os.path.lexists(folder):  # a build.json that does not match: not ours to trust
+                    shutil.rmtree(folder)
+                _build(folder, key)  # cpp_extension.load registers the ops as it loads them
+                library = cached_library(folder, key)
+                if library is None:
+                    raise RuntimeError(f"the build left no library in {folder}")
+                return f"built {library}"
+    paddle_compat.register_custom_ops(library)
+    return f"loaded {library}"
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+    """Whether the compiled kernels are loaded in this process (found or built on the first call);
+    False, after one warning saying why, where they cannot be."""
+    info = cpu_info()
+    why = _unavailable(info)
+    if why is None:
+        try:
+            logger.info("compiled CPU kernels: %s", _load(info))  # "built ..." or "loaded ..."
+            return True
+        except Exception as e:  # noqa: BLE001 - any failure means Paddle's kernels, said once
+            why = f"building {SOURCE} failed: {e}"
+    logger.warning("compiled CPU kernels (GELU, LayerNorm) not used, Paddle's run instead: %s", why)
+    return False
+
+
+def usable_for(x) -> bool:
+    """The compiled kernels can take `x`: fp32 on the CPU, and they are available."""
+    import paddle
+    return x.dtype == paddle.float32 and x.place.is_cpu_place() and available()
+
+
+def gelu(x):
+    """erf GELU of a float32 CPU tensor, with its gradient."""
+    return paddle_compat.run_custom_op("electra_gelu", x, paddle_compat.math_threads())[0]
+
+
+def layer_norm(x, weight, bias, epsilon: float):
+    """LayerNorm over the last axis of a float32 CPU tensor (weight and bias of its width), with gradients."""
+    return paddle_compat.run_custom_op("electra_layer_norm", x, weight, bias, float(epsilon),
+                                       paddle_compat.math_threads())[0]

@@ -1,0 +1,192 @@
+"""The compiled CPU kernels (paddle_electra/cpu_kernels.py, csrc/cpu_kernels.cc) against Paddle's own
+kernels, their build cache and their fallback. The build runs once per test run (the module fixture:
+two processes building at once into an empty cache); the model-level checks (the fast_cpu path gives
+the plain path's loss and gradients) are in tests/test_modeling.py and tests/test_pretraining.py."""
+import functools
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from paddle_electra import cpu_kernels, paddle_compat
+from paddle_electra.cpu import CpuInfo, cpu_info
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# float32 results of two implementations of the same formula (libmvec erf/exp within 4 ulp, other
+# summation orders): a few ulp of the value, relative to the tensor's largest entry for sums
+RTOL, ATOL = 2e-5, 1e-6
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory):
+    why = cpu_kernels._unavailable(cpu_info())
+    if why:
+        pytest.skip(f"compiled kernels cannot be built here: {why}")
+    cache = str(tmp_path_factory.mktemp("kernel_cache"))
+    env = dict(os.environ, PADDLE_ELECTRA_KERNEL_CACHE=cache, PYTHONPATH=ROOT)
+    code = ("import logging; logging.basicConfig(level=logging.INFO, format='%(message)s'); "
+            "from paddle_electra import cpu_kernels; assert cpu_kernels.available()")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    said = [line for log in logs for line in log.splitlines() if line.startswith("compiled CPU kernels: ")]
+    # started together: one built, the other waited on the lock and loaded that build
+    assert sorted(s.split()[3] for s in said) == ["built", "loaded"], logs
+    assert len(os.listdir(cache)) == 2  # the build and the lock file: no temporary folder left
+    if not cpu_kernels.available.cache_info().currsize:  # not loaded in this process yet: take that build
+        os.environ["PADDLE_ELECTRA_KERNEL_CACHE"], saved = cache, os.environ.get("PADDLE_ELECTRA_KERNEL_CACHE")
+        try:
+            assert cpu_kernels.available()
+        finally:
+            os.environ["PADDLE_ELECTRA_KERNEL_CACHE"] = saved
+    assert cpu_kernels.available()
+    return cache
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request, monkeypatch):
+    monkeypatch.setattr(paddle_compat, "_math_threads", request.param)
+    return request.param
+
+
+def _dy(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+def _grads(fn, inputs, seed):
+    out = fn(*inputs)
+    return out.numpy(), [g.numpy() for g in paddle.grad(out, inputs, paddle.to_tensor(_dy(out.shape, seed)))]
+
+
+def _close(got, want, what, atol=0.0):
+    atol = max(atol, ATOL * max(1.0, np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=atol, err_msg=what)
+
+
+# rows not a multiple of 8, widths 1 ... 1024; the last two are over the size split between threads
+SHAPES = [(13, 1), (9, 7), (31, 64), (5, 3, 256), (67, 1024), (131, 256)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_gelu_matches_paddle(kernels, threads, shape):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype("float32") * 3
+    flat = x.reshape(-1)  # a view: large |x| (the tails of erf and exp) among the normal values
+    flat[:min(8, flat.size)] = [-1e4, -30, -9, -5.5, 5.5, 9, 30, 1e4][:flat.size]
+    xt = paddle.to_tensor(x, stop_gradient=False)
+    want, (want_dx,) = _grads(lambda v: F.gelu(v, approximate=False), [xt], 1)
+    got, (got_dx,) = _grads(cpu_kernels.gelu, [xt], 1)
+    _close(got, want, "gelu")
+    _close(got_dx, want_dx, "gelu dx")
+
+
+def test_gelu_saturates_for_large_inputs(kernels):
+    x = paddle.to_tensor(np.array([-1e4, -100, -20, 20, 100, 1e4], "float32"), stop_gradient=False)
+    out = cpu_kernels.gelu(x)
+    np.testing.assert_array_equal(out.numpy(), [0, 0, 0, 20, 100, 1e4])
+    np.testing.assert_array_equal(paddle.grad(out, [x])[0].numpy(), [0, 0, 0, 1, 1, 1])
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("eps", [1e-12, 1e-5])
+def test_layer_norm_matches_paddle(kernels, threads, shape, eps):
+    rng = np.random.default_rng(sum(shape))
+    width = shape[-1]
+    x = paddle.to_tensor((rng.standard_normal(shape) * 2 + 0.5).astype("float32"), stop_gradient=False)
+    w = paddle.to_tensor((rng.random(width) + 0.5).astype("float32"), stop_gradient=False)
+    b = paddle.to_tensor(rng.standard_normal(width).astype("float32"), stop_gradient=False)
+    if width == 1 and eps == 1e-12:  # var = 0: the gradient of x is 0 up to rounding times 1/sqrt(eps)
+        eps = 1e-5
+    want, want_g = _grads(lambda *a: F.layer_norm(a[0], [width], a[1], a[2], eps), [x, w, b], 2)
+    got, got_g = _grads(lambda *a: cpu_kernels.layer_norm(*a, eps), [x, w, b], 2)
+    _close(got, want, "layer_norm")
+    # dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy w: the difference of terms of size rstd |g|
+    # cancels to a few ulp of that (FMA or not), whatever dx's own size
+    var = x.numpy().var(axis=-1).min()  # the largest rstd
+    cancel = 4 * 2.0 ** -23 * np.abs(_dy(shape, 2) * w.numpy()).max() / np.sqrt(var + eps)
+    for name, g, h in zip(("dx", "dweight", "dbias"), got_g, want_g):
+        _close(g, h, f"layer_norm {name}", atol=cancel if name == "dx" else 0.0)
+
+
+def test_layer_norm_is_deterministic_for_a_thread_count(kernels, threads):
+    rng = np.random.default_rng(3)
+    x = paddle.to_tensor(rng.standard_normal((300, 256)).astype("float32"), stop_gradient=False)
+    w = paddle.to_tensor(np.ones(256, "float32"), stop_gradient=False)
+    b = paddle.to_tensor(np.zeros(256, "float32"), stop_gradient=False)
+    runs = [_grads(lambda *a: cpu_kernels.layer_norm(*a, 1e-12), [x, w, b], 4) for _ in range(2)]
+    for a, c in zip([runs[0][0], *runs[0][1]], [runs[1][0], *runs[1][1]]):
+        np.testing.assert_array_equal(a, c)
+
+
+# --- the build cache ------------------------------------------------------------------------------
+def _key(info=None, source=None):
+    with open(cpu_kernels.SOURCE, "rb") as f:
+        return cpu_kernels.build_key(f.read() if source is None else source, info or cpu_info())
+
+
+def test_a_build_for_another_cpu_or_source_is_not_loaded(kernels, monkeypatch):
+    monkeypatch.setenv("PADDLE_ELECTRA_KERNEL_CACHE", kernels)
+    mine = _key()
+    folder = cpu_kernels.build_folder(mine)
+    assert cpu_kernels.cached_library(folder, mine) == os.path.join(folder, "electra_cpu_kernels.so")
+    here = cpu_info()
+    other_cpu = CpuInfo(vendor=here.vendor, model=here.model, flags=here.flags | {"avx512f"})
+    for other in (_key(info=other_cpu), _key(source=b"// changed\n" + open(cpu_kernels.SOURCE, "rb").read())):
+        assert cpu_kernels.build_folder(other) != folder
+        assert cpu_kernels.cached_library(folder, other) is None
+        # even when this CPU's build sits in the other key's folder, its build.json refuses it
+        shutil.copytree(folder, cpu_kernels.build_folder(other))
+        assert cpu_kernels.cached_library(cpu_kernels.build_folder(other), other) is None
+    built = []
+    monkeypatch.setattr(cpu_kernels, "_build", lambda folder, key: built.append((folder, key)))
+    with pytest.raises(RuntimeError, match="left no library"):
+        cpu_kernels._load(other_cpu)  # goes to build (stubbed here) instead of loading the folder's library
+    assert built == [(cpu_kernels.build_folder(_key(info=other_cpu)), _key(info=other_cpu))]
+    assert not os.path.exists(built[0][0])  # the mismatching folder was removed before the build
+    assert json.load(open(os.path.join(folder, cpu_kernels.BUILD_META))) == mine
+
+
+# --- the fallback --------------------------------------------------------------------------------
+def _tiny_train_step():
+    from paddle_electra.config import ElectraConfig
+    from paddle_electra.modeling import ElectraDiscriminator, set_execution_modes
+    cfg = ElectraConfig(vocab_size=50, embedding_size=16, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
+    model = set_execution_modes(ElectraDiscriminator(cfg), fast_cpu_kernels=True)
+    model.train()
+    ids = paddle.to_tensor(np.arange(24).reshape(2, 12) % 50)
+    loss = model(ids).square().mean()
+    loss.backward()
+    return float(loss)
+
+
+@pytest.mark.parametrize("cause", ["build", "opt-out"])
+def test_without_the_kernels_training_runs_on_paddles(monkeypatch, caplog, cause):
+    monkeypatch.setattr(cpu_kernels, "available", functools.lru_cache()(cpu_kernels.available.__wrapped__))
+    if cause == "build":
+        monkeypatch.delenv(cpu_kernels.OPT_OUT_ENV, raising=False)
+        monkeypatch.setattr(cpu_kernels, "_unavailable", lambda info: None)
+
+        def broken(info):
+            raise RuntimeError("c++: fatal error: no input files")
+        monkeypatch.setattr(cpu_kernels, "_load", broken)
+    else:
+        monkeypatch.setenv(cpu_kernels.OPT_OUT_ENV, "0")
+    calls = []
+    for name in ("gelu", "layer_norm"):
+        monkeypatch.setattr(cpu_kernels, name, lambda *a, _n=name: calls.append(_n))
+    with caplog.at_level(logging.WARNING, logger="paddle_electra.cpu_kernels"):
+        assert np.isfinite(_tiny_train_step())
+        _tiny_train_step()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "paddle_electra.cpu_kernels"]
+    assert len(warnings) == 1, warnings  # once per process
+    assert ("no input files" if cause == "build" else "PADDLE_ELECTRA_CPU_KERNELS=0") in warnings[0]
+    assert calls == []
