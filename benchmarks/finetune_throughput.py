@@ -6,11 +6,19 @@ ElectraForSequenceClassification (paddle.optimizer.AdamW, the same clip and weig
 transformers' ElectraForSequenceClassification in PyTorch eager (torch AdamW, same clip), same
 shapes, same random weights for the backbone, same batches, in one process.
 
+Then the real trainer (`paddle-electra finetune`, ChnSentiCorp format, texts of L tokens, the same
+weights, global batch and length) in 1 process and in one process per core (`--nproc-per-node N`,
+data parallel, one thread each): examples/s from its training log, after --trainer-skip warm-up
+steps. And the fp32 roofline: the classifier's GEMM FLOPs per training step (3 x forward) over the
+2048^3 GEMM rate measured in this run, i.e. the shortest step any implementation could take on this
+CPU and the largest ratio to HF PyTorch it allows.
+
     python benchmarks/finetune_throughput.py                  # 12 layers, 32 x 128, 3 rounds of 5 steps
     python benchmarks/finetune_throughput.py --steps 10 --rounds 5 --output results.jsonl
 
-The two take turns each round (a busy machine slows both alike); the median over rounds is
-reported, with the ratios ours / PaddleNLP and ours / HF PyTorch. A step is forward + loss + backward + optimizer step.
+The in-process engines take turns each round (a busy machine slows all alike); the median over
+rounds is reported, with the ratios ours / PaddleNLP and ours' best configuration / HF PyTorch. A
+step is forward + loss + backward + optimizer step.
 """
 from __future__ import annotations
 
@@ -20,12 +28,17 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from roofline import encoder_flops, gemm_peak  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def ours(cfg, lr):
@@ -113,6 +126,44 @@ def hf_torch(cfg, lr, state, threads):
     return model, step
 
 
+def classifier_flops(cfg, B, L, num_labels=2):
+    """GEMM FLOPs of one training step (forward x 3) of ours' sequence classifier."""
+    return 3 * (encoder_flops(cfg, B, L) + 2 * B * cfg.hidden_size * num_labels)
+
+
+def run_trainer(tmp, model, cfg, nproc, B, L, steps, skip):
+    """examples/s of `paddle-electra finetune --nproc-per-node nproc` over the `steps` steps after
+    `skip` untimed ones (its training log: examples/s of each step), on B * (skip + steps) examples of
+    L tokens (random characters of the vocabulary), starting from `model`'s weights."""
+    from paddle_electra.tokenizer import ElectraTokenizer
+    model_dir = os.path.join(tmp, "model")
+    if not os.path.isdir(model_dir):
+        model.save_pretrained(model_dir)
+        vocab = [t for t in ElectraTokenizer().vocab if len(t) == 1 and "\u4e00" <= t <= "\u9fff"]
+        rng = np.random.RandomState(0)
+        rows = ["label\ttext_a"] + [f"{rng.randint(2)}\t" + "".join(rng.choice(vocab, L - 2))
+                                    for _ in range(B * (skip + steps))]
+        os.makedirs(os.path.join(tmp, "finetuning_data", "chnsenticorp"))
+        with open(os.path.join(tmp, "finetuning_data", "chnsenticorp", "train.tsv"), "w", encoding="utf-8") as f:
+            f.write("\n".join(rows) + "\n")
+    results = os.path.join(tmp, f"results{nproc}")
+    hparams = {"task_names": ["chnsenticorp"], "train_batch_size": B, "max_seq_length": L, "num_train_epochs": 1,
+               "log_every": 1, "do_eval": False, "save_model": False, "learning_rate": 3e-4,
+               "results_dir": results}
+    cmd = [sys.executable, "-m", "paddle_electra.cli", "finetune", "--data-dir", tmp, "--model-name", model_dir,
+           "--hparams", json.dumps(hparams), "--nproc-per-node", str(nproc)]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+    with open(os.path.join(results, "chnsenticorp_train_trial1.jsonl"), encoding="utf-8") as f:
+        recs = [json.loads(l) for l in f if l.strip()]
+    if len(recs) != skip + steps:
+        raise RuntimeError(f"{results}: {len(recs)} training records, expected {skip + steps}")
+    times = [B / rec["examples_per_second"] for rec in recs[skip:]]
+    return B * len(times) / sum(times)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="chinese-electra-small")
@@ -124,12 +175,18 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip-paddlenlp", action="store_true")
     p.add_argument("--skip-torch", action="store_true")
+    p.add_argument("--trainer-skip", type=int, default=3, help="untimed first steps of the real trainer")
+    p.add_argument("--skip-trainer", action="store_true", help="no rows of the real trainer")
     p.add_argument("--output", help="append a JSON line with the results")
     args = p.parse_args(argv)
 
     import paddle
     from paddle_electra.config import get_variant
-    from paddle_electra.runtime import configure_process
+    from paddle_electra.runtime import available_cores, configure_process
+    load = os.getloadavg()
+    print(f"cores {available_cores()}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    peak = gemm_peak()
+    print(f"fp32 GEMM peak (2048^3, all cores): {peak / 1e9:.0f} GFLOP/s", flush=True)
     device = configure_process()
     cfg = get_variant(args.model).discriminator
     if args.num_hidden_layers:
@@ -167,14 +224,26 @@ def main(argv=None):
                 step(*b)
             times[name].append(args.steps * B / (time.perf_counter() - t0))
         print(f"round {r + 1}: " + ", ".join(f"{n} {times[n][-1]:.1f} ex/s" for n in engines), flush=True)
+    trainer = {}
+    if not args.skip_trainer:
+        cores = available_cores()
+        with tempfile.TemporaryDirectory(prefix="finetune-bench-") as tmp:
+            for nproc in sorted({1, cores} if cores > 1 and B % cores == 0 else {1}):
+                trainer[nproc] = run_trainer(tmp, model, cfg, nproc, B, S, args.steps * args.rounds, args.trainer_skip)
+                print(f"ours, {nproc} process(es) (paddle-electra finetune --nproc-per-node {nproc}): "
+                      f"{trainer[nproc]:.1f} examples/s", flush=True)
     from paddle_electra.cpu import machine_record
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
               **machine_record(),
               "device": device, "model": args.model, "num_hidden_layers": cfg.num_hidden_layers,
               "batch_size": B, "seq_len": S, "steps": args.steps, "rounds": args.rounds,
               "examples_per_second": {n: statistics.median(v) for n, v in times.items()},
-              "per_round": times}
-    line = ", ".join(f"{n}: {v:.1f} examples/s" for n, v in result["examples_per_second"].items())
+              "per_round": times, "gemm_peak_gflops": peak / 1e9, "flops_per_step": classifier_flops(cfg, B, S)}
+    for nproc, v in trainer.items():
+        result["examples_per_second"][f"paddle_electra_trainer_{nproc}proc"] = v
+    ours_best = max(v for n, v in result["examples_per_second"].items() if n.startswith("paddle_electra"))
+    result["ours_best_examples_per_second"] = ours_best
+    line = ", ".join(f"{n}: {statistics.median(v):.1f} examples/s" for n, v in times.items())
     if "paddlenlp" in times:
         result["ratio_ours_over_paddlenlp"] = result["examples_per_second"]["paddle_electra"] / \
             result["examples_per_second"]["paddlenlp"]
@@ -182,8 +251,22 @@ def main(argv=None):
     if "hf_pytorch" in times:
         result["ratio_ours_over_hf_pytorch"] = result["examples_per_second"]["paddle_electra"] / \
             result["examples_per_second"]["hf_pytorch"]
+        result["ratio_ours_best_over_hf_pytorch"] = ours_best / result["examples_per_second"]["hf_pytorch"]
         line += f", to HF PyTorch {result['ratio_ours_over_hf_pytorch']:.2f}"
-    print(f"training throughput (median of {args.rounds} rounds, batch {B} x {S}): {line}")
+    print(f"training throughput (in-process: median of {args.rounds} rounds, batch {B} x {S}): {line}")
+    best_step = result["flops_per_step"] / peak  # seconds: every GEMM at the measured rate, nothing else
+    result["roofline_examples_per_second"] = B / best_step
+    print(f"fp32 roofline: {result['flops_per_step'] / 1e9:.0f} GFLOP per step / {peak / 1e9:.0f} GFLOP/s = "
+          f"{best_step:.2f} s per step at least = {B / best_step:.1f} examples/s at most; ours' best "
+          f"{ours_best:.1f} examples/s = {100 * ours_best * best_step / B:.0f}% of it")
+    if "hf_pytorch" in times:
+        hf = result["examples_per_second"]["hf_pytorch"]
+        result["roofline_ratio_over_hf_pytorch"] = B / best_step / hf
+        print(f"ratio ours' best / HF PyTorch: {result['ratio_ours_best_over_hf_pytorch']:.2f}x "
+              f"(the roofline allows at most {result['roofline_ratio_over_hf_pytorch']:.2f}x)")
+    load = os.getloadavg()
+    result["load_average_end"] = load[0]
+    print(f"load average at the end {load[0]:.2f}")
     if args.output:
         with open(args.output, "a", encoding="utf-8") as f:
             f.write(json.dumps(result) + "\n")

@@ -25,33 +25,15 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-
-def gemm_peak(seconds=3.0):
-    import paddle
-    from paddle_electra.runtime import configure_process
-    configure_process("cpu")
-    n = 2048
-    a, b = paddle.randn([n, n]), paddle.randn([n, n])
-    paddle.matmul(a, b).numpy()
-    best, t_end = 0.0, time.time() + seconds
-    while time.time() < t_end:
-        t0 = time.perf_counter()
-        paddle.matmul(a, b).numpy()
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
-    return best
+from roofline import encoder_flops, gemm_peak  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def model_flops(disc, gen, B, L, n_slots, generator_everywhere=False):
     """GEMM FLOPs of one training step (forward x 3) of the RTD model."""
-    def encoder(c, tokens):
-        H, I = c.hidden_size, c.intermediate_size
-        per_layer = 2 * tokens * (4 * H * H + 2 * H * I) + 2 * 2 * B * L * L * H
-        proj = 2 * tokens * c.embedding_size * H if c.embedding_size != H else 0
-        return c.num_hidden_layers * per_layer + proj
     T = B * L
-    fwd = encoder(disc, T) + 2 * T * disc.hidden_size * (disc.hidden_size + 1)
+    fwd = encoder_flops(disc, B, L) + 2 * T * disc.hidden_size * (disc.hidden_size + 1)
     rows = T if generator_everywhere else B * n_slots
-    fwd += encoder(gen, T) + 2 * rows * (gen.hidden_size * gen.embedding_size + gen.embedding_size * gen.vocab_size)
+    fwd += encoder_flops(gen, B, L) + 2 * rows * (gen.hidden_size * gen.embedding_size + gen.embedding_size * gen.vocab_size)
     return 3 * fwd
 
 
