@@ -185,7 +185,7 @@ def train(task: Task, model, config: FinetuneConfig, trial: int, log_path: Optio
     model.train()
     order, pos, t0, seen, running = [], 0, time.time(), 0, []
     window_t0, window_seen = t0, 0
-    # shown also when the output goes to a log file (disable=None would hide it there)
+    # rank 0's, shown also when the output goes to a log file (disable=None would hide it there)
     bar = tqdm(range(num_steps), desc=f"{task.name} trial {trial}", mininterval=5, disable=rank != 0)
     try:
         for step in bar:
