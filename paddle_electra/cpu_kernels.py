@@ -45,6 +45,7 @@ from typing import Optional
 
 from . import paddle_compat
 from .cpu import CpuInfo, cpu_info
+from .io import folder_lock, package_home
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,7 @@ BUILD_META = "build.json"
 
 
 def cache_root() -> str:
-    from .inference import _home  # the one home of this package's caches
-    return os.environ.get(CACHE_ENV) or os.path.join(_home(), ".kernel_cache")
+    return os.environ.get(CACHE_ENV) or os.path.join(package_home(), ".kernel_cache")
 
 
 def build_key(source: bytes, info: CpuInfo) -> dict:
@@ -124,14 +124,13 @@ def _build(folder: str, key: dict) -> None:
 
 def _load(info: CpuInfo) -> str:
     """Find or build the library for this CPU and register its ops in this process; what was done."""
-    from .inference import _lock
     with open(SOURCE, "rb") as f:
         key = build_key(f.read(), info)
     folder = build_folder(key)
     library = cached_library(folder, key)
     if library is None:
         os.makedirs(cache_root(), exist_ok=True)
-        with _lock(cache_root()):  # one builder at a time; the others then find its build
+        with folder_lock(cache_root()):  # one builder at a time; the others then find its build
             library = cached_library(folder, key)
             if library is None:
                 if os.path.lexists(folder):  # a build.json that does not match: not ours to trust

@@ -44,7 +44,7 @@ import numpy as np
 
 from . import runtime
 from .batching import run_bucketed
-from .io import GENERATOR_WEIGHTS_NAME, LABEL_MAP_NAME, WEIGHTS_NAME, atomic_dir
+from .io import GENERATOR_WEIGHTS_NAME, LABEL_MAP_NAME, WEIGHTS_NAME, atomic_dir, folder_lock, package_home
 from .resolve import resolve
 from .config import CONFIG_NAME, GENERATOR_CONFIG_NAME, ElectraConfig
 from .cpu import cpu_info
@@ -221,12 +221,8 @@ def _writable(folder: str) -> bool:
         return False
 
 
-def _home() -> str:
-    return os.environ.get("PADDLE_ELECTRA_HOME") or os.path.join(os.path.expanduser("~"), ".paddle_electra")
-
-
 def fallback_cache_root() -> str:
-    return os.path.join(_home(), ".inference_cache")
+    return os.path.join(package_home(), ".inference_cache")
 
 
 # --- the cache's signature: a graph folder is used only if this install wrote it -----------------------
@@ -241,7 +237,7 @@ def _install_key() -> bytes:
     export.json's fingerprint is a hash of the model folder that anyone can compute, so a folder could
     ship any graph under it; a graph is trusted only with a signature under this key."""
     global _process_key
-    path = os.path.join(_home(), KEY_NAME)
+    path = os.path.join(package_home(), KEY_NAME)
     for _ in range(2):
         try:
             with open(path, "rb") as f:
@@ -254,8 +250,8 @@ def _install_key() -> bytes:
         except OSError:
             break
         try:  # written whole under another name, then linked in: a reader never sees half a key
-            os.makedirs(_home(), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=_home(), prefix=".inference_key.tmp-")  # mode 0600
+            os.makedirs(package_home(), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=package_home(), prefix=".inference_key.tmp-")  # mode 0600
             try:
                 os.write(fd, os.urandom(32))
                 os.close(fd)
@@ -266,7 +262,7 @@ def _install_key() -> bytes:
                 os.remove(tmp)
         except OSError:
             break
-    logger.warning("cannot keep a key in %s; exported graphs are verified for this process only", _home())
+    logger.warning("cannot keep a key in %s; exported graphs are verified for this process only", package_home())
     if _process_key is None:
         _process_key = os.urandom(32)
     return _process_key
@@ -458,18 +454,6 @@ def choose_engine(engine: Optional[str] = "auto", precision: str = "fp32", devic
     return engine, why
 
 
-@contextlib.contextmanager
-def _lock(folder: str):
-    """An exclusive lock on a cache folder (while a derived graph is added to it and it is re-signed)."""
-    import fcntl
-    with open(os.path.join(folder, ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _write_meta(path: str, meta: Dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{EXPORT_META}.tmp-")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -481,7 +465,7 @@ def _write_meta(path: str, meta: Dict) -> None:
 def _update_meta(export_dir: str, fingerprint_: str, change) -> Dict:
     """Under the folder's lock: re-read export.json (it must still be signed by this install), let
     change(meta) edit it (returning False for no change), write it and re-sign the folder."""
-    with _lock(export_dir):
+    with folder_lock(export_dir):
         meta = _trusted_meta(export_dir, fingerprint_)
         if meta is None:
             raise InferenceError(f"{export_dir}: the cache changed while in use (no longer signed by this install); "

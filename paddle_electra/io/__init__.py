@@ -93,6 +93,24 @@ def check_output(path: str, kind: Optional[OutputKind] = None, inputs: Iterable[
     return os.path.abspath(path)
 
 
+# --- this package's own folder (caches, keys) --------------------------------------------------------
+def package_home() -> str:
+    """Where paddle_electra keeps its caches: $PADDLE_ELECTRA_HOME, else ~/.paddle_electra."""
+    return os.environ.get("PADDLE_ELECTRA_HOME") or os.path.join(os.path.expanduser("~"), ".paddle_electra")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str):
+    """An exclusive lock on a cache folder, held by one process at a time (its `.lock` file)."""
+    import fcntl
+    with open(os.path.join(folder, ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 # --- atomic writes -----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def atomic_dir(path: str, check=None):
