@@ -13,7 +13,7 @@ Execution modes are flags that the forwards below read (as nanoGPT's flash/manua
 `set_execution_modes(model, fast_cpu_kernels=..., recompute=...)`; both act only in dygraph training
 (`self.training` and `paddle.in_dynamic_mode()`), so evaluation and export run the plain code:
 - `fast_cpu_kernels`: Linear and self-attention use the PyLayers of paddle_electra.fast_cpu (GEMV
-  bias gradients, no head transposes), GELU and LayerNorm the compiled kernels of
+  bias gradients, no head transposes), GELU, LayerNorm and Dropout the compiled kernels of
   paddle_electra.cpu_kernels (where they build; Paddle's otherwise); the same results up to float
   rounding, faster CPU training;
 - `recompute`: each encoder layer's activations are recomputed in the backward pass.
@@ -74,6 +74,18 @@ def _layer_norm(config, width):
     return LayerNorm(width, epsilon=config.layer_norm_eps)
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout (upscale_in_train) whose dygraph training step can take the compiled CPU kernel
+    (its own generator, seeded from Paddle's: the masks differ from Paddle's, paddle.seed repeats them)."""
+    fast_cpu_kernels = False
+
+    def forward(self, x):
+        if _training_fast_path(self) and 0 < self.p and self.mode == "upscale_in_train" and self.axis is None \
+                and cpu_kernels.usable_for(x):
+            return cpu_kernels.dropout(x, self.p)
+        return super().forward(x)
+
+
 class GELU(nn.Layer):
     """GELU in the erf form, as the original; its dygraph training step can take the compiled CPU kernel."""
     fast_cpu_kernels = False
@@ -103,7 +115,7 @@ class ElectraEmbeddings(nn.Layer):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, E, weight_attr=_init(config))
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E, weight_attr=_init(config))
         self.LayerNorm = _layer_norm(config, E)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids=None, position_ids=None):
         seq_len = input_ids.shape[1]
@@ -127,7 +139,7 @@ class ElectraSelfAttention(nn.Layer):  # TF scope attention/self
         self.query = _linear(config, H, H)
         self.key = _linear(config, H, H)
         self.value = _linear(config, H, H)
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.dropout = Dropout(config.attention_probs_dropout_prob)
 
     def _split(self, x):  # [B, S, H] -> [B, heads, S, d]
         return x.reshape([0, 0, self.num_heads, self.head_dim]).transpose([0, 2, 1, 3])
@@ -150,7 +162,7 @@ class ElectraDenseLayerNorm(nn.Layer):
         super().__init__()
         self.dense = _linear(config, n_in, config.hidden_size)
         self.LayerNorm = _layer_norm(config, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, residual):
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)
@@ -204,12 +216,15 @@ class ElectraEncoder(nn.Layer):
         return (hidden, states) if output_hidden_states else hidden
 
 
+_FAST_CPU_LAYERS = (Linear, ElectraSelfAttention, LayerNorm, GELU, Dropout)  # the layers reading fast_cpu_kernels
+
+
 def set_execution_modes(model: nn.Layer, fast_cpu_kernels: Optional[bool] = None,
                         recompute: Optional[bool] = None) -> nn.Layer:
     """Set the execution flags (see the module docstring) on every layer of `model` that reads them;
     None leaves a flag as it is. Parameters, names and weights are untouched."""
     for layer in model.sublayers(include_self=True):
-        if fast_cpu_kernels is not None and isinstance(layer, (Linear, ElectraSelfAttention, LayerNorm, GELU)):
+        if fast_cpu_kernels is not None and isinstance(layer, _FAST_CPU_LAYERS):
             layer.fast_cpu_kernels = bool(fast_cpu_kernels)
         if recompute is not None and isinstance(layer, ElectraEncoder):
             layer.recompute = bool(recompute)

@@ -181,7 +181,7 @@ def test_without_the_kernels_training_runs_on_paddles(monkeypatch, caplog, cause
     else:
         monkeypatch.setenv(cpu_kernels.OPT_OUT_ENV, "0")
     calls = []
-    for name in ("gelu", "layer_norm"):
+    for name in ("gelu", "layer_norm", "dropout"):
         monkeypatch.setattr(cpu_kernels, name, lambda *a, _n=name: calls.append(_n))
     with caplog.at_level(logging.WARNING, logger="paddle_electra.cpu_kernels"):
         assert np.isfinite(_tiny_train_step())
@@ -190,3 +190,71 @@ def test_without_the_kernels_training_runs_on_paddles(monkeypatch, caplog, cause
     assert len(warnings) == 1, warnings  # once per process
     assert ("no input files" if cause == "build" else "PADDLE_ELECTRA_CPU_KERNELS=0") in warnings[0]
     assert calls == []
+
+
+# --- dropout ------------------------------------------------------------------------------------------
+def _dropout(x, p, seed):
+    paddle.seed(seed)
+    xt = paddle.to_tensor(x, stop_gradient=False)
+    out = cpu_kernels.dropout(xt, p)
+    dy = _dy(x.shape, 5)
+    return out.numpy(), paddle.grad(out, [xt], paddle.to_tensor(dy))[0].numpy(), dy
+
+
+@pytest.mark.parametrize("shape", [(13,), (3, 7), (67, 1031)], ids=str)
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_mask_scale_and_gradient(kernels, threads, shape, p):
+    x = np.random.default_rng(0).uniform(0.5, 2, shape).astype("float32")  # never 0: kept = out != 0
+    out, dx, dy = _dropout(x, p, seed=11)
+    kept = out != 0
+    np.testing.assert_allclose(out[kept], x[kept] / (1 - p), rtol=1e-6)  # upscale_in_train
+    np.testing.assert_allclose(dx, np.where(kept, dy / (1 - p), 0), rtol=1e-6)  # the forward's mask
+    again, _, _ = _dropout(x, p, seed=11)
+    np.testing.assert_array_equal(again, out)  # paddle.seed repeats the mask
+    if x.size > 1000:
+        other, _, _ = _dropout(x, p, seed=12)
+        assert ((other != 0) != kept).mean() > p * (1 - p)  # another seed, another mask (2p(1-p) expected)
+
+
+def test_dropout_mask_does_not_depend_on_threads(kernels, monkeypatch):
+    x = np.ones((300, 257), "float32")
+    masks = []
+    for n in (1, 2):
+        monkeypatch.setattr(paddle_compat, "_math_threads", n)
+        masks.append(_dropout(x, 0.3, seed=3)[0] != 0)
+    np.testing.assert_array_equal(masks[0], masks[1])
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_keep_rate_and_independence(kernels, p):
+    n = 1 << 20
+    out, _, _ = _dropout(np.ones(n, "float32"), p, seed=1)
+    kept = out != 0
+    # a binomial count: within 5 standard deviations of n (1 - p)
+    assert abs(kept.mean() - (1 - p)) < 5 * np.sqrt(p * (1 - p) / n)
+    # neighbours (the counter's low bits) and elements 8 apart (bits of one byte vs the next) independent
+    for lag in (1, 8, 1024):
+        both = (kept[:-lag] & kept[lag:]).mean()
+        assert abs(both - (1 - p) ** 2) < 5 * np.sqrt((1 - p) ** 2 * (1 - (1 - p) ** 2) / n), lag
+
+
+def test_dropout_in_the_model_replays_under_recompute(kernels):
+    """Dropout on, fast path: recomputed encoder layers (Paddle's recompute replays the generator)
+    draw the same keys, so they rebuild the same masks and give the plain backward's gradients."""
+    from paddle_electra.config import ElectraConfig
+    from paddle_electra.modeling import ElectraDiscriminator, set_execution_modes
+    cfg = ElectraConfig(vocab_size=50, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=16)
+    ids = paddle.to_tensor(np.arange(24).reshape(2, 12) % 50)
+    results = []
+    for recompute in (False, True):
+        paddle.seed(1)
+        model = set_execution_modes(ElectraDiscriminator(cfg), fast_cpu_kernels=True, recompute=recompute)
+        model.train()
+        paddle.seed(2)
+        out = model(ids)
+        (out * paddle.arange(12, dtype=out.dtype)).sum().backward()
+        results.append((out.numpy(), {n: p.grad.numpy() for n, p in model.named_parameters()}))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
+    for n, g in results[0][1].items():
+        np.testing.assert_allclose(results[1][1][n], g, rtol=1e-5, atol=1e-7 * np.abs(g).max(), err_msg=n)

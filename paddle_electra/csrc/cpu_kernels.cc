@@ -1,5 +1,5 @@
-// CPU training kernels for paddle_electra (fp32, dygraph): erf-GELU and LayerNorm, forward and
-// backward, as Paddle custom operators. Built and loaded by paddle_electra/cpu_kernels.py, which
+// CPU training kernels for paddle_electra (fp32, dygraph): erf-GELU, LayerNorm and dropout, forward
+// and backward, as Paddle custom operators. Built and loaded by paddle_electra/cpu_kernels.py, which
 // also says why they exist (Paddle 3.3's own CPU kernels for these are 10-30x slower than they
 // need to be) and how each op is called.
 //
@@ -12,6 +12,8 @@
 // Threads: every op takes `threads` (the process's math-library threads, passed from Python) and
 // splits its rows or elements statically, so a result does not depend on scheduling: the same
 // inputs and thread count give the same bits. Small tensors run on the calling thread.
+#include <immintrin.h>
+
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -189,6 +191,101 @@ std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& x, const pad
   return {dx, dgamma, dbeta};
 }
 
+// ---- dropout, upscale_in_train: out = x / (1 - p) where kept, 0 elsewhere --------------------------
+// A counter-based generator: element i is kept when the top 24 bits of H(H(i + k1) ^ k2) fall below
+// (1 - p) 2^24, H being Wellons' "lowbias32" integer hash (a bijection of 32-bit words) and (k1, k2)
+// the 64-bit `seed` that Python draws from Paddle's generator for each call. So a mask depends on the
+// seed and the element's index only (not on threads or vector width), and paddle.seed(n) repeats it.
+// Not a cryptographic generator; its keep rate and independence are what dropout needs (tested).
+// The mask is saved as bits, 8 elements per byte (element i: bit i % 8 of byte i / 8).
+inline __m256i Lowbias32(__m256i x) {
+  x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+  x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb352d));
+  x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+  x = _mm256_mullo_epi32(x, _mm256_set1_epi32(static_cast<int>(0x846ca68bu)));
+  return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+}
+
+// the keep bits of elements 8 b ... 8 b + 7
+inline int KeepBits(int64_t b, __m256i k1, __m256i k2, __m256i threshold) {
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i i = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(8 * b))), lanes);
+  const __m256i h = Lowbias32(_mm256_xor_si256(Lowbias32(_mm256_add_epi32(i, k1)), k2));
+  const __m256i keep = _mm256_cmpgt_epi32(threshold, _mm256_srli_epi32(h, 8));  // both < 2^24: signed is fine
+  return _mm256_movemask_ps(_mm256_castsi256_ps(keep));
+}
+
+// 8 floats where the bits of `byte` are set, zero elsewhere
+inline __m256 BitsToMask(int byte) {
+  const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i set = _mm256_and_si256(_mm256_set1_epi32(byte), bits);
+  return _mm256_castsi256_ps(_mm256_cmpeq_epi32(set, bits));
+}
+
+inline float DropoutScale(float p) { return p < 1.0f ? 1.0f / (1.0f - p) : 0.0f; }
+
+std::vector<paddle::Tensor> DropoutForward(const paddle::Tensor& x, float p, int64_t seed, int64_t threads) {
+  CheckFloatCpu(x, "x");
+  PD_CHECK(p >= 0.0f && p <= 1.0f, "dropout probability must be in [0, 1], got ", p);
+  const int64_t n = x.numel();
+  const int64_t blocks = (n + 7) / 8;
+  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
+  auto mask = paddle::empty({blocks}, paddle::DataType::UINT8, x.place());
+  const float* px = x.data<float>();
+  float* py = out.data<float>();
+  uint8_t* pm = mask.data<uint8_t>();
+  const uint64_t key = static_cast<uint64_t>(seed);
+  const __m256i k1 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(key)));
+  const __m256i k2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(key >> 32)));
+  const __m256i threshold = _mm256_set1_epi32(static_cast<int>(std::lround((1.0 - p) * (1 << 24))));
+  const __m256 scale = _mm256_set1_ps(DropoutScale(p));
+  const int64_t full = n / 8;
+#pragma omp parallel for num_threads(ThreadsFor(n, threads)) schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int bits = KeepBits(b, k1, k2, threshold);
+    pm[b] = static_cast<uint8_t>(bits);
+    if (b < full) {
+      const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(px + 8 * b), scale);
+      _mm256_storeu_ps(py + 8 * b, _mm256_and_ps(v, BitsToMask(bits)));
+    } else {  // the last, partial block
+      for (int64_t i = 8 * b; i < n; ++i) py[i] = (bits >> (i - 8 * b)) & 1 ? px[i] * DropoutScale(p) : 0.0f;
+    }
+  }
+  return {out, mask};
+}
+
+std::vector<paddle::Tensor> DropoutBackward(const paddle::Tensor& mask, const paddle::Tensor& dy, float p,
+                                            int64_t threads) {
+  CheckFloatCpu(dy, "grad of out");
+  const int64_t n = dy.numel();
+  const int64_t blocks = (n + 7) / 8;
+  PD_CHECK(mask.numel() == blocks, "dropout mask has ", mask.numel(), " bytes for ", n, " elements");
+  auto dx = paddle::empty(dy.shape(), dy.dtype(), dy.place());
+  const uint8_t* pm = mask.data<uint8_t>();
+  const float* pdy = dy.data<float>();
+  float* pdx = dx.data<float>();
+  const __m256 scale = _mm256_set1_ps(DropoutScale(p));
+  const int64_t full = n / 8;
+#pragma omp parallel for num_threads(ThreadsFor(n, threads)) schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int bits = pm[b];
+    if (b < full) {
+      const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(pdy + 8 * b), scale);
+      _mm256_storeu_ps(pdx + 8 * b, _mm256_and_ps(v, BitsToMask(bits)));
+    } else {
+      for (int64_t i = 8 * b; i < n; ++i) pdx[i] = (bits >> (i - 8 * b)) & 1 ? pdy[i] * DropoutScale(p) : 0.0f;
+    }
+  }
+  return {dx};
+}
+
+std::vector<std::vector<int64_t>> DropoutShapes(const std::vector<int64_t>& x) {
+  int64_t n = 1;
+  for (auto d : x) n *= d;
+  return {x, {(n + 7) / 8}};
+}
+std::vector<paddle::DataType> DropoutDtypes(const paddle::DataType& x) { return {x, paddle::DataType::UINT8}; }
+
 std::vector<std::vector<int64_t>> SameShape(const std::vector<int64_t>& x) { return {x}; }
 std::vector<paddle::DataType> SameDtype(const paddle::DataType& x) { return {x}; }
 
@@ -232,3 +329,17 @@ PD_BUILD_GRAD_OP(electra_layer_norm)
     .Outputs({paddle::Grad("X"), paddle::Grad("Gamma"), paddle::Grad("Beta")})
     .Attrs({"threads: int64_t"})
     .SetKernelFn(PD_KERNEL(LayerNormBackward));
+
+PD_BUILD_OP(electra_dropout)
+    .Inputs({"X"})
+    .Outputs({"Out", "Mask"})
+    .Attrs({"p: float", "seed: int64_t", "threads: int64_t"})
+    .SetKernelFn(PD_KERNEL(DropoutForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(DropoutShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(DropoutDtypes));
+
+PD_BUILD_GRAD_OP(electra_dropout)
+    .Inputs({"Mask", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"p: float", "threads: int64_t"})
+    .SetKernelFn(PD_KERNEL(DropoutBackward));
