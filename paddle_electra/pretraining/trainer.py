@@ -106,7 +106,8 @@ def add_arguments(p: argparse.ArgumentParser):
     g.add_argument("--recompute", action="store_true",
                    help="recompute encoder layers in the backward pass (DistributedStrategy.recompute)")
     g.add_argument("--fast-cpu-kernels", choices=["auto", "on", "off"], default="auto",
-                   help="GEMV bias gradients and transpose-free attention (paddle_electra.fast_cpu); auto: on for CPU")
+                   help="GEMV bias gradients and transpose-free attention (paddle_electra.fast_cpu), compiled "
+                        "GELU/LayerNorm/dropout (paddle_electra.cpu_kernels); auto: on for CPU")
     g.add_argument("--no-progress", action="store_true", help="no tqdm bar (metrics still go to stdout)")
     g.add_argument("--eval-only", action="store_true",
                    help="only evaluate (--init-from or the newest checkpoint) on --eval-data-dir; writes "
