@@ -68,7 +68,10 @@ def attention(hidden, additive_mask, query, key, value, num_heads: int, dropout)
     `key`, `value` are its Linear layers, `additive_mask` [B, 1, 1, S]."""
     d = query.weight.shape[1] // num_heads
     scale = 1.0 / math.sqrt(d)
-    mask = additive_mask.squeeze(1)  # [B, 1, 1, S] -> [B, 1, S]
+    # [B, 1, 1, S] -> [B, S, S], made once for the heads: Paddle's CPU add broadcasting [B, 1, S] over
+    # [B, S, S] scores took 2.4 ms for 32 x 128 (AMD EPYC), the add of the expanded mask 0.2 ms
+    mask = additive_mask.squeeze(1)
+    mask = mask.expand([mask.shape[0], hidden.shape[1], mask.shape[2]])
     outs = []
     for i in range(num_heads):
         cols = slice(i * d, (i + 1) * d)
