@@ -26,7 +26,7 @@ demo: $(VENV)/.installed-hub
 
 # the default run: everything but tests marked slow (< 10 minutes on 2 cores)
 test: $(VENV)/.installed-hub-test
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" --durations=15 tests
 
 test-all: $(VENV)/.installed-hub-test
 	$(PY) -m pytest -q tests
