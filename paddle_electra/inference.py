@@ -21,7 +21,8 @@ settings, so one export serves fp32 and bf16. The ONNX engines' graphs (model.on
 model.int8.onnx) are made from it on first use, kept in the same folder, listed in export.json and
 covered by the same signature.
 
-CPU: oneDNN kernels, `num_threads` (default: all cores, runtime.default_num_threads), and
+CPU: oneDNN kernels, `num_threads` (default: all cores, runtime.default_num_threads, split between this
+machine's processes of a paddle.distributed.launch job), and
 `identity_op_clean_pass` in front of Paddle's oneDNN passes: it deletes the (inference-time
 identity) dropout ops, which otherwise sit between the oneDNN ops and, in bf16, force a
 bf16 -> fp32 -> bf16 conversion around each of them. bf16 needs native bf16 instructions
@@ -768,7 +769,7 @@ class ElectraPredictor:
         self.meta = meta or _read_meta(export_dir) or {}
         self.seq_axes = self.meta.get("seq_axes")
         self.min_seq_len = int(self.meta.get("min_seq_len", 1))
-        self.num_threads = num_threads or runtime.default_num_threads()
+        self.num_threads = num_threads or runtime.default_num_threads(runtime.local_process_count())
         self.extra_passes = list(extra_passes)
         if self.engine != "paddle":
             kind = "int8" if precision == "int8" else "fused" if self.engine == "onnxruntime" else "plain"

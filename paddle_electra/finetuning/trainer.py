@@ -65,13 +65,11 @@ class InferencePredictor:
     def __init__(self, model, task: Task):
         import tempfile
         from ..inference import ElectraPredictor
-        from ..runtime import default_num_threads, local_process_count
         self._tmp = tempfile.TemporaryDirectory(prefix="electra-eval-")
         path = model.save_pretrained(os.path.join(self._tmp.name, "model"))
-        # Paddle Inference: a one-off export per evaluation would not pay back an ONNX conversion;
-        # the cores shared by this machine's processes of the job
-        self._predictor = ElectraPredictor.from_pretrained(path, task=task.spec.name, engine="paddle",
-                                                           num_threads=default_num_threads(local_process_count()))
+        # Paddle Inference: a one-off export per evaluation would not pay back an ONNX conversion
+        # (its threads: the cores shared by this machine's processes of the job, the predictor's default)
+        self._predictor = ElectraPredictor.from_pretrained(path, task=task.spec.name, engine="paddle")
 
     def predict_batches(self, input_ids, token_type_ids, batch_size: int, **kw):
         return self._predictor.predict_batches(input_ids, token_type_ids, batch_size=batch_size, **kw)
