@@ -34,9 +34,13 @@ HUB = [
     # paddlehub asks for any gradio; without a pin pip backtracks through ~100 releases (~6 GB of
     # downloads) to the newest one that agrees with huggingface_hub<0.26. 5.x needs Python 3.10+.
     "gradio==5.1.0; python_version>='3.10'",
-    # engine="auto" on CPU runs our ONNX export (paddle2onnx comes with paddlehub) in ONNX Runtime: batch-1
-    # latency 6.1 vs 15.6 ms in Paddle Inference on AMD EPYC (docs/inference.md)
+    # engine="auto" on CPU measures Paddle Inference against ONNX Runtime on our ONNX export (paddle2onnx comes
+    # with paddlehub) and keeps the faster (docs/inference.md)
     ONNXRUNTIME,
+    # what ONNX Runtime's own Python modules import and its wheel does not bring (1.26): the transformers
+    # optimizer (the attention fusion) imports sympy, the quantizer (precision="int8") ml_dtypes
+    "sympy>=1.12",
+    "ml_dtypes>=0.3.1",
 ]
 TEST = [
     "pytest>=7",

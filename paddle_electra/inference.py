@@ -373,18 +373,15 @@ def gpu_available() -> bool:
 
 
 # --- engines: which runtime runs the exported graph ----------------------------------------------------
-# The "auto" rule on CPU, from benchmarks/inference_throughput.py on AMD EPYC Zen 3 (2 cores, AVX2+FMA, no bf16),
-# 2026-12-01, ELECTRA-small (12 layers), 32 x 128 seq/s and batch-1 latency at 32 / 128 tokens:
-#   Paddle Inference oneDNN fp32 56.9 seq/s, 16.7 / 29.7 ms; ONNX Runtime with the transformers-optimizer
-#   fusions 58.9, 6.8 / 18.8 ms; ONNX Runtime plain 57.1; OpenVINO f32 59.6 (8.7 / 20.2 ms); ONNX Runtime
-#   int8 dynamic 90.3 seq/s (1.59x Paddle fp32). Paddle's oneDNN has no int8 without PTQ. Through
-#   ElectraPredictor on our own graph (14:58 the same day): engine=onnxruntime 58.5 seq/s, 6.1 / 18.5 ms;
-#   engine=paddle 56.4, 15.6 / 29.3 ms; int8 90.3 seq/s, 4.0 / 12.4 ms. (Intel: ONNX Runtime not measured.)
-# So on CPU: ONNX Runtime (fused graph; int8 its dynamic quantization) when installed, else Paddle; on GPU,
-# and for bf16 (native bf16 CPUs: Paddle's oneDNN bf16, docs/inference.md), Paddle.
-AUTO_CPU_REASON = ("CPU: ONNX Runtime on the fused graph measured 58.5 seq/s and 6.1 ms batch-1 latency against "
-                   "Paddle Inference's 56.4 seq/s and 15.6 ms (ELECTRA-small, AMD EPYC Zen 3, 2026-12-01); "
-                   "its int8 90.3 seq/s")
+# engine="auto" on CPU (fp32) measures the engines installed here on the model at hand, once per (model, CPU,
+# threads, package versions), and keeps the fastest (measure_engines; the record sits in export.json). Figures
+# measured on this project's machines are in docs/inference.md, not here: they differ from CPU to CPU.
+# The workload of the measurement: one batch of AUTO_BATCH sequences of AUTO_LENGTH tokens and AUTO_SINGLES
+# single sentences of AUTO_SHORT tokens (throughput and batch-1 latency, about equal parts).
+AUTO_BATCH, AUTO_LENGTH, AUTO_SINGLES, AUTO_SHORT = 8, 128, 4, 32
+# each engine is timed in rounds, the engines taking turns, until this many seconds per engine (at least 2
+# rounds, at most AUTO_MAX_ROUNDS); its score is its fastest round
+AUTO_SECONDS, AUTO_MAX_ROUNDS = 1.5, 5
 ONNX_OPSET = 14
 # the ONNX graphs derived from the exported Paddle graph, kept (and signed) in its cache folder
 ONNX_PLAIN, ONNX_FUSED, ONNX_INT8 = "model.onnx", "model.fused.onnx", "model.int8.onnx"
@@ -409,10 +406,21 @@ def _require(engine: str) -> None:
                           f"(pip install {' '.join(missing)}); or use engine='paddle'")
 
 
+def auto_candidates(precision: str = "fp32") -> List[str]:
+    """The engines installed here that can run `precision` on CPU (what engine="auto" measures)."""
+    if precision == "bf16":
+        return ["paddle"]  # oneDNN bf16: the only bf16 engine here
+    onnx = [e for e in ("onnxruntime", "openvino") if all(_importable(m) for m in _ENGINE_PACKAGES[e])]
+    if precision == "int8":
+        return [e for e in onnx if e == "onnxruntime"]  # OpenVINO runs the int8 graph in f32 (choose_engine)
+    return ["paddle", *onnx]
+
+
 def choose_engine(engine: Optional[str] = "auto", precision: str = "fp32", device: str = "cpu") -> Tuple[str, str]:
-    """(engine, why): `engine` when given (not "auto"), else $PADDLE_ELECTRA_ENGINE, else the measured rule
-    (AUTO_CPU_REASON): on CPU ONNX Runtime when it (and paddle2onnx) is installed, else Paddle Inference;
-    on GPU and for bf16 Paddle Inference. Errors for combinations no engine here runs."""
+    """(engine, why): `engine` when given (not "auto"), else $PADDLE_ELECTRA_ENGINE, else for "auto": Paddle
+    Inference on GPU and for bf16, the only engine installed for the precision, or ("auto", ...) when several
+    are installed: the predictor then measures them (measure_engines). Errors for combinations no engine here
+    runs."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     engine = engine or "auto"
@@ -427,16 +435,20 @@ def choose_engine(engine: Optional[str] = "auto", precision: str = "fp32", devic
         why = f"engine={engine!r} asked for"
     gpu = device.startswith("gpu")
     if engine == "auto":
+        found = auto_candidates(precision)
         if gpu:
             engine, why = "paddle", "GPU: Paddle Inference (the ONNX engines run on CPU here)"
         elif precision == "bf16":
             engine, why = "paddle", "bf16: Paddle Inference's oneDNN bf16 (the only bf16 engine here)"
-        elif all(_importable(m) for m in _ENGINE_PACKAGES["onnxruntime"]):
-            engine, why = "onnxruntime", AUTO_CPU_REASON
         elif precision == "int8":
-            _require("onnxruntime")
+            if not found:
+                _require("onnxruntime")
+            engine, why = "onnxruntime", "int8: ONNX Runtime's dynamic int8 (the only int8 engine here)"
+        elif len(found) == 1:
+            engine, why = "paddle", ("the only fp32 engine installed here (onnxruntime and paddle2onnx, or openvino, "
+                                     "are not: pip install onnxruntime paddle2onnx)")
         else:
-            engine, why = "paddle", "onnxruntime or paddle2onnx is not installed (pip install onnxruntime paddle2onnx)"
+            return "auto", f"measured among {', '.join(found)}"
     if engine != "paddle":
         if gpu:
             raise InferenceError(f"engine={engine!r} runs on CPU here; use engine='paddle' on {device}")
@@ -453,6 +465,54 @@ def choose_engine(engine: Optional[str] = "auto", precision: str = "fp32", devic
         raise ValueError("precision='int8' is not available with engine='paddle' (Paddle's oneDNN int8 needs a "
                          "post-training-quantized program); use engine='onnxruntime' (dynamic int8)")
     return engine, why
+
+
+def _measure_key(precision: str, num_threads: int) -> Dict:
+    """What a measurement holds for: the CPU, the threads and the engines' versions (not the date)."""
+    info = cpu_info()
+    return {"precision": precision, "cpu": info.describe(),
+            "flags": hashlib.sha256(" ".join(sorted(info.flags)).encode()).hexdigest()[:16],
+            "threads": num_threads, **_versions("paddlepaddle", "paddlepaddle-gpu", "onnxruntime", "openvino",
+                                                "paddle2onnx")}
+
+
+def _workload(config: ElectraConfig, min_seq_len: int):
+    """The measurement's inputs (fixed ids, no padding): a batch and the single sentences."""
+    rng = np.random.default_rng(0)
+    length = max(min(AUTO_LENGTH, config.max_position_embeddings), min_seq_len)
+    short = max(min(AUTO_SHORT, config.max_position_embeddings), min_seq_len)
+
+    def feeds(batch, n):
+        ids = rng.integers(1, config.vocab_size, size=(batch, n), dtype=np.int64)
+        return {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": np.ones_like(ids)}
+    return feeds(AUTO_BATCH, length), [feeds(1, short) for _ in range(AUTO_SINGLES)]
+
+
+def measure_engines(runners: Dict[str, object], config: ElectraConfig, min_seq_len: int = 1) -> Dict[str, Dict]:
+    """Time each runner (name -> feeds -> outputs) on the workload, the engines taking turns (so that load
+    from elsewhere falls on all of them alike): {name: {"batch_ms", "single_ms", "score_ms"}}, each the
+    fastest of its rounds (at least 2, until AUTO_SECONDS per engine or AUTO_MAX_ROUNDS)."""
+    import time
+    batch, singles = _workload(config, min_seq_len)
+    for run in runners.values():  # warm-up: first-call costs (oneDNN primitives, ORT allocations)
+        run(batch)
+        run(singles[0])
+    best = {name: [float("inf"), float("inf")] for name in runners}
+    spent = dict.fromkeys(runners, 0.0)
+    for k in range(AUTO_MAX_ROUNDS):
+        if k >= 2 and all(t >= AUTO_SECONDS for t in spent.values()):
+            break
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run(batch)
+            t1 = time.perf_counter()
+            for f in singles:
+                run(f)
+            t2 = time.perf_counter()
+            best[name] = [min(best[name][0], t1 - t0), min(best[name][1], (t2 - t1) / len(singles))]
+            spent[name] += t2 - t0
+    return {name: {"batch_ms": round(b * 1e3, 2), "single_ms": round(s * 1e3, 2),
+                   "score_ms": round((b + AUTO_SINGLES * s) * 1e3, 2)} for name, (b, s) in best.items()}
 
 
 def _write_meta(path: str, meta: Dict) -> None:
@@ -660,16 +720,24 @@ def onnx_graph(export_dir: str, meta: Dict, config: ElectraConfig, kind: str = "
         return {"from": name, "from_build": meta["derived"][name].get("build")}
     if kind == "fused":
         def fuse(tmp):
-            import onnx
-            from onnxruntime.transformers import optimizer
-            try:
+            try:  # every import too: the fusion is optional (sympy, onnxoptimizer), the plain graph is not
+                import onnx
+                import onnxruntime as ort
+                from onnxruntime.transformers import optimizer
                 try:
                     graph, rewrites = _fusable(onnx.load(plain))
                 except ImportError:  # onnxoptimizer (paddle2onnx brings it below Python 3.12)
                     graph, rewrites = onnx.load(plain), "none: onnxoptimizer is not installed"
                 onnx.save(graph, tmp)  # the optimizer's sessions read a file more reliably than a ModelProto
+                # ONNX Runtime's basic graph optimizations first (what optimize_model's default opt_level 1 runs,
+                # through a helper that imports torch for a version check), then the fusions alone (opt_level 0)
+                so = ort.SessionOptions()
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+                so.optimized_model_filepath = tmp
+                so.log_severity_level = 3
+                ort.InferenceSession(tmp, so, providers=["CPUExecutionProvider"], disabled_optimizers=["ConstantSharing"])
                 model = optimizer.optimize_model(tmp, model_type="bert", num_heads=config.num_attention_heads,
-                                                 hidden_size=config.hidden_size)
+                                                 hidden_size=config.hidden_size, opt_level=0)
                 model.save_model_to_file(tmp)
             except Exception as e:  # noqa: BLE001 - any failure of the optimizer: run the plain graph
                 import shutil
@@ -683,7 +751,8 @@ def onnx_graph(export_dir: str, meta: Dict, config: ElectraConfig, kind: str = "
                 notes["warnings"] = [f"onnxruntime's optimizer fused the attention of {fused.get('Attention', 0)} "
                                      f"of {config.num_hidden_layers} layers ({fused})"]
             return notes
-        return _derive(export_dir, meta, ONNX_FUSED, {**made_from(ONNX_PLAIN), "rewrites": 1, **ort_version}, fuse)
+        return _derive(export_dir, meta, ONNX_FUSED, {**made_from(ONNX_PLAIN), "rewrites": 2, **ort_version,
+                                                        **_versions("sympy", "onnxoptimizer")}, fuse)
     if kind == "int8":
         fused = onnx_graph(export_dir, meta, config, "fused")
         # Without VNNI (AVX2, AVX-512F) ONNX Runtime's u8 x s8 kernels sum pairs of products in 16 bits, which
@@ -693,7 +762,11 @@ def onnx_graph(export_dir: str, meta: Dict, config: ElectraConfig, kind: str = "
 
         def quantize(tmp):
             import onnx
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+            try:
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+            except ImportError as e:  # its own dependencies (ml_dtypes): the hub extra declares them
+                raise InferenceError(f"precision='int8' needs onnxruntime.quantization, which cannot be imported "
+                                     f"here ({e}); pip install ml_dtypes") from e
             # the fused ops (EmbedLayerNormalization, Attention) are outside ONNX shape inference: say float
             quantize_dynamic(fused, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=list(_INT8_OPS),
                              reduce_range=reduce_range, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
@@ -759,7 +832,7 @@ class ElectraPredictor:
                  precision: str = "fp32", num_threads: Optional[int] = None, device: Optional[str] = None,
                  use_tensorrt: bool = False, onednn_cache_capacity: int = DEFAULT_ONEDNN_CACHE_CAPACITY,
                  extra_passes: Sequence[str] = CPU_EXTRA_PASSES, meta: Optional[Dict] = None,
-                 engine: Optional[str] = "auto"):
+                 engine: Optional[str] = "auto", remeasure: bool = False):
         self.device = device or ("gpu" if gpu_available() else "cpu")
         self.engine, self.engine_reason = choose_engine(engine, precision, self.device)
         if use_tensorrt and self.engine != "paddle":
@@ -771,31 +844,92 @@ class ElectraPredictor:
         self.min_seq_len = int(self.meta.get("min_seq_len", 1))
         self.num_threads = num_threads or runtime.default_num_threads(runtime.local_process_count())
         self.extra_passes = list(extra_passes)
-        if self.engine != "paddle":
-            kind = "int8" if precision == "int8" else "fused" if self.engine == "onnxruntime" else "plain"
-            try:
-                self.graph = onnx_graph(export_dir, self.meta, config, kind)
-            except OSError as e:  # e.g. a cache folder that became read-only after the export
-                if self.engine_reason != AUTO_CPU_REASON or precision != "fp32":
-                    raise InferenceError(f"{export_dir}: cannot write the {self.engine} graph there "
-                                         f"({e.strerror or e}); use engine='paddle'") from e
-                self.engine, self.engine_reason = "paddle", f"auto: cannot write the ONNX graph ({e.strerror or e})"
-                logger.warning("%s: %s; running Paddle Inference", export_dir, self.engine_reason)
-        if self.engine == "paddle":
-            self.graph = os.path.join(export_dir, MODEL_PREFIX + ".json")
-            self._run = _PaddleRunner(self._create(use_tensorrt, onednn_cache_capacity))
+        if self.engine == "auto":
+            self.engine, self.engine_reason, self.graph, self._run = self._auto(
+                use_tensorrt, onednn_cache_capacity, remeasure)
         else:
-            runner = _OrtRunner if self.engine == "onnxruntime" else _OpenVinoRunner
-            try:
-                self._run = runner(self.graph, self.num_threads)
-            except Exception as e:  # noqa: BLE001 - the engine's own error types
-                raise InferenceError(f"{self.engine} cannot load {self.graph}: {type(e).__name__}: {e}") from e
+            self.graph, self._run = self._load(self.engine, use_tensorrt, onednn_cache_capacity)
         self._inputs = self._run.inputs
         if sorted(self._inputs) != sorted(INPUT_NAMES):
             raise InferenceError(f"{self.graph}: the graph takes {self._inputs}, expected {INPUT_NAMES}")
         self._outputs = self._run.outputs
         self._lock = threading.Lock()
         self._record_engine()
+
+    def _load(self, engine: str, use_tensorrt: bool = False,
+              onednn_cache_capacity: int = DEFAULT_ONEDNN_CACHE_CAPACITY) -> Tuple[str, object]:
+        """(graph file, runner) of `engine` for this predictor's precision; ONNX graphs made on first use."""
+        if engine == "paddle":
+            return (os.path.join(self.export_dir, MODEL_PREFIX + ".json"),
+                    _PaddleRunner(self._create(use_tensorrt, onednn_cache_capacity)))
+        kind = "int8" if self.precision == "int8" else "fused" if engine == "onnxruntime" else "plain"
+        try:
+            graph = onnx_graph(self.export_dir, self.meta, self.config, kind)
+        except OSError as e:  # e.g. a cache folder that became read-only after the export
+            raise InferenceError(f"{self.export_dir}: cannot write the {engine} graph there "
+                                 f"({e.strerror or e}); use engine='paddle'") from e
+        runner = _OrtRunner if engine == "onnxruntime" else _OpenVinoRunner
+        try:
+            return graph, runner(graph, self.num_threads)
+        except Exception as e:  # noqa: BLE001 - the engine's own error types
+            raise InferenceError(f"{engine} cannot load {graph}: {type(e).__name__}: {e}") from e
+
+    def _graph_note(self, engine: str, graph: str) -> str:
+        """What an engine runs, as the reason says it: the ONNX Runtime graph fused or not (and why not)."""
+        if engine != "onnxruntime" or self.precision != "fp32":
+            return engine
+        fusion = ((self.meta.get("derived") or {}).get(ONNX_FUSED) or {}).get("fusion")
+        if isinstance(fusion, dict) and fusion.get("Attention"):
+            return "onnxruntime (fused graph)"
+        return f"onnxruntime (unfused graph: {fusion if isinstance(fusion, str) else 'no attention fused'})"
+
+    def _auto(self, use_tensorrt: bool, onednn_cache_capacity: int, remeasure: bool):
+        """engine="auto" with several engines installed: the one measured fastest on this model, CPU, thread
+        count and package versions (the record in export.json, measured here on first use or with
+        remeasure=True); an engine that fails to load is left out, and the reason says so."""
+        key = _measure_key(self.precision, self.num_threads)
+        slot = f"{self.device.split(':')[0]}-{self.precision}"
+        record = (self.meta.get("engine_choice") or {}).get(slot)
+        if not remeasure and record and record.get("measured_on") == key:
+            try:
+                graph, run = self._load(record["engine"], use_tensorrt, onednn_cache_capacity)
+                return record["engine"], record["reason"], graph, run
+            except InferenceError as e:
+                logger.warning("%s: the engine measured fastest here, %s, does not load now (%s); measuring again",
+                               self.export_dir, record["engine"], e)
+        loaded, failed = {}, {}
+        for engine in auto_candidates(self.precision):
+            try:
+                loaded[engine] = self._load(engine, use_tensorrt, onednn_cache_capacity)
+            except Exception as e:  # noqa: BLE001 - any engine's failure: measure the others
+                failed[engine] = f"{type(e).__name__}: {e}"
+                logger.warning("%s: engine %s left out of the auto choice: %s", self.export_dir, engine, failed[engine])
+        if not loaded:
+            raise InferenceError(f"{self.export_dir}: no engine loads ({failed})")
+        left_out = "".join(f"; {e} left out ({why})" for e, why in failed.items())
+        if len(loaded) == 1:
+            (engine, (graph, run)), = loaded.items()
+            return engine, f"auto: the only engine that loads here{left_out}", graph, run
+        logger.info("%s: timing the engines %s on this CPU (once; recorded in %s)", self.export_dir,
+                    ", ".join(loaded), EXPORT_META)
+        figures = measure_engines({e: r for e, (_, r) in loaded.items()}, self.config, self.min_seq_len)
+        engine = min(figures, key=lambda e: figures[e]["score_ms"])
+        import time
+        reason = (f"auto: fastest here ({key['cpu']}, {self.num_threads} threads, {time.strftime('%Y-%m-%d')}) on a "
+                  f"batch of {AUTO_BATCH} x {AUTO_LENGTH} tokens and {AUTO_SINGLES} single {AUTO_SHORT}-token "
+                  f"sentences: " + "; ".join(
+                      f"{self._graph_note(e, loaded[e][0])} {f['batch_ms']} ms + {AUTO_SINGLES} x {f['single_ms']} ms"
+                      for e, f in sorted(figures.items(), key=lambda x: x[1]["score_ms"])) + left_out)
+        if self.meta.get("fingerprint"):
+            def change(m):
+                m.setdefault("engine_choice", {})[slot] = {"engine": engine, "reason": reason, "figures": figures,
+                                                           "measured_on": key}
+            try:
+                self.meta = _update_meta(self.export_dir, self.meta["fingerprint"], change)
+            except (OSError, InferenceError) as e:
+                logger.warning("%s: cannot record the measured engine in %s (%s)", self.export_dir, EXPORT_META, e)
+        graph, run = loaded[engine]
+        return engine, reason, graph, run
 
     def _record_engine(self):
         """Write the choice into export.json (when it changed) and log it once per process."""
@@ -820,11 +954,12 @@ class ElectraPredictor:
     def from_pretrained(cls, model_dir: str, task: Optional[str] = None, precision: str = "fp32",
                         num_threads: Optional[int] = None, device: Optional[str] = None,
                         use_tensorrt: bool = False, rebuild: bool = False, engine: Optional[str] = "auto",
-                        **kwargs) -> "ElectraPredictor":
+                        remeasure: bool = False, **kwargs) -> "ElectraPredictor":
         """Predictor for a from_pretrained dir (or registered variant name): exports the graph on first
         use (or when the weights changed) and loads it. `device`: "cpu", "gpu", "gpu:1"; default the
-        GPU when there is one. `engine`: "auto" (choose_engine's rule; $PADDLE_ELECTRA_ENGINE overrides it),
-        "paddle", "onnxruntime", "openvino". `precision`: "fp32", "bf16" (Paddle, native-bf16 CPUs or
+        GPU when there is one. `engine`: "auto" (choose_engine's rule: on CPU the fastest of the engines
+        installed here, measured on this model once and recorded; `remeasure=True` times them again;
+        $PADDLE_ELECTRA_ENGINE overrides it), "paddle", "onnxruntime", "openvino". `precision`: "fp32", "bf16" (Paddle, native-bf16 CPUs or
         GPUs), "int8" (ONNX Runtime's run of the dynamically quantized ONNX graph)."""
         device = device or ("gpu" if gpu_available() else "cpu")
         choose_engine(engine, precision, device)  # bad arguments fail before the export
@@ -836,7 +971,7 @@ class ElectraPredictor:
         export_dir, meta = exported_model(model_dir, task, rebuild=rebuild)
         return cls(export_dir, model_config(model_dir, task), task=task, precision=precision,
                    num_threads=num_threads, device=device, use_tensorrt=use_tensorrt, meta=meta, engine=engine,
-                   **kwargs)
+                   remeasure=remeasure, **kwargs)
 
     # --- configuration ---
     def _create(self, use_tensorrt: bool, onednn_cache_capacity: int):

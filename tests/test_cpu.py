@@ -77,3 +77,13 @@ def test_machine_record_names_the_cpu_and_its_state():
     assert (rec["cpu"], rec["vendor"], rec["isa"]) == (info.model, info.vendor, info.isa)
     assert rec["cpu_flags"] == sorted(info.flags) and rec["mkl"] == cpu.mkl_status(info)
     assert rec["cores"] >= 1 and len(rec["load_average"]) == 3
+
+
+def test_the_families_met_so_far():
+    """The ISA facts the branches read (bf16 inference, int8 weights, the compiled kernels) for each family."""
+    from cpus import CPUS
+    want = {"intel-sapphire-rapids": (False, True, True), "amd-zen3": (True, False, False),
+            "amd-zen4": (True, True, True), "amd-zen5": (True, True, True)}
+    assert {n: (c.is_amd, c.has_native_bf16, c.has_vnni) for n, c in CPUS.items()} == want
+    assert all({"avx2", "fma"} <= c.flags for c in CPUS.values())
+    assert len({c.flags for c in CPUS.values()}) == len(CPUS)

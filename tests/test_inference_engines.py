@@ -125,14 +125,12 @@ def test_int8_is_quantized_and_close_to_fp32(dirs, monkeypatch):
         agree = (got.argmax(-1) == want.argmax(-1)).mean()
         assert agree >= min_agree, (task, agree)
     # 7-bit weights only where the CPU lacks VNNI; the recipe holds the choice, so another CPU remakes the graph
-    recipe = pred.meta["derived"][inference.ONNX_INT8]["recipe"]
-    assert recipe["reduce_range"] == (not inference.cpu_info().has_vnni)
-    from paddle_electra.cpu import CpuInfo
-    for flags in ({"avx2", "fma"}, {"avx2", "avx512f", "avx512_vnni"}):
-        monkeypatch.setattr(inference, "cpu_info", lambda flags=flags: CpuInfo("GenuineIntel", "fake", frozenset(flags)))
+    from cpus import CPUS
+    for name, info in CPUS.items():  # every family met, whichever this machine is
+        monkeypatch.setattr(inference, "cpu_info", lambda info=info: info)
         pred = ElectraPredictor.from_pretrained(dirs["token-cls"], task="token-cls", engine="onnxruntime",
                                                 precision="int8")
-        assert pred.meta["derived"][inference.ONNX_INT8]["recipe"]["reduce_range"] == ("avx512_vnni" not in flags)
+        assert pred.meta["derived"][inference.ONNX_INT8]["recipe"]["reduce_range"] == (name == "amd-zen3"), name
     with pytest.raises(ValueError, match="runs on engine=.onnxruntime. only"):
         ElectraPredictor.from_pretrained(dirs["seq-cls"], task="seq-cls", engine="openvino", precision="int8")
 
@@ -165,6 +163,7 @@ def test_choice_overrides_and_refusals(dirs, monkeypatch):
 
 def test_missing_onnxruntime_is_named(dirs, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    monkeypatch.setitem(sys.modules, "openvino", None)
     engine, why = choose_engine()
     assert engine == "paddle" and "onnxruntime" in why  # auto skips it, saying why
     with pytest.raises(ImportError, match="pip install onnxruntime"):
@@ -175,35 +174,76 @@ def test_missing_onnxruntime_is_named(dirs, monkeypatch):
         ElectraPredictor.from_pretrained(dirs["seq-cls"], task="seq-cls", engine="onnxruntime")
 
 
+def _measured(pred, slot="cpu-fp32"):
+    return json.load(open(os.path.join(pred.export_dir, inference.EXPORT_META)))["engine_choice"][slot]
+
+
 @needs_ort
-def test_auto_takes_onnxruntime_records_it_and_reuses_the_cache(tmp_path, monkeypatch, caplog):
+def test_auto_measures_the_engines_records_it_and_reuses_the_cache(tmp_path, monkeypatch, caplog):
     d = _fresh(tmp_path)
     ids, types, mask = _batch()
     caplog.set_level("INFO", logger="paddle_electra.inference")
+    assert choose_engine()[0] == "auto"  # several engines installed: the predictor measures them
+    timed = []
+    measure = inference.measure_engines
+    monkeypatch.setattr(inference, "measure_engines", lambda runners, *a: timed.append(sorted(runners)) or
+                        measure(runners, *a))
     pred = ElectraPredictor.from_pretrained(d, task="seq-cls")
-    assert (pred.engine, pred.engine_reason) == ("onnxruntime", inference.AUTO_CPU_REASON)
-    meta = json.load(open(os.path.join(pred.export_dir, inference.EXPORT_META)))
-    assert meta["engine"]["cpu-fp32"] == {"engine": "onnxruntime", "reason": inference.AUTO_CPU_REASON,
-                                          "graph": inference.ONNX_FUSED}
-    assert set(meta["derived"]) == {inference.ONNX_PLAIN, inference.ONNX_FUSED}
-    fusion = meta["derived"][inference.ONNX_FUSED]["fusion"]  # the attention of every layer too (inference._fusable)
+    assert timed == [sorted(inference.auto_candidates("fp32"))]
+    record = _measured(pred)
+    figures = record["figures"]
+    assert set(figures) == set(timed[0]) and all(f["batch_ms"] > 0 and f["single_ms"] > 0 for f in figures.values())
+    assert pred.engine == record["engine"] == min(figures, key=lambda e: figures[e]["score_ms"])
+    assert pred.engine_reason == record["reason"] and pred.engine_reason.startswith("auto: fastest here (")
+    assert inference.cpu_info().describe() in pred.engine_reason  # this CPU's figures, not another's
+    assert "onnxruntime (fused graph)" in pred.engine_reason and "paddle " in pred.engine_reason
+    assert record["measured_on"] == inference._measure_key("fp32", pred.num_threads)
+    fusion = pred.meta["derived"][inference.ONNX_FUSED]["fusion"]  # the attention of every layer (inference._fusable)
     assert fusion["Attention"] == TINY.num_hidden_layers and fusion["SkipLayerNormalization"] > 0, fusion
     first = pred(ids, types, mask)
     _assert_same(first, ElectraPredictor.from_pretrained(d, task="seq-cls", engine="paddle")(ids, types, mask))
-    # a second predictor reads the cached graphs: nothing exported or converted again, and said once
+    # a second predictor reads the record and the cached graphs: nothing measured, exported or converted again
     monkeypatch.setattr(inference, "export", lambda *a, **k: pytest.fail("re-exported"))
     monkeypatch.setattr(inference, "_paddle2onnx", lambda *a, **k: pytest.fail("re-converted"))
     from onnxruntime.transformers import optimizer
     monkeypatch.setattr(optimizer, "optimize_model", lambda *a, **k: pytest.fail("re-fused"))
     again = ElectraPredictor.from_pretrained(d, task="seq-cls")
-    _assert_same(again(ids, types, mask), first, rtol=0, atol=1e-6)
-    said = [r for r in caplog.records if "engine onnxruntime" in r.getMessage()]
+    assert (again.engine, again.engine_reason, len(timed)) == (pred.engine, pred.engine_reason, 1)
+    _assert_same(again(ids, types, mask), first)
+    said = [r for r in caplog.records if f"engine {pred.engine} (auto" in r.getMessage()]
     assert len(said) == 1 and said[0].levelname == "INFO"
+    # asked for, or on another CPU / thread count / package versions: measured again
+    ElectraPredictor.from_pretrained(d, task="seq-cls", remeasure=True)
+    ElectraPredictor.from_pretrained(d, task="seq-cls", num_threads=pred.num_threads + 1)
+    assert len(timed) == 3
     # the variable overrides auto, and the record follows
     monkeypatch.setenv(inference.ENGINE_ENV, "paddle")
     assert ElectraPredictor.from_pretrained(d, task="seq-cls").engine == "paddle"
     meta = json.load(open(os.path.join(pred.export_dir, inference.EXPORT_META)))
     assert meta["engine"]["cpu-fp32"]["reason"] == f"set by ${inference.ENGINE_ENV}"
+
+
+@needs_ort
+def test_auto_without_the_optional_packages_predicts_and_says_what_it_ran(tmp_path, monkeypatch):
+    """The hub install has no torch; sympy or ml_dtypes may be missing too: the fusion and the quantizer are
+    optional, so auto still predicts, from the engines that load, with a reason that says the graph is unfused."""
+    for name, module in list(sys.modules.items()):  # imported by earlier tests (some under top-level names):
+        where = getattr(module, "__file__", None) or ""  # import them again, now without the packages
+        if any(f"{os.sep}onnxruntime{os.sep}{sub}{os.sep}" in where for sub in ("transformers", "quantization", "tools")):
+            monkeypatch.delitem(sys.modules, name)
+    for name in ("sympy", "torch", "ml_dtypes"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import name` raises ImportError
+    d = _fresh(tmp_path)
+    ids, types, mask = _batch()
+    pred = ElectraPredictor.from_pretrained(d, task="seq-cls")
+    _assert_same(pred(ids, types, mask),
+                 ElectraPredictor.from_pretrained(d, task="seq-cls", engine="paddle")(ids, types, mask))
+    assert pred.meta["derived"][inference.ONNX_FUSED]["fusion"].startswith("failed: ")
+    figures = _measured(pred)["figures"]
+    assert pred.engine == min(figures, key=lambda e: figures[e]["score_ms"])
+    assert "onnxruntime (unfused graph: failed: " in pred.engine_reason and "fused graph)" not in pred.engine_reason
+    with pytest.raises(InferenceError, match="precision='int8' needs onnxruntime.quantization.*ml_dtypes"):
+        ElectraPredictor.from_pretrained(d, task="seq-cls", precision="int8")
 
 
 @needs_ort
@@ -270,8 +310,10 @@ def test_a_cache_that_cannot_take_the_onnx_graph(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(inference, "_write_file", read_only)
     caplog.set_level("WARNING", logger="paddle_electra.inference")
     pred = ElectraPredictor.from_pretrained(d, task="seq-cls")
-    assert pred.engine == "paddle" and "cannot write the ONNX graph (Permission denied)" in pred.engine_reason
-    assert any("running Paddle Inference" in r.getMessage() for r in caplog.records)
+    assert pred.engine == "paddle" and pred.engine_reason.startswith("auto: the only engine that loads here")
+    assert "onnxruntime left out (InferenceError: " in pred.engine_reason
+    assert "cannot write the onnxruntime graph there (Permission denied)" in pred.engine_reason
+    assert any("engine onnxruntime left out of the auto choice" in r.getMessage() for r in caplog.records)
     with pytest.raises(InferenceError, match="cannot write the onnxruntime graph there"):
         ElectraPredictor.from_pretrained(d, task="seq-cls", engine="onnxruntime")
 
