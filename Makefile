@@ -21,8 +21,9 @@ comma := ,
 
 install: $(VENV)/.installed-hub-test-bench
 
+# DEMO_ARGS=--quick: the same steps on a small budget (CI runs it in an install of the hub extra alone)
 demo: $(VENV)/.installed-hub
-	$(PY) -m paddle_electra.demo
+	$(PY) -m paddle_electra.demo $(DEMO_ARGS)
 
 # the default run: everything but tests marked slow (< 10 minutes on 2 cores)
 test: $(VENV)/.installed-hub-test

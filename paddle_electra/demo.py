@@ -54,15 +54,32 @@ SHAPE = {"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 2, "
 GENERATOR_SHAPE = {"num_hidden_layers": 4, "hidden_size": 32, "num_attention_heads": 1, "intermediate_size": 128}
 PRETRAIN = {"--train-batch-size": "16", "--learning-rate": "1e-4", "--warmup-steps": "20"}
 FINETUNE = {"max_seq_length": 128, "learning_rate": 3e-4, "train_batch_size": 32}
+# --quick: the budget of an install check
+QUICK = {"pretrain_minutes": 0.5, "pretrain_steps": 40, "finetune_epochs": 0.5}
 
 
 def _log(msg):
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _run(cmd, env=None):
+class DemoError(RuntimeError):
+    """A step of the demo failed (names the step; its own output was printed above)."""
+
+
+def _run(cmd, env=None, step=""):
     _log("$ " + " ".join(cmd))
-    subprocess.run(cmd, check=True, env=env)
+    if subprocess.run(cmd, env=env).returncode != 0:  # its stderr went to the terminal
+        raise DemoError(f"step {step} failed: {' '.join(cmd[:4])} ... exited non-zero (its output is above)")
+
+
+def _capture(cmd, env, step):
+    """Run `cmd` for its stdout; on failure, print its stderr and stop the demo naming the step."""
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr)
+        last = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise DemoError(f"step {step} failed: {last}")
+    return out.stdout
 
 
 def resource(rel: str) -> str:
@@ -96,13 +113,28 @@ def add_arguments(p: argparse.ArgumentParser):
                    help="the learning-rate schedule's length (linear decay to 0); the minutes stop it earlier")
     p.add_argument("--nproc", type=int, default=2, help="pretraining processes")
     p.add_argument("--finetune-epochs", type=float, default=2)
+    p.add_argument("--quick", action="store_true",
+                   help=f"the same steps on a small budget ({QUICK['pretrain_minutes']} minutes of pretraining, "
+                        f"{QUICK['finetune_epochs']} epoch of fine-tuning): checks an install end to end in ~3 minutes "
+                        f"(CI runs it in the hub-only install); the labels are then close to chance")
     p.add_argument("--random-init", action="store_true",
                    help="also fine-tune from random initialisation beside it, one core each (the comparison; about "
                         "3 minutes more: measured with 3 seeds on the full tasks in docs/results.md)")
 
 
 def run(args) -> int:
+    try:
+        return _steps(args)
+    except DemoError as e:
+        print(f"paddle-electra demo: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _steps(args) -> int:
     t0 = time.time()
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v)
     out = os.path.abspath(args.output_dir)
     if os.path.exists(out):
         shutil.rmtree(out)
@@ -121,7 +153,7 @@ def run(args) -> int:
     data = os.path.join(out, "pretrain_data")
     _run(CLI + ["build-data", "--input", *corpus, "--task-texts", "chnsenticorp=" + os.path.join(cls_dir, "train.tsv"),
                 "--exclude-texts-of", "chnsenticorp=" + os.path.join(cls_dir, "dev.tsv"), "--output-dir", data,
-                "--max-seq-length", "128", "--num-processes", "2"], env)
+                "--max-seq-length", "128", "--num-processes", "2"], env, "1/6 (building the pretraining set)")
 
     _log(f"2/6 pretraining ({args.nproc} processes, at most {args.pretrain_minutes} minutes)")
     run_dir = os.path.join(out, "pretrain")
@@ -131,12 +163,12 @@ def run(args) -> int:
                 "--discriminator-config", configs[0], "--generator-config", configs[1],
                 *[x for kv in PRETRAIN.items() for x in kv],
                 "--max-steps", str(args.pretrain_steps), "--max-minutes", str(args.pretrain_minutes),
-                "--save-steps", "100", "--logging-steps", "10"], env)
+                "--save-steps", "100", "--logging-steps", "10"], env, "2/6 (pretraining)")
     report["pretraining"] = _last_jsonl(os.path.join(run_dir, "metrics.jsonl"))
 
     _log("3/6 exporting the discriminator and generator")
     pretrained = os.path.join(out, "models", "chinese-electra-small")
-    _run(CLI + ["export", "pretraining", run_dir, pretrained], env)
+    _run(CLI + ["export", "pretraining", run_dir, pretrained], env, "3/6 (export)")
 
     hp = {"task_names": ["chnsenticorp"], "num_train_epochs": args.finetune_epochs, **FINETUNE, "do_test": False,
           "train_file": os.path.join(cls_dir, "train.tsv"), "dev_file": os.path.join(cls_dir, "dev.tsv")}
@@ -162,7 +194,8 @@ def run(args) -> int:
         if log:
             log.close()
         if rc != 0:
-            raise RuntimeError(f"fine-tuning ({name}) failed" + (f"; see {log.name}" if log else ""))
+            raise DemoError(f"step 4/6 failed: fine-tuning ({name}) exited with {rc}" +
+                            (f"; see {log.name}" if log else " (its output is above)"))
     for name, (_, extra) in jobs.items():
         with open(os.path.join(extra["results_dir"], "chnsenticorp_results.json"), encoding="utf-8") as f:
             report[f"finetuning_{name}"] = json.load(f)
@@ -170,13 +203,13 @@ def run(args) -> int:
 
     _log("5/6 PaddleHub: install the module, predict through hub.Module(name=...)")
     _run([os.path.join(os.path.dirname(PY), "hub"), "install", resource(os.path.join("hub_modules", "chinese_electra_small"))],
-         env)
+         env, "5/6 (hub install)")
     code = ("import json, paddlehub as hub\n"
             f"m = hub.Module(name='chinese-electra-small', task='seq-cls', load_checkpoint={finetuned!r})\n"
             f"print(json.dumps(m.predict([[s] for s in {TEXTS!r}], max_seq_len=128, batch_size=8, "
             "return_prob=True), ensure_ascii=False))\n")
-    hub_out = subprocess.run([PY, "-c", code], env=env, check=True, capture_output=True, text=True)
-    labels, probs = json.loads(hub_out.stdout.strip().splitlines()[-1])  # return_prob: [labels, probabilities]
+    hub_out = _capture([PY, "-c", code], env, "5/6 (hub.Module predict)")
+    labels, probs = json.loads(hub_out.strip().splitlines()[-1])  # return_prob: [labels, probabilities]
     report["hub_module"] = [{"text": s, "expected": exp, "label": str(lab), "probabilities": [round(p, 4) for p in pr]}
                             for (s, exp), lab, pr in zip(SENTENCES, labels, probs)]
     for r in report["hub_module"]:
@@ -206,7 +239,11 @@ def run(args) -> int:
                 break
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"hub serving did not answer; see {serve_log.name}")
+                    serve_log.flush()
+                    with open(serve_log.name, encoding="utf-8", errors="replace") as f:
+                        sys.stderr.write("".join(f.readlines()[-30:]))
+                    raise DemoError(f"step 6/6 failed: hub serving did not answer (its log's end is above; "
+                                    f"all of it in {serve_log.name})")
                 time.sleep(1)
     finally:
         server.terminate()
@@ -251,10 +288,13 @@ def run(args) -> int:
         f"              pretraining run {run_dir}, exported models {pretrained}",
         f"              fine-tuned model {finetuned}, scores {os.path.join(out, 'results')}",
         f"wall time     {(time.time() - t0) / 60:.1f} minutes", "=" * 72]
+    differ = [text for text, _, hub, srv in rows if hub != srv]
+    if differ:  # one model, two paths: the same answers
+        lines.insert(-1, f"FAILED        hub.Module and serving disagree on {len(differ)} sentence(s): {differ}")
     print("\n".join(lines), flush=True)
     with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, ensure_ascii=False, indent=2, default=str)
-    return 0
+    return 1 if differ else 0
 
 
 def _demo_configs(folder):
