@@ -99,11 +99,32 @@ def package_home() -> str:
     return os.environ.get("PADDLE_ELECTRA_HOME") or os.path.join(os.path.expanduser("~"), ".paddle_electra")
 
 
+def lock_path(path: str) -> str:
+    """The lock file of folder `path`: `<parent>/.<name>.lock`, beside the folder, never inside it (a
+    lock inside a folder that atomic_dir replaces would be replaced with it, and a second process would
+    lock the new folder's file while the first still holds the old one's)."""
+    path = os.path.abspath(path)
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str):
-    """An exclusive lock on a cache folder, held by one process at a time (its `.lock` file)."""
+    """An exclusive lock on folder `folder` (which need not exist), held by one process at a time: its
+    lock file (lock_path) lives beside it, so the folder itself can be replaced while the lock is held.
+    Where the lock file cannot be made (a read-only parent), nobody can write the folder either and no
+    lock is taken."""
     import fcntl
-    with open(os.path.join(folder, ".lock"), "a") as f:
+    path = lock_path(folder)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        f = open(path, "a")
+    except OSError:
+        try:
+            f = open(path, "r")  # read-only parent: lock the existing file, if there is one
+        except OSError:
+            yield
+            return
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
