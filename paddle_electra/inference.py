@@ -300,7 +300,7 @@ def _sign(path: str) -> None:
     os.replace(tmp, os.path.join(path, SIGNATURE))
 
 
-def _trusted_meta(path: str, fp: str) -> Optional[Dict]:
+def _trusted_meta(path: str, fp: str, warn: bool = True) -> Optional[Dict]:
     """export.json of the cache folder `path` if it holds an export of fingerprint `fp` that this install
     signed, else None. Nothing is read through a symbolic link."""
     import hmac
@@ -315,7 +315,8 @@ def _trusted_meta(path: str, fp: str) -> Optional[Dict]:
         names = None
     files = [os.path.join(path, name) for name in names or ()]
     if names is None or any(os.path.islink(f) or not os.path.isfile(f) for f in files):
-        logger.warning("%s: the cache folder is incomplete or lists files it should not; rebuilding it", path)
+        if warn:
+            logger.warning("%s: the cache folder is incomplete or lists files it should not; rebuilding it", path)
         return None
     try:
         with open(files[-1], encoding="ascii") as f:
@@ -323,7 +324,7 @@ def _trusted_meta(path: str, fp: str) -> Optional[Dict]:
         ok = hmac.compare_digest(signed, _signature(path))
     except (OSError, ValueError):
         ok = False
-    if not ok:
+    if not ok and warn:
         logger.warning("%s: the exported graph was not written by this install (or was changed); rebuilding "
                        "it from the weights", path)
     return meta if ok else None
@@ -351,12 +352,19 @@ def exported_model(model_dir: str, task: Optional[str] = None, rebuild: bool = F
     target = beside if not linked and _writable(root) else fallback
     if target == fallback and not linked:
         logger.info("%s is read-only; caching the exported graph in %s", model_dir, fallback)
-    logger.info("exporting %s (task %s) to a static graph in %s", model_dir, task, target)
-    model = load_dygraph(model_dir, task)
-    meta = {"fingerprint": fp, "task": task, "source": model_dir, "min_seq_len": _spec(task).min_seq_len(model)}
-    export(model, target, meta)
-    _sign(target)
-    return target, _read_meta(target)
+    # check-then-export under the folder's lock (beside it: the export replaces the folder): a second
+    # process building the same cache waits, then uses the first one's export instead of replacing the
+    # folder under it while it writes its ONNX graphs there (_update_meta takes the same lock)
+    with folder_lock(target):
+        meta = None if rebuild else _trusted_meta(target, fp, warn=False)  # said above if it was not trusted
+        if meta is not None:
+            return target, meta
+        logger.info("exporting %s (task %s) to a static graph in %s", model_dir, task, target)
+        model = load_dygraph(model_dir, task)
+        meta = {"fingerprint": fp, "task": task, "source": model_dir, "min_seq_len": _spec(task).min_seq_len(model)}
+        export(model, target, meta)
+        _sign(target)
+        return target, _read_meta(target)
 
 
 # --- hardware ---------------------------------------------------------------------------------------
@@ -464,7 +472,7 @@ def _write_meta(path: str, meta: Dict) -> None:
 
 
 def _update_meta(export_dir: str, fingerprint_: str, change) -> Dict:
-    """Under the folder's lock: re-read export.json (it must still be signed by this install), let
+    """Under the folder's lock (io.folder_lock: its file beside the folder, which an export replaces): re-read export.json (it must still be signed by this install), let
     change(meta) edit it (returning False for no change), write it and re-sign the folder."""
     with folder_lock(export_dir):
         meta = _trusted_meta(export_dir, fingerprint_)
