@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import weakref
 from typing import Dict, List, Optional
 
@@ -42,7 +41,7 @@ from paddlenlp.transformers import ElectraTokenizer as _PaddleNLPElectraTokenize
 
 from . import runtime
 from .batching import pad
-from .io import CheckpointError, load_pdparams
+from .io import CheckpointError, load_pdparams, temporary_folder
 from .modeling_utils import load_state_strict
 from .resolve import resolve
 from .config import CONFIG_NAME, ElectraConfig, get_variant
@@ -311,7 +310,9 @@ class ElectraHubModule(nn.Layer, TransformerModule):
             if self._weights_dir is None:
                 # weights that exist only here (a new head, a .pdparams, after training): the predictor
                 # reads a from_pretrained dir, so write them once, for as long as this module lives
-                tmp = tempfile.mkdtemp(prefix="paddle-electra-hub-")
+                # under $PADDLE_ELECTRA_HOME/.tmp (io.temporary_folder): removed at exit (the server turns
+                # SIGTERM into an exit), or by the next process if this one is killed
+                tmp = temporary_folder("hub")
                 self._tmp_cleanup = weakref.finalize(self, shutil.rmtree, tmp, True)
                 self._weights_dir = self.save_pretrained(os.path.join(tmp, "model"))
             self._predictor = ElectraPredictor.from_pretrained(

@@ -7,6 +7,7 @@ Weights and installed modules: the fixtures of test_hub.py (random weights, a te
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -530,3 +531,61 @@ def test_any_json_body_gets_the_envelope_with_4xx_or_a_result(server, data):
 @given(st.data())
 def test_any_json_body_gets_the_envelope_with_4xx_or_a_result_long(server, data):
     _check_any_body(server, data.draw)
+
+
+# --- temporary folders: removed on SIGTERM, and those of killed servers at the next start ---------------
+def test_stale_temporaries_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    import sys
+    from paddle_electra import io
+    monkeypatch.setenv("PADDLE_ELECTRA_HOME", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root = tmp_path / io.TEMPORARY_DIR
+    root.mkdir()
+    host = io._host_tag()
+    stale = root / f"hub-{host}-{dead.pid}-12345-abc_1"
+    reused_pid = root / f"hub-{host}-{os.getpid()}-1-abc_2"  # this pid, but another process's start time
+    other_host = root / f"hub-{'0' * 8 if host != '0' * 8 else '1' * 8}-{dead.pid}-12345-abc_3"
+    not_ours = root / "notes"
+    for d in (stale, reused_pid, other_host, not_ours):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"x" * 10)
+    mine = io.temporary_folder("hub")  # cleans first
+    assert sorted(os.listdir(root)) == sorted([os.path.basename(mine), other_host.name, "notes"])
+    assert io.remove_stale_temporaries() == []  # its own live folder is kept
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "gunicorn"])
+def test_sigterm_leaves_no_temporary_folder(installed, electra_home, tmp_path, monkeypatch, workers):
+    """issue 23 item 3: SIGTERM to the server left /tmp/paddle-electra-hub-* (~190 MB a task module: the
+    weights written for the fast path and their exported graph), weakref.finalize never running."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(os.path.join(electra_home, "chinese-electra-small"), home / "chinese-electra-small")
+    monkeypatch.setenv("PADDLE_ELECTRA_HOME", str(home))
+    module = hub.Module(name="chinese-electra-small", task="seq-cls", use_fast_path=False)
+    paddle.save(module.state_dict(), str(tmp_path / "model.pdparams"))  # weights the fast path must write out
+    temporaries = home / ".tmp"
+    temporaries.mkdir()
+    killed = temporaries / "hub-00000000-1-1-left"  # another machine's: kept
+    killed.mkdir()
+    port = _free_port()
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"modules_info": {"chinese-electra-small": {
+        "init_args": {"task": "seq-cls", "load_checkpoint": str(tmp_path / "model.pdparams")},
+        "predict_args": {}}}, "port": port}))
+    proc, url = start_server(["-c", str(cfg), "--workers", str(workers), "--threads", "2"],
+                             dict(_env(str(home)), PADDLE_ELECTRA_ENGINE="paddle"), str(tmp_path / "log"), port)
+    try:
+        for _ in range(2 * workers):  # each worker writes its own copy
+            code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["今天是个好日子"]]})
+            assert code == 200, r
+        assert len(os.listdir(temporaries)) > 1, os.listdir(temporaries)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)  # the server's own process only (gunicorn's master stops its workers)
+        try:
+            proc.wait(30)
+        finally:
+            stop_server(proc)
+    assert proc.returncode == 0, open(tmp_path / "log").read()[-3000:]
+    assert os.listdir(temporaries) == [killed.name], open(tmp_path / "log").read()[-3000:]

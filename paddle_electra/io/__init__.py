@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -130,6 +131,78 @@ def folder_lock(folder: str):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --- temporary folders of a running process ------------------------------------------------------------
+TEMPORARY_DIR = ".tmp"  # under package_home(): what a process writes for as long as it runs
+
+
+def temporary_root() -> str:
+    return os.path.join(package_home(), TEMPORARY_DIR)
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _start_time(pid: int) -> str:
+    """The start time of process `pid` in clock ticks since boot (/proc/<pid>/stat field 22): with the
+    pid it names one process, never a later one that reuses the pid. "0" where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "0"
+
+
+_TEMPORARY_NAME = re.compile(r"^(?P<prefix>[a-z]+)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>\d+)-[A-Za-z0-9_]+$")
+
+
+def temporary_folder(prefix: str) -> str:
+    """A new folder `<prefix>-<host>-<pid>-<start time>-<random>` under $PADDLE_ELECTRA_HOME/.tmp, for
+    files that live as long as this process (the caller removes it; a weakref.finalize or atexit hook
+    runs on a normal exit, and the servers turn SIGTERM into one). What a killed process left there is
+    removed by remove_stale_temporaries, which this calls first."""
+    if not re.fullmatch(r"[a-z]+", prefix):
+        raise ValueError(f"prefix must be lower-case letters, got {prefix!r}")
+    root = temporary_root()
+    os.makedirs(root, exist_ok=True)
+    remove_stale_temporaries()
+    pid = os.getpid()
+    return tempfile.mkdtemp(prefix=f"{prefix}-{_host_tag()}-{pid}-{_start_time(pid)}-", dir=root)
+
+
+def _owner_alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        pass
+    return start == "0" or _start_time(pid) in (start, "0")
+
+
+def remove_stale_temporaries() -> list:
+    """Remove the temporary folders (temporary_folder) of this machine whose process is gone (killed
+    with SIGKILL, or with a signal it did not handle); those of live processes and of other machines
+    (a shared home) are kept. Returns the paths removed."""
+    root = temporary_root()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    removed, host = [], _host_tag()
+    for name in names:
+        m = _TEMPORARY_NAME.match(name)
+        path = os.path.join(root, name)
+        if m is None or m["host"] != host or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        if not _owner_alive(int(m["pid"]), m["start"]):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 # --- atomic writes -----------------------------------------------------------------------------------
