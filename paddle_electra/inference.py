@@ -330,11 +330,14 @@ def _trusted_meta(path: str, fp: str, warn: bool = True) -> Optional[Dict]:
     return meta if ok else None
 
 
-def exported_model(model_dir: str, task: Optional[str] = None, rebuild: bool = False) -> Tuple[str, Dict]:
+def exported_model(model_dir: str, task: Optional[str] = None, rebuild: bool = False,
+                   writes_graphs: bool = False) -> Tuple[str, Dict]:
     """The folder of an up-to-date export of `model_dir` for `task` (exporting it when missing, stale or
     not signed by this install) and its export.json. The cache beside the model is
     `<model_dir>/inference/<task>`; when that is a symbolic link (it could point anywhere) or the folder
-    is read-only, the export goes to fallback_cache_root()."""
+    is read-only, the export goes to fallback_cache_root(). `writes_graphs`: the caller derives graphs in
+    the folder (the ONNX engines); a cache folder it cannot write is then passed over for the fallback
+    (a read-only model folder whose cache holds only the Paddle graph could not give int8)."""
     model_dir = os.path.abspath(resolve(model_dir))
     _model_class(task)  # unknown task: fail before hashing gigabytes
     fp = fingerprint(model_dir, task)
@@ -348,6 +351,9 @@ def exported_model(model_dir: str, task: Optional[str] = None, rebuild: bool = F
     for path in (fallback,) if linked else (beside, fallback):
         meta = None if rebuild else _trusted_meta(path, fp)
         if meta is not None:
+            if writes_graphs and path == beside and not _writable(path):
+                logger.info("%s is read-only; the ONNX graphs are made from an export in %s", path, fallback)
+                continue
             return path, meta
     target = beside if not linked and _writable(root) else fallback
     if target == fallback and not linked:
@@ -835,13 +841,13 @@ class ElectraPredictor:
         "paddle", "onnxruntime", "openvino". `precision`: "fp32", "bf16" (Paddle, native-bf16 CPUs or
         GPUs), "int8" (ONNX Runtime's run of the dynamically quantized ONNX graph)."""
         device = device or ("gpu" if gpu_available() else "cpu")
-        choose_engine(engine, precision, device)  # bad arguments fail before the export
+        chosen, _ = choose_engine(engine, precision, device)  # bad arguments fail before the export
         if precision == "bf16" and device == "cpu" and not cpu_supports_bf16():
             raise InferenceError(
                 "precision='bf16' needs a CPU with native bf16 instructions (AVX512-BF16 or AMX-BF16); "
                 "this CPU has neither (see the flags in /proc/cpuinfo). Use precision='fp32'.")
         model_dir = resolve(model_dir)
-        export_dir, meta = exported_model(model_dir, task, rebuild=rebuild)
+        export_dir, meta = exported_model(model_dir, task, rebuild=rebuild, writes_graphs=chosen != "paddle")
         return cls(export_dir, model_config(model_dir, task), task=task, precision=precision,
                    num_threads=num_threads, device=device, use_tensorrt=use_tensorrt, meta=meta, engine=engine,
                    **kwargs)

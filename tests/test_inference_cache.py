@@ -125,3 +125,31 @@ def test_two_processes_asking_for_int8_at_once_both_get_it(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs
     graphs = {o.strip().splitlines()[-1] for o in outs}
     assert len(graphs) == 1 and graphs.pop().endswith(inference.ONNX_INT8), outs
+
+
+def test_a_read_only_model_folder_with_only_the_paddle_graph_still_gives_int8(two_models, monkeypatch):
+    """issue 23 item 9: the cache beside a read-only model held only the Paddle graph (made while it was
+    writable); int8 needs ONNX graphs made in the cache folder, so it failed ("cannot write the onnxruntime
+    graph there"). Now the export is made (once) in the home cache, as for a fresh read-only folder."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("paddle2onnx")
+    a, _ = two_models
+    fp32 = ElectraPredictor.from_pretrained(a, task="seq-cls", device="cpu", engine="paddle")
+    assert fp32.export_dir == os.path.join(a, "inference", "seq-cls")
+    # read-only from now on (as root chmod would not stop writes: refuse them instead)
+    inside = lambda p: os.path.abspath(p).startswith(os.path.abspath(a) + os.sep)  # noqa: E731
+    real_writable, real_write_file = inference._writable, inference._write_file
+    monkeypatch.setattr(inference, "_writable", lambda folder: not inside(folder) and real_writable(folder))
+
+    def write_file(path, build):
+        if inside(path):
+            raise PermissionError(13, "Permission denied", path)
+        return real_write_file(path, build)
+    monkeypatch.setattr(inference, "_write_file", write_file)
+    int8 = ElectraPredictor.from_pretrained(a, task="seq-cls", device="cpu", engine="onnxruntime", precision="int8")
+    assert int8.export_dir.startswith(inference.fallback_cache_root()) and int8.graph.endswith(inference.ONNX_INT8)
+    ids, types, mask = _batch()
+    assert int8(ids, types, mask).shape == fp32(ids, types, mask).shape
+    # the Paddle engine still reads the read-only folder's own cache
+    assert ElectraPredictor.from_pretrained(a, task="seq-cls", device="cpu", engine="paddle").export_dir == \
+        fp32.export_dir
