@@ -170,8 +170,13 @@ def temporary_folder(prefix: str) -> str:
     root = temporary_root()
     os.makedirs(root, exist_ok=True)
     remove_stale_temporaries()
+    return tempfile.mkdtemp(prefix=f"{prefix}-{_owner_tag()}-", dir=root)
+
+
+def _owner_tag() -> str:
+    """`<host>-<pid>-<start time>`: names this process in the temporaries it makes (stale once it is gone)."""
     pid = os.getpid()
-    return tempfile.mkdtemp(prefix=f"{prefix}-{_host_tag()}-{pid}-{_start_time(pid)}-", dir=root)
+    return f"{_host_tag()}-{pid}-{_start_time(pid)}"
 
 
 def _owner_alive(pid: int, start: str) -> bool:
@@ -222,13 +227,14 @@ def atomic_dir(path: str, check=None):
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    remove_stale_siblings(path)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-{_owner_tag()}-", dir=parent)
     try:
         yield tmp
         _public_permissions(tmp)
         checks()
         if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-{_owner_tag()}-", dir=parent)
             os.rename(path, os.path.join(old, "x"))
             try:
                 os.rename(tmp, path)
@@ -242,6 +248,32 @@ def atomic_dir(path: str, check=None):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_stale_siblings(path: str) -> list:
+    """Remove what atomic_dir left beside `path` in a process that was killed (SIGKILL, power loss) on
+    this machine: its `.<name>.tmp-*` folder (half written) and its `.<name>.old-*` folder (the previous
+    folder, put back in place when `path` is missing: the kill came between the two renames). Folders
+    of live processes and other machines are kept. Returns the paths removed."""
+    parent, name = os.path.split(os.path.abspath(path))
+    pattern = re.compile(r"^\." + re.escape(name) + r"\.(?P<kind>tmp|old)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-"
+                         r"(?P<start>\d+)-[A-Za-z0-9_]+$")
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    removed, host = [], _host_tag()
+    for n in names:
+        m = pattern.match(n)
+        stale = os.path.join(parent, n)
+        if m is None or m["host"] != host or os.path.islink(stale) or _owner_alive(int(m["pid"]), m["start"]):
+            continue
+        previous = os.path.join(stale, "x")
+        if m["kind"] == "old" and os.path.isdir(previous) and not os.path.lexists(path):
+            os.rename(previous, path)  # the replaced folder was moved aside and the new one never came
+        shutil.rmtree(stale, ignore_errors=True)
+        removed.append(stale)
+    return removed
 
 
 def output_dir(path: str, kind: Optional[OutputKind] = None, inputs: Iterable[Optional[str]] = (),
