@@ -332,10 +332,34 @@ def make_server(app, host: str, port: int, limits: Limits):
 
 def _gunicorn(load_app, host: str, port: int, workers: int, threads: int, limits: Limits):
     """`--workers N`: gunicorn's gthread workers, each loading the modules itself (after the fork) and
-    serving the same app; connections per worker and the read deadline as the single-process server."""
+    serving the same app; connections per worker and the read deadline as the single-process server.
+    A module that fails to load in a worker ends the server with that one line (ServeError): the worker
+    hands it to the master in a file and exits with gunicorn's app-load-error code, and gunicorn's own
+    log is kept to warnings and, once a worker has failed so, to nothing (it printed the error once per
+    worker, then its shut-down lines and, racing with the second worker's exit, HaltServer tracebacks)."""
+    import tempfile
     from gunicorn.app.base import BaseApplication
-    from gunicorn.errors import AppImportError
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.errors import HaltServer
+    from gunicorn.glogging import Logger
     from gunicorn.workers.gthread import ThreadWorker
+
+    fd, failures = tempfile.mkstemp(prefix="paddle-electra-serve-", suffix=".err")
+    os.close(fd)
+
+    def failure() -> str:
+        try:
+            with open(failures, encoding="utf-8") as f:
+                return f.readline().strip()
+        except OSError:
+            return ""
+
+    class Log(Logger):  # gunicorn's logger_class setting
+        def error(self, msg, *args, **kwargs):
+            if not failure():  # the worker's error is the one line said
+                super().error(msg, *args, **kwargs)
+
+        critical = exception = error
 
     class Worker(ThreadWorker):
         def handle(self, conn):
@@ -351,18 +375,32 @@ def _gunicorn(load_app, host: str, port: int, workers: int, threads: int, limits
                          "worker_class": Worker, "worker_connections": limits.max_connections,
                          "keepalive": max(1, math.ceil(limits.read_timeout)), "timeout": 300, "graceful_timeout": 10,
                          "limit_request_line": 8190, "limit_request_fields": 100,
-                         "limit_request_field_size": 8190, "accesslog": None,
-                         "control_socket_disable": True}.items():
+                         "limit_request_field_size": 8190, "accesslog": None, "loglevel": "warning",
+                         "logger_class": Log, "control_socket_disable": True}.items():
                 self.cfg.set(k, v)
 
         def load(self):
             try:
                 return load_app()
             except ServeError as e:
-                # gunicorn prints this one line (no traceback) and stops: "app failed to load"
-                raise AppImportError(f"error: {e}") from None
+                with open(failures, "a", encoding="utf-8") as f:  # one short append: whole lines
+                    f.write(" ".join(str(e).split()) + "\n")
+                sys.exit(Arbiter.APP_LOAD_ERROR)  # the master then stops the others and exits
 
-    App().run()
+    master = os.getpid()
+    try:
+        App().run()
+    except (HaltServer, SystemExit) as e:
+        if os.getpid() != master:  # a worker unwinding the stack it was forked with: its own exit
+            raise
+        if failure():
+            raise ServeError(failure()) from None
+        if isinstance(e, HaltServer):
+            raise ServeError(f"gunicorn stopped: {e.reason}") from None
+        raise
+    finally:
+        if os.getpid() == master:
+            os.remove(failures)
 
 
 # --- modules ----------------------------------------------------------------------------------------

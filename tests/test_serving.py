@@ -589,3 +589,16 @@ def test_sigterm_leaves_no_temporary_folder(installed, electra_home, tmp_path, m
             stop_server(proc)
     assert proc.returncode == 0, open(tmp_path / "log").read()[-3000:]
     assert os.listdir(temporaries) == [killed.name], open(tmp_path / "log").read()[-3000:]
+
+
+def test_a_module_failing_in_gunicorn_workers_is_one_line(installed, electra_home, tmp_path):
+    """issue 23 item 8: each worker printed the error, then gunicorn its shut-down lines and (racing with the
+    second worker's exit) HaltServer tracebacks; with a non-load exit code the workers were restarted forever."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"modules_info": {"chinese-electra-small": {
+        "init_args": {"task": "seq-cls", "load_checkpoint": str(tmp_path / "nowhere")}, "predict_args": {}}}}))
+    out = subprocess.run([PY, "-m", "paddle_electra.hub", "serving", "start", "-c", str(cfg), "-p", str(_free_port()),
+                          "--workers", "2"], env=_env(electra_home), capture_output=True, text=True, timeout=120)
+    errors = [line for line in out.stderr.splitlines() if "error" in line.lower() and "UserWarning" not in line]
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "gunicorn" not in out.stderr, out.stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "nowhere" in errors[0], out.stderr[-3000:]
