@@ -111,8 +111,10 @@ def check_data(data, task: Optional[str], max_texts: Optional[int] = None,
         for j, text in enumerate(item):
             if not isinstance(text, str):
                 raise TypeError(f"data[{i}][{j}] must be a string, got {_type(text)} {text!r}")
-            if not text.strip():
-                raise ValueError(f"data[{i}][{j}] is empty")
+            if not any(c.isprintable() and not c.isspace() for c in text):
+                # spaces, control and format characters only ("\x00\x01\x02", zero-width spaces): no text
+                raise ValueError(f"data[{i}][{j}] is empty" + (" (it holds no printable character)" if text.strip()
+                                                                else ""))
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError as e:  # a lone surrogate: a str, but no text the tokenizer can take
@@ -430,7 +432,8 @@ class ElectraHubModule(nn.Layer, TransformerModule):
     # --- serving ------------------------------------------------------------------------------------
     @serving
     def predict_method(self, data=None, max_seq_len: int = 128, batch_size: int = 32, use_gpu: bool = False,
-                       split_char: str = "\002", return_prob: bool = False, pooling: str = "cls", **extra):
+                       split_char: str = "\002", return_prob: bool = False, pooling: Optional[str] = None,
+                       **extra):
         """`POST /predict/<name>` with {"data": [[...], ...], ...}: every argument by keyword (PaddleHub's
         own passed batch_size into split_char), requests checked against the server's limits.
         paddle_electra.serving's server calls check_request and run_request itself, so that requests that
@@ -440,7 +443,8 @@ class ElectraHubModule(nn.Layer, TransformerModule):
         return self.run_request(data, batch_size, **kwargs)
 
     def check_request(self, data=None, max_seq_len: int = 128, batch_size: int = 32, use_gpu: bool = False,
-                      split_char: str = "\002", return_prob: bool = False, pooling: str = "cls", **extra):
+                      split_char: str = "\002", return_prob: bool = False, pooling: Optional[str] = None,
+                      **extra):
         """A serving request's fields checked -> (data, batch_size, the other arguments of run_request)."""
         if extra:
             raise ValueError(f"unknown request field(s): {', '.join(sorted(extra))}; accepted: data, max_seq_len, "
@@ -454,9 +458,13 @@ class ElectraHubModule(nn.Layer, TransformerModule):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be true or false, got {_type(value)}")
         if self.task is None:
+            pooling = "cls" if pooling is None else pooling
             if pooling not in ("cls", "mean"):
                 raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
             return data, batch_size, {"max_seq_len": max_seq_len, "pooling": pooling, "use_gpu": use_gpu}
+        if pooling is not None:  # it was silently ignored
+            raise ValueError(f"pooling is a field of the embeddings module (task None); this module's task is "
+                             f"{self.task!r}, whose results it does not change: leave it out")
         if not isinstance(split_char, str) or not split_char:
             raise ValueError(f"split_char must be a non-empty string, got {split_char!r}")
         return data, batch_size, {"max_seq_len": max_seq_len, "split_char": split_char, "use_gpu": use_gpu,

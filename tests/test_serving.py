@@ -173,6 +173,9 @@ def test_serving_every_task_equals_predict(server, load, task_dirs, home):
     ({"data": "今天"}, "must be a list"),
     ({"data": []}, "empty"),
     ({"data": [[""]]}, "empty"),
+    ({"data": [["\x00\x01\x02"]]}, "data[0][0] is empty (it holds no printable character)"),  # issue 23 item 8
+    ({"data": [["ok"], ["\u200b \x7f"]]}, "data[1][0] is empty"),
+    ({"data": [["ok"]], "pooling": "mean"}, "pooling is a field of the embeddings module"),  # was ignored
     ({"data": [["今天", 3]]}, "must be a string"),
     ({"data": [["a"]] * 9}, "at most 8"),
     ({"data": [["长" * 501]]}, "at most 500"),
