@@ -404,9 +404,11 @@ def _gunicorn(load_app, host: str, port: int, workers: int, threads: int, limits
 
 
 # --- modules ----------------------------------------------------------------------------------------
-def load_modules(modules_info: Dict[str, dict]) -> Dict[str, dict]:
+def load_modules(modules_info: Dict[str, dict], allow_untrained_heads: bool = False) -> Dict[str, dict]:
     """PaddleHub's `hub serving` start-up (`hub.Module(**init_args)` per config entry, `name` the key
-    unless a `directory` is given), offline: a name that is not installed is an error, not a download."""
+    unless a `directory` is given), offline: a name that is not installed is an error, not a download.
+    A task module whose head was not in the weights it loaded (no load_checkpoint) would answer with a
+    random head: refused unless `allow_untrained_heads` (--allow-untrained-heads)."""
     import paddlehub as hub
     from paddlehub.module.manager import LocalModuleManager
 
@@ -430,6 +432,12 @@ def load_modules(modules_info: Dict[str, dict]) -> Dict[str, dict]:
             raise ServeError(f"module {key!r}: {type(e).__name__}: {e}") from None
         if getattr(module, "serving_func_name", None) is None:
             raise ServeError(f"module {key!r} has no serving method")
+        report = getattr(getattr(module, "model", None), "load_report", None)
+        untrained = list(getattr(report, "newly_initialized", None) or [])
+        if untrained and getattr(module, "task", None) and not allow_untrained_heads:
+            raise ServeError(f"module {key!r}: task {module.task!r} has no trained head (its weights, e.g. "
+                             f"{untrained[0]}, are not in {report.path}) and would answer at random: give "
+                             f"init_args.load_checkpoint (a fine-tuned model), or pass --allow-untrained-heads")
         loaded[key] = {"module": module, "predict_args": dict(entry.get("predict_args") or {})}
     return loaded
 
@@ -500,6 +508,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"seconds to receive a request, head and body (default {d.read_timeout:g})")
     p.add_argument("--max-connections", type=_positive(int), default=d.max_connections,
                    help=f"open connections per process; more are answered 503 (default {d.max_connections})")
+    p.add_argument("--allow-untrained-heads", action="store_true",
+                   help="serve task modules without load_checkpoint (their heads randomly initialised: answers "
+                        "at random; for trying the server out)")
     for flag in ("--use_gpu", "--use_multiprocess"):  # PaddleHub's flags, refused with a reason in run
         p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
 
@@ -554,7 +565,7 @@ def _run(args) -> int:
         raise ServeError(f"port must be an integer in [1, 65535], got {port!r}")
 
     def load_app():
-        return create_app(load_modules(modules_info), limits)
+        return create_app(load_modules(modules_info, args.allow_untrained_heads), limits)
 
     where = f"http://{args.host}:{port}"
     if workers and workers > 1:

@@ -605,3 +605,19 @@ def test_a_module_failing_in_gunicorn_workers_is_one_line(installed, electra_hom
     errors = [line for line in out.stderr.splitlines() if "error" in line.lower() and "UserWarning" not in line]
     assert out.returncode == 2 and "Traceback" not in out.stderr and "gunicorn" not in out.stderr, out.stderr[-3000:]
     assert len(errors) == 1 and errors[0].startswith("error: ") and "nowhere" in errors[0], out.stderr[-3000:]
+
+
+def test_a_task_module_without_a_checkpoint_is_refused_unless_allowed(installed, electra_home, tmp_path, capsys,
+                                                                   monkeypatch):
+    """issue 23 item 8: it answered with a randomly initialised head, saying so only in a log warning."""
+    from paddle_electra import serving
+    monkeypatch.setenv("PADDLE_ELECTRA_HOME", electra_home)
+    cfg = tmp_path / "cfg.json"
+    info = {"chinese-electra-small": {"init_args": {"task": "seq-cls"}, "predict_args": {}}}
+    cfg.write_text(json.dumps({"modules_info": info, "port": _free_port()}))
+    line = _main_fails(["-c", str(cfg)], capsys)
+    assert line.startswith("error: module 'chinese-electra-small': task 'seq-cls' has no trained head") and \
+        "--allow-untrained-heads" in line and "load_checkpoint" in line, line
+    loaded = serving.load_modules(info, allow_untrained_heads=True)  # the explicit opt-in
+    assert loaded["chinese-electra-small"]["module"].task == "seq-cls"
+    assert serving.load_modules({"chinese-electra-small": {"init_args": {}, "predict_args": {}}})  # embeddings: fine
