@@ -214,7 +214,14 @@ def create_app(modules: Dict[str, dict], limits: Limits = Limits()):
     """A Flask app with PaddleHub's routes and envelope over loaded modules: {name: {"module": m,
     "predict_args": {...}}} (predict_args: defaults of every request, as in PaddleHub's configs)."""
     from flask import Flask, request
-    from werkzeug.exceptions import HTTPException
+    from werkzeug.exceptions import BadRequest, HTTPException
+
+    body_errors = (OSError, ValueError)  # werkzeug's reader of chunked bodies raises these
+    try:
+        from gunicorn.http.errors import ParseException  # gunicorn's (InvalidChunkSize, ChunkMissingTerminator)
+        body_errors += (ParseException,)
+    except ImportError:
+        pass
 
     app = Flask("paddle_electra.serving")
     app.json.ensure_ascii = False
@@ -227,8 +234,19 @@ def create_app(modules: Dict[str, dict], limits: Limits = Limits()):
 
     @app.before_request
     def read_whole_request():
-        request.get_data(cache=True)  # at most max_body_bytes (413 beyond), within the read deadline
-        _ReadDeadline.disarm()
+        try:
+            # at most max_body_bytes (413 beyond), within the read deadline
+            data = request.get_data(cache=True)
+        except HTTPException:
+            raise
+        except body_errors as e:  # a malformed chunk size or chunk: the client's fault
+            raise BadRequest(f"the request body is malformed: {e}") from None
+        finally:
+            _ReadDeadline.disarm()
+        if request.content_length is not None and len(data) < request.content_length:
+            # gunicorn hands over what came before the client closed its side: no whole request
+            raise BadRequest(f"the request body ended after {len(data)} of the {request.content_length} bytes "
+                             f"its Content-Length announced")
 
     @app.route("/", methods=["GET", "POST"])
     def index():

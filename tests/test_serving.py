@@ -382,6 +382,28 @@ def test_body_size_and_content_length_are_answered(limited):
     assert code == 400 and "data[0][0] has 1001 characters; at most 1000" in r["msg"]
 
 
+def _malformed_bodies_are_400(port):
+    """issue 23 item 8: a malformed chunk size was HTTP 500; a body shorter than its Content-Length, then
+    EOF, was answered 200 on gunicorn."""
+    chunked = (b"POST /predict/chinese-electra-small HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+               b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n")
+    code, r = _raw(port, chunked)
+    assert code == 400 and _envelope(r), (code, r)
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(_head("100", b'{"data": [["a"]]}'))
+        s.shutdown(socket.SHUT_WR)  # EOF after 17 of the 100 bytes
+        data = b""
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    if data:  # an answer at all must say 400 (closing without one is fine too)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert int(head.split()[1]) == 400 and _envelope(json.loads(body)), data[:300]
+
+
+def test_malformed_bodies_are_answered_400(limited):
+    _malformed_bodies_are_400(limited["port"])
+
+
 def _closed_after(sock, trickle: bytes = b"", limit=4 * READ_TIMEOUT) -> float:
     """Seconds until the server closes `sock` (sending `trickle` a byte at a time meanwhile)."""
     start, sock_timeout = time.time(), 0.25
@@ -479,6 +501,7 @@ def test_workers_serve_the_same_app(installed, electra_home, load, tmp_path):
         code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["长" * 900]] * 16})
         assert code == 413 and _envelope(r)
         assert _call(f"{url}/predict/chinese-electra-small", {"data": [["a\ud800"]]})[0] == 400
+        _malformed_bodies_are_400(port)
         with socket.create_connection(("127.0.0.1", port)) as s:  # a slow head: dropped after the read timeout
             assert _closed_after(s, _head("20")[:-4]) < READ_TIMEOUT + 1.5
     finally:
