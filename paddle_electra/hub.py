@@ -467,8 +467,24 @@ class ElectraHubModule(nn.Layer, TransformerModule):
                              f"{self.task!r}, whose results it does not change: leave it out")
         if not isinstance(split_char, str) or not split_char:
             raise ValueError(f"split_char must be a non-empty string, got {split_char!r}")
+        if self.task == "reading-comprehension":
+            self._check_windows(data, max_seq_len)
         return data, batch_size, {"max_seq_len": max_seq_len, "split_char": split_char, "use_gpu": use_gpu,
                                   "return_prob": return_prob}
+
+    def _check_windows(self, data, max_seq_len: int) -> None:
+        """A reading-comprehension request runs a window per doc_stride of each context: at most
+        max_serving_texts windows a request (huge contexts held the module for minutes). Counted on
+        characters, which are never fewer than the tokens they give."""
+        stride = min(qa.DOC_STRIDE, max(1, max_seq_len // 4))
+        windows = 0
+        for context, question in data:
+            room = max(1, max_seq_len - min(len(question), qa.MAX_QUERY_LENGTH) - 3)
+            windows += 1 + max(0, -(-(len(context) - room) // stride))
+        if windows > self.max_serving_texts:
+            raise ValueError(f"the contexts of this request need up to {windows} windows of max_seq_len={max_seq_len} "
+                             f"(doc stride {stride}); at most {self.max_serving_texts} per request: send shorter "
+                             f"contexts or fewer examples")
 
     def run_request(self, data, batch_size, **kwargs):
         """A checked request's results (predict, or get_embedding for task None)."""
