@@ -31,8 +31,11 @@ $PADDLE_ELECTRA_HOME/.kernel_cache/<name>-<key>/ (or $PADDLE_ELECTRA_KERNEL_CACH
 hash of the source, the Paddle version, the compiler flags and this CPU's model and flags
 (paddle_electra.cpu): a library built for another CPU, Paddle or source is never loaded (the CPU of
 these machines changes between sessions while the environment stays). The build runs under a lock
-on the cache folder, into a temporary folder that is renamed into place when complete, so processes
-started together (paddle.distributed.launch) build once and never load half a library. Without a
+beside the build folder (`.<folder>.lock`, outside what it replaces), into a temporary folder that is
+renamed into place when complete, so processes started together (paddle.distributed.launch) build once
+and never load half a library. build.json also records the SHA-256 of the library, checked before every
+load: a damaged library (overwritten or truncated bytes, which would crash the process in dlopen) is
+never loaded; one warning names it and it is rebuilt. Without a
 C++ compiler, on a CPU without AVX2/FMA, when the build fails, or with PADDLE_ELECTRA_CPU_KERNELS=0,
 one warning says why and Paddle's kernels run.
 """
@@ -46,11 +49,11 @@ import os
 import platform
 import shutil
 import tempfile
-from typing import Optional
+from typing import Optional, Tuple
 
 from . import paddle_compat
 from .cpu import CpuInfo, cpu_info
-from .io import folder_lock, package_home
+from .io import atomic_dir, folder_lock, package_home
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +82,42 @@ def build_folder(key: dict) -> str:
     return os.path.join(cache_root(), f"{NAME}-{digest}")
 
 
-def cached_library(folder: str, key: dict) -> Optional[str]:
-    """The built library in `folder` if its build.json records exactly `key`; else None."""
+LIBRARY_SHA = "library_sha256"  # build.json's record of the library's bytes, checked before every load
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_state(folder: str, key: dict) -> Tuple[str, str]:
+    """(state, library path) of the build in `folder`: "ok" when its build.json records exactly `key` and
+    the SHA-256 of the library's bytes it recorded at the build; "damaged" when the key matches but the
+    library's bytes do not (overwritten, truncated, missing: loading it could crash the process with
+    SIGILL or SIGBUS); "absent" otherwise (no build, or a build for another key)."""
+    library = os.path.join(folder, f"{NAME}.so")
     try:
         with open(os.path.join(folder, BUILD_META), encoding="utf-8") as f:
             meta = json.load(f)
     except (OSError, ValueError):
-        return None
-    library = os.path.join(folder, f"{NAME}.so")
-    return library if meta == key and os.path.isfile(library) else None
+        return "absent", library
+    if not isinstance(meta, dict) or {k: v for k, v in meta.items() if k != LIBRARY_SHA} != key:
+        return "absent", library
+    try:
+        same = meta.get(LIBRARY_SHA) == _sha256(library)
+    except OSError:
+        same = False
+    return ("ok" if same else "damaged"), library
+
+
+def cached_library(folder: str, key: dict) -> Optional[str]:
+    """The built library in `folder` if its build.json records exactly `key` and the library is the one
+    built (its SHA-256); else None."""
+    state, library = cache_state(folder, key)
+    return library if state == "ok" else None
 
 
 def _unavailable(info: CpuInfo) -> Optional[str]:
@@ -111,20 +141,27 @@ def _link_flags() -> list:
     return ["-fopenmp"]
 
 
-def _build(folder: str, key: dict) -> None:
-    """Compile into a temporary folder beside `folder`, then rename it into place (the caller holds the lock)."""
+def _compile(build_directory: str) -> str:
+    """Compile the source in `build_directory` (cpp_extension.load compiles in a subprocess, its compiler
+    output going to stderr, then loads the library and registers its ops); the folder it built."""
     from paddle.utils.cpp_extension import load
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp-", dir=os.path.dirname(folder))
-    try:
-        load(name=NAME, sources=[SOURCE], extra_cxx_cflags=list(CXX_FLAGS), extra_ldflags=_link_flags(),
-             build_directory=tmp)  # compiles in a subprocess (its compiler output goes to stderr), then loads
-        built = os.path.join(tmp, NAME)
-        with open(os.path.join(built, BUILD_META), "w", encoding="utf-8") as f:
-            json.dump(key, f, indent=1)
-        shutil.rmtree(os.path.join(built, "build"), ignore_errors=True)  # objects
-        os.rename(built, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(build_directory, exist_ok=True)
+    load(name=NAME, sources=[SOURCE], extra_cxx_cflags=list(CXX_FLAGS), extra_ldflags=_link_flags(),
+         build_directory=build_directory)
+    return os.path.join(build_directory, NAME)
+
+
+def _build(folder: str, key: dict) -> None:
+    """Compile into a temporary folder beside `folder`, record the key and the library's SHA-256 in its
+    build.json, then let it replace `folder` in one rename (io.atomic_dir; the caller holds the lock)."""
+    with atomic_dir(folder) as out:
+        built = _compile(os.path.join(out, ".build"))
+        for name in os.listdir(built):
+            if name != "build":  # objects
+                os.rename(os.path.join(built, name), os.path.join(out, name))
+        shutil.rmtree(os.path.join(out, ".build"))
+        with open(os.path.join(out, BUILD_META), "w", encoding="utf-8") as f:
+            json.dump({**key, LIBRARY_SHA: _sha256(os.path.join(out, f"{NAME}.so"))}, f, indent=1)
 
 
 def _load(info: CpuInfo) -> str:
@@ -132,20 +169,20 @@ def _load(info: CpuInfo) -> str:
     with open(SOURCE, "rb") as f:
         key = build_key(f.read(), info)
     folder = build_folder(key)
-    library = cached_library(folder, key)
-    if library is None:
-        os.makedirs(cache_root(), exist_ok=True)
-        with folder_lock(cache_root()):  # one builder at a time; the others then find its build
-            library = cached_library(folder, key)
-            if library is None:
-                if os.path.lexists(folder):  # a build.json that does not match: not ours to trust
-                    shutil.rmtree(folder)
+    state, library = cache_state(folder, key)
+    if state != "ok":
+        with folder_lock(folder):  # one builder at a time (its lock file beside the folder it replaces)
+            state, library = cache_state(folder, key)
+            if state != "ok":
+                if state == "damaged":
+                    logger.warning("compiled CPU kernels: %s is not the library that was built there (its SHA-256 "
+                                   "differs from the one in %s): the cache is damaged; rebuilding it", library,
+                                   BUILD_META)
                 _build(folder, key)  # cpp_extension.load registers the ops as it loads them
-                library = cached_library(folder, key)
-                if library is None:
+                if cached_library(folder, key) is None:
                     raise RuntimeError(f"the build left no library in {folder}")
                 return f"built {library}"
-    paddle_compat.register_custom_ops(library)
+    paddle_compat.register_custom_ops(library)  # only a library whose bytes are the ones built
     return f"loaded {library}"
 
 

@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import weakref
 from typing import Dict, List, Optional
 
@@ -42,7 +41,7 @@ from paddlenlp.transformers import ElectraTokenizer as _PaddleNLPElectraTokenize
 
 from . import runtime
 from .batching import pad
-from .io import CheckpointError, load_pdparams
+from .io import CheckpointError, load_pdparams, temporary_folder
 from .modeling_utils import load_state_strict
 from .resolve import resolve
 from .config import CONFIG_NAME, ElectraConfig, get_variant
@@ -112,8 +111,10 @@ def check_data(data, task: Optional[str], max_texts: Optional[int] = None,
         for j, text in enumerate(item):
             if not isinstance(text, str):
                 raise TypeError(f"data[{i}][{j}] must be a string, got {_type(text)} {text!r}")
-            if not text.strip():
-                raise ValueError(f"data[{i}][{j}] is empty")
+            if not any(c.isprintable() and not c.isspace() for c in text):
+                # spaces, control and format characters only ("\x00\x01\x02", zero-width spaces): no text
+                raise ValueError(f"data[{i}][{j}] is empty" + (" (it holds no printable character)" if text.strip()
+                                                                else ""))
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError as e:  # a lone surrogate: a str, but no text the tokenizer can take
@@ -311,7 +312,9 @@ class ElectraHubModule(nn.Layer, TransformerModule):
             if self._weights_dir is None:
                 # weights that exist only here (a new head, a .pdparams, after training): the predictor
                 # reads a from_pretrained dir, so write them once, for as long as this module lives
-                tmp = tempfile.mkdtemp(prefix="paddle-electra-hub-")
+                # under $PADDLE_ELECTRA_HOME/.tmp (io.temporary_folder): removed at exit (the server turns
+                # SIGTERM into an exit), or by the next process if this one is killed
+                tmp = temporary_folder("hub")
                 self._tmp_cleanup = weakref.finalize(self, shutil.rmtree, tmp, True)
                 self._weights_dir = self.save_pretrained(os.path.join(tmp, "model"))
             self._predictor = ElectraPredictor.from_pretrained(
@@ -429,7 +432,8 @@ class ElectraHubModule(nn.Layer, TransformerModule):
     # --- serving ------------------------------------------------------------------------------------
     @serving
     def predict_method(self, data=None, max_seq_len: int = 128, batch_size: int = 32, use_gpu: bool = False,
-                       split_char: str = "\002", return_prob: bool = False, pooling: str = "cls", **extra):
+                       split_char: str = "\002", return_prob: bool = False, pooling: Optional[str] = None,
+                       **extra):
         """`POST /predict/<name>` with {"data": [[...], ...], ...}: every argument by keyword (PaddleHub's
         own passed batch_size into split_char), requests checked against the server's limits.
         paddle_electra.serving's server calls check_request and run_request itself, so that requests that
@@ -439,7 +443,8 @@ class ElectraHubModule(nn.Layer, TransformerModule):
         return self.run_request(data, batch_size, **kwargs)
 
     def check_request(self, data=None, max_seq_len: int = 128, batch_size: int = 32, use_gpu: bool = False,
-                      split_char: str = "\002", return_prob: bool = False, pooling: str = "cls", **extra):
+                      split_char: str = "\002", return_prob: bool = False, pooling: Optional[str] = None,
+                      **extra):
         """A serving request's fields checked -> (data, batch_size, the other arguments of run_request)."""
         if extra:
             raise ValueError(f"unknown request field(s): {', '.join(sorted(extra))}; accepted: data, max_seq_len, "
@@ -453,13 +458,33 @@ class ElectraHubModule(nn.Layer, TransformerModule):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be true or false, got {_type(value)}")
         if self.task is None:
+            pooling = "cls" if pooling is None else pooling
             if pooling not in ("cls", "mean"):
                 raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
             return data, batch_size, {"max_seq_len": max_seq_len, "pooling": pooling, "use_gpu": use_gpu}
+        if pooling is not None:  # it was silently ignored
+            raise ValueError(f"pooling is a field of the embeddings module (task None); this module's task is "
+                             f"{self.task!r}, whose results it does not change: leave it out")
         if not isinstance(split_char, str) or not split_char:
             raise ValueError(f"split_char must be a non-empty string, got {split_char!r}")
+        if self.task == "reading-comprehension":
+            self._check_windows(data, max_seq_len)
         return data, batch_size, {"max_seq_len": max_seq_len, "split_char": split_char, "use_gpu": use_gpu,
                                   "return_prob": return_prob}
+
+    def _check_windows(self, data, max_seq_len: int) -> None:
+        """A reading-comprehension request runs a window per doc_stride of each context: at most
+        max_serving_texts windows a request (huge contexts held the module for minutes). Counted on
+        characters, which are never fewer than the tokens they give."""
+        stride = min(qa.DOC_STRIDE, max(1, max_seq_len // 4))
+        windows = 0
+        for context, question in data:
+            room = max(1, max_seq_len - min(len(question), qa.MAX_QUERY_LENGTH) - 3)
+            windows += 1 + max(0, -(-(len(context) - room) // stride))
+        if windows > self.max_serving_texts:
+            raise ValueError(f"the contexts of this request need up to {windows} windows of max_seq_len={max_seq_len} "
+                             f"(doc stride {stride}); at most {self.max_serving_texts} per request: send shorter "
+                             f"contexts or fewer examples")
 
     def run_request(self, data, batch_size, **kwargs):
         """A checked request's results (predict, or get_embedding for task None)."""

@@ -300,7 +300,7 @@ def _sign(path: str) -> None:
     os.replace(tmp, os.path.join(path, SIGNATURE))
 
 
-def _trusted_meta(path: str, fp: str) -> Optional[Dict]:
+def _trusted_meta(path: str, fp: str, warn: bool = True) -> Optional[Dict]:
     """export.json of the cache folder `path` if it holds an export of fingerprint `fp` that this install
     signed, else None. Nothing is read through a symbolic link."""
     import hmac
@@ -315,7 +315,8 @@ def _trusted_meta(path: str, fp: str) -> Optional[Dict]:
         names = None
     files = [os.path.join(path, name) for name in names or ()]
     if names is None or any(os.path.islink(f) or not os.path.isfile(f) for f in files):
-        logger.warning("%s: the cache folder is incomplete or lists files it should not; rebuilding it", path)
+        if warn:
+            logger.warning("%s: the cache folder is incomplete or lists files it should not; rebuilding it", path)
         return None
     try:
         with open(files[-1], encoding="ascii") as f:
@@ -323,17 +324,20 @@ def _trusted_meta(path: str, fp: str) -> Optional[Dict]:
         ok = hmac.compare_digest(signed, _signature(path))
     except (OSError, ValueError):
         ok = False
-    if not ok:
+    if not ok and warn:
         logger.warning("%s: the exported graph was not written by this install (or was changed); rebuilding "
                        "it from the weights", path)
     return meta if ok else None
 
 
-def exported_model(model_dir: str, task: Optional[str] = None, rebuild: bool = False) -> Tuple[str, Dict]:
+def exported_model(model_dir: str, task: Optional[str] = None, rebuild: bool = False,
+                   writes_graphs: bool = False) -> Tuple[str, Dict]:
     """The folder of an up-to-date export of `model_dir` for `task` (exporting it when missing, stale or
     not signed by this install) and its export.json. The cache beside the model is
     `<model_dir>/inference/<task>`; when that is a symbolic link (it could point anywhere) or the folder
-    is read-only, the export goes to fallback_cache_root()."""
+    is read-only, the export goes to fallback_cache_root(). `writes_graphs`: the caller derives graphs in
+    the folder (the ONNX engines); a cache folder it cannot write is then passed over for the fallback
+    (a read-only model folder whose cache holds only the Paddle graph could not give int8)."""
     model_dir = os.path.abspath(resolve(model_dir))
     _model_class(task)  # unknown task: fail before hashing gigabytes
     fp = fingerprint(model_dir, task)
@@ -347,16 +351,26 @@ def exported_model(model_dir: str, task: Optional[str] = None, rebuild: bool = F
     for path in (fallback,) if linked else (beside, fallback):
         meta = None if rebuild else _trusted_meta(path, fp)
         if meta is not None:
+            if writes_graphs and path == beside and not _writable(path):
+                logger.info("%s is read-only; the ONNX graphs are made from an export in %s", path, fallback)
+                continue
             return path, meta
     target = beside if not linked and _writable(root) else fallback
     if target == fallback and not linked:
         logger.info("%s is read-only; caching the exported graph in %s", model_dir, fallback)
-    logger.info("exporting %s (task %s) to a static graph in %s", model_dir, task, target)
-    model = load_dygraph(model_dir, task)
-    meta = {"fingerprint": fp, "task": task, "source": model_dir, "min_seq_len": _spec(task).min_seq_len(model)}
-    export(model, target, meta)
-    _sign(target)
-    return target, _read_meta(target)
+    # check-then-export under the folder's lock (beside it: the export replaces the folder): a second
+    # process building the same cache waits, then uses the first one's export instead of replacing the
+    # folder under it while it writes its ONNX graphs there (_update_meta takes the same lock)
+    with folder_lock(target):
+        meta = None if rebuild else _trusted_meta(target, fp, warn=False)  # said above if it was not trusted
+        if meta is not None:
+            return target, meta
+        logger.info("exporting %s (task %s) to a static graph in %s", model_dir, task, target)
+        model = load_dygraph(model_dir, task)
+        meta = {"fingerprint": fp, "task": task, "source": model_dir, "min_seq_len": _spec(task).min_seq_len(model)}
+        export(model, target, meta)
+        _sign(target)
+        return target, _read_meta(target)
 
 
 # --- hardware ---------------------------------------------------------------------------------------
@@ -524,7 +538,7 @@ def _write_meta(path: str, meta: Dict) -> None:
 
 
 def _update_meta(export_dir: str, fingerprint_: str, change) -> Dict:
-    """Under the folder's lock: re-read export.json (it must still be signed by this install), let
+    """Under the folder's lock (io.folder_lock: its file beside the folder, which an export replaces): re-read export.json (it must still be signed by this install), let
     change(meta) edit it (returning False for no change), write it and re-sign the folder."""
     with folder_lock(export_dir):
         meta = _trusted_meta(export_dir, fingerprint_)
@@ -962,13 +976,13 @@ class ElectraPredictor:
         $PADDLE_ELECTRA_ENGINE overrides it), "paddle", "onnxruntime", "openvino". `precision`: "fp32", "bf16" (Paddle, native-bf16 CPUs or
         GPUs), "int8" (ONNX Runtime's run of the dynamically quantized ONNX graph)."""
         device = device or ("gpu" if gpu_available() else "cpu")
-        choose_engine(engine, precision, device)  # bad arguments fail before the export
+        chosen, _ = choose_engine(engine, precision, device)  # bad arguments fail before the export
         if precision == "bf16" and device == "cpu" and not cpu_supports_bf16():
             raise InferenceError(
                 "precision='bf16' needs a CPU with native bf16 instructions (AVX512-BF16 or AMX-BF16); "
                 "this CPU has neither (see the flags in /proc/cpuinfo). Use precision='fp32'.")
         model_dir = resolve(model_dir)
-        export_dir, meta = exported_model(model_dir, task, rebuild=rebuild)
+        export_dir, meta = exported_model(model_dir, task, rebuild=rebuild, writes_graphs=chosen != "paddle")
         return cls(export_dir, model_config(model_dir, task), task=task, precision=precision,
                    num_threads=num_threads, device=device, use_tensorrt=use_tensorrt, meta=meta, engine=engine,
                    remeasure=remeasure, **kwargs)

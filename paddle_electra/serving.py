@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import queue
+import signal
 import socket
 import sys
 import threading
@@ -213,7 +214,14 @@ def create_app(modules: Dict[str, dict], limits: Limits = Limits()):
     """A Flask app with PaddleHub's routes and envelope over loaded modules: {name: {"module": m,
     "predict_args": {...}}} (predict_args: defaults of every request, as in PaddleHub's configs)."""
     from flask import Flask, request
-    from werkzeug.exceptions import HTTPException
+    from werkzeug.exceptions import BadRequest, HTTPException
+
+    body_errors = (OSError, ValueError)  # werkzeug's reader of chunked bodies raises these
+    try:
+        from gunicorn.http.errors import ParseException  # gunicorn's (InvalidChunkSize, ChunkMissingTerminator)
+        body_errors += (ParseException,)
+    except ImportError:
+        pass
 
     app = Flask("paddle_electra.serving")
     app.json.ensure_ascii = False
@@ -226,8 +234,19 @@ def create_app(modules: Dict[str, dict], limits: Limits = Limits()):
 
     @app.before_request
     def read_whole_request():
-        request.get_data(cache=True)  # at most max_body_bytes (413 beyond), within the read deadline
-        _ReadDeadline.disarm()
+        try:
+            # at most max_body_bytes (413 beyond), within the read deadline
+            data = request.get_data(cache=True)
+        except HTTPException:
+            raise
+        except body_errors as e:  # a malformed chunk size or chunk: the client's fault
+            raise BadRequest(f"the request body is malformed: {e}") from None
+        finally:
+            _ReadDeadline.disarm()
+        if request.content_length is not None and len(data) < request.content_length:
+            # gunicorn hands over what came before the client closed its side: no whole request
+            raise BadRequest(f"the request body ended after {len(data)} of the {request.content_length} bytes "
+                             f"its Content-Length announced")
 
     @app.route("/", methods=["GET", "POST"])
     def index():
@@ -331,10 +350,34 @@ def make_server(app, host: str, port: int, limits: Limits):
 
 def _gunicorn(load_app, host: str, port: int, workers: int, threads: int, limits: Limits):
     """`--workers N`: gunicorn's gthread workers, each loading the modules itself (after the fork) and
-    serving the same app; connections per worker and the read deadline as the single-process server."""
+    serving the same app; connections per worker and the read deadline as the single-process server.
+    A module that fails to load in a worker ends the server with that one line (ServeError): the worker
+    hands it to the master in a file and exits with gunicorn's app-load-error code, and gunicorn's own
+    log is kept to warnings and, once a worker has failed so, to nothing (it printed the error once per
+    worker, then its shut-down lines and, racing with the second worker's exit, HaltServer tracebacks)."""
+    import tempfile
     from gunicorn.app.base import BaseApplication
-    from gunicorn.errors import AppImportError
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.errors import HaltServer
+    from gunicorn.glogging import Logger
     from gunicorn.workers.gthread import ThreadWorker
+
+    fd, failures = tempfile.mkstemp(prefix="paddle-electra-serve-", suffix=".err")
+    os.close(fd)
+
+    def failure() -> str:
+        try:
+            with open(failures, encoding="utf-8") as f:
+                return f.readline().strip()
+        except OSError:
+            return ""
+
+    class Log(Logger):  # gunicorn's logger_class setting
+        def error(self, msg, *args, **kwargs):
+            if not failure():  # the worker's error is the one line said
+                super().error(msg, *args, **kwargs)
+
+        critical = exception = error
 
     class Worker(ThreadWorker):
         def handle(self, conn):
@@ -350,24 +393,40 @@ def _gunicorn(load_app, host: str, port: int, workers: int, threads: int, limits
                          "worker_class": Worker, "worker_connections": limits.max_connections,
                          "keepalive": max(1, math.ceil(limits.read_timeout)), "timeout": 300, "graceful_timeout": 10,
                          "limit_request_line": 8190, "limit_request_fields": 100,
-                         "limit_request_field_size": 8190, "accesslog": None,
-                         "control_socket_disable": True}.items():
+                         "limit_request_field_size": 8190, "accesslog": None, "loglevel": "warning",
+                         "logger_class": Log, "control_socket_disable": True}.items():
                 self.cfg.set(k, v)
 
         def load(self):
             try:
                 return load_app()
             except ServeError as e:
-                # gunicorn prints this one line (no traceback) and stops: "app failed to load"
-                raise AppImportError(f"error: {e}") from None
+                with open(failures, "a", encoding="utf-8") as f:  # one short append: whole lines
+                    f.write(" ".join(str(e).split()) + "\n")
+                sys.exit(Arbiter.APP_LOAD_ERROR)  # the master then stops the others and exits
 
-    App().run()
+    master = os.getpid()
+    try:
+        App().run()
+    except (HaltServer, SystemExit) as e:
+        if os.getpid() != master:  # a worker unwinding the stack it was forked with: its own exit
+            raise
+        if failure():
+            raise ServeError(failure()) from None
+        if isinstance(e, HaltServer):
+            raise ServeError(f"gunicorn stopped: {e.reason}") from None
+        raise
+    finally:
+        if os.getpid() == master:
+            os.remove(failures)
 
 
 # --- modules ----------------------------------------------------------------------------------------
-def load_modules(modules_info: Dict[str, dict]) -> Dict[str, dict]:
+def load_modules(modules_info: Dict[str, dict], allow_untrained_heads: bool = False) -> Dict[str, dict]:
     """PaddleHub's `hub serving` start-up (`hub.Module(**init_args)` per config entry, `name` the key
-    unless a `directory` is given), offline: a name that is not installed is an error, not a download."""
+    unless a `directory` is given), offline: a name that is not installed is an error, not a download.
+    A task module whose head was not in the weights it loaded (no load_checkpoint) would answer with a
+    random head: refused unless `allow_untrained_heads` (--allow-untrained-heads)."""
     import paddlehub as hub
     from paddlehub.module.manager import LocalModuleManager
 
@@ -391,6 +450,12 @@ def load_modules(modules_info: Dict[str, dict]) -> Dict[str, dict]:
             raise ServeError(f"module {key!r}: {type(e).__name__}: {e}") from None
         if getattr(module, "serving_func_name", None) is None:
             raise ServeError(f"module {key!r} has no serving method")
+        report = getattr(getattr(module, "model", None), "load_report", None)
+        untrained = list(getattr(report, "newly_initialized", None) or [])
+        if untrained and getattr(module, "task", None) and not allow_untrained_heads:
+            raise ServeError(f"module {key!r}: task {module.task!r} has no trained head (its weights, e.g. "
+                             f"{untrained[0]}, are not in {report.path}) and would answer at random: give "
+                             f"init_args.load_checkpoint (a fine-tuned model), or pass --allow-untrained-heads")
         loaded[key] = {"module": module, "predict_args": dict(entry.get("predict_args") or {})}
     return loaded
 
@@ -461,16 +526,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"seconds to receive a request, head and body (default {d.read_timeout:g})")
     p.add_argument("--max-connections", type=_positive(int), default=d.max_connections,
                    help=f"open connections per process; more are answered 503 (default {d.max_connections})")
+    p.add_argument("--allow-untrained-heads", action="store_true",
+                   help="serve task modules without load_checkpoint (their heads randomly initialised: answers "
+                        "at random; for trying the server out)")
     for flag in ("--use_gpu", "--use_multiprocess"):  # PaddleHub's flags, refused with a reason in run
         p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
 
 
+def _exit_on_sigterm(signum, frame):
+    # SIGTERM (kill, service managers, gunicorn's master) ends the server as Ctrl-C does: a normal exit,
+    # so that atexit hooks and finalizers run (the modules' temporary folders are removed); by default
+    # SIGTERM ends the process on the spot and leaves them behind
+    raise SystemExit(0)
+
+
 def run(args: argparse.Namespace) -> int:
+    from .io import remove_stale_temporaries
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None  # gunicorn sets its own
     try:
+        for path in remove_stale_temporaries():  # left by servers that were killed (SIGKILL)
+            logger.info("removed %s, left by a process that is gone", path)
         return _run(args)
     except ServeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args) -> int:
@@ -500,7 +583,7 @@ def _run(args) -> int:
         raise ServeError(f"port must be an integer in [1, 65535], got {port!r}")
 
     def load_app():
-        return create_app(load_modules(modules_info), limits)
+        return create_app(load_modules(modules_info, args.allow_untrained_heads), limits)
 
     where = f"http://{args.host}:{port}"
     if workers and workers > 1:

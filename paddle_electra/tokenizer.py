@@ -10,6 +10,7 @@ Tested to give the original's word pieces on the corpus and on every code point
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -97,6 +98,27 @@ def load_vocab(path: str) -> Dict[str, int]:
     return vocab
 
 
+@contextlib.contextmanager
+def _named_bad_text(inputs: Dict[str, Sequence[str]], single: bool = False):
+    """The tokenizers library refuses a text that is no valid Unicode (a lone surrogate such as "\\ud800",
+    which Python strings can hold) with a TypeError naming no input: say which one, as a ValueError."""
+    try:
+        yield
+    except TypeError:
+        for name, texts in inputs.items():
+            for i, t in enumerate(texts):
+                try:
+                    t.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    where = name if single else f"{name}[{i}]"
+                    bad = t[e.start].encode("utf-8", "backslashreplace").decode()
+                    raise ValueError(f"{where} is not valid Unicode: {bad} at character {e.start} (a lone "
+                                     f"surrogate); the tokenizer takes only text that can be encoded as UTF-8") from None
+                except AttributeError:
+                    pass
+        raise
+
+
 class ElectraTokenizer:
     def __init__(self, vocab_file: Optional[str] = None, do_lower_case: bool = True,
                  max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD):
@@ -154,7 +176,8 @@ class ElectraTokenizer:
 
     # --- pieces ----------------------------------------------------------------------------
     def tokenize(self, text: str) -> List[str]:
-        return self._plain.encode(text, add_special_tokens=False).tokens
+        with _named_bad_text({"text": [text]}, single=True):
+            return self._plain.encode(text, add_special_tokens=False).tokens
 
     def convert_tokens_to_ids(self, tokens: Union[str, Sequence[str]]):
         if isinstance(tokens, str):
@@ -175,7 +198,9 @@ class ElectraTokenizer:
 
     def encode_batch_ids(self, texts: Sequence[str]) -> List[List[int]]:
         """Ids without special tokens, for many texts at once (the pretraining builder's path)."""
-        return [e.ids for e in self._plain.encode_batch(list(texts), add_special_tokens=False)]
+        texts = list(texts)
+        with _named_bad_text({"texts": texts}):
+            return [e.ids for e in self._plain.encode_batch(texts, add_special_tokens=False)]
 
     # --- the HF / PaddleNLP call -------------------------------------------------------------
     def __call__(self, text, text_pair=None, max_length: Optional[int] = None, truncation=None,
@@ -193,7 +218,7 @@ class ElectraTokenizer:
                 raise TypeError(f"texts must be str, got {type(t).__name__}: {t!r}")
         if truncation is None:
             truncation = max_length is not None
-        with self._lock:
+        with self._lock, _named_bad_text({"text": texts, "text_pair": pairs or []}, single):
             try:
                 return self._encode(texts, pairs, single, max_length, truncation, padding, stride,
                                     return_offsets_mapping, return_special_tokens_mask)

@@ -263,3 +263,57 @@ def test_load_report_says_what_was_read_and_initialised(pretraining_dir, tmp_pat
     p = ElectraForPreTraining.from_pretrained(pretraining_dir)
     assert p.load_report.files == ["model.safetensors", "generator.safetensors"] and p.load_report.complete
     assert not hasattr(c, "newly_initialized")  # the report replaced the ad hoc attribute
+
+
+# --- issue 23 item 9: a save killed with SIGKILL --------------------------------------------------------------
+def _killed_while_saving(path, replacing: bool):
+    """A child process that dies (SIGKILL) inside atomic_dir(path): while writing its temporary folder, or
+    (replacing) between moving the previous folder aside and renaming the new one in."""
+    import signal
+    import subprocess
+    import sys
+    code = f"""
+import os, signal
+from paddle_electra import io
+if {replacing!r}:
+    real = os.rename
+    def rename(src, dst):
+        real(src, dst)
+        if os.path.basename(dst) == "x":  # the previous folder is now aside
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.rename = rename
+with io.atomic_dir({path!r}) as tmp:
+    open(os.path.join(tmp, "half.bin"), "wb").write(b"x" * 100)
+    if not {replacing!r}:
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=root), timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_a_killed_save_leaves_nothing_behind_after_the_next(tmp_path):
+    path = str(tmp_path / "chnsenticorp_model_1")
+    _killed_while_saving(path, replacing=False)
+    left = [n for n in os.listdir(tmp_path) if n.startswith(".chnsenticorp_model_1.tmp-")]
+    assert len(left) == 1 and not os.path.exists(path)  # what SIGKILL leaves
+    with atomic_dir(path) as tmp:  # the next save
+        open(os.path.join(tmp, "model.safetensors"), "wb").write(b"new")
+    assert sorted(os.listdir(tmp_path)) == ["chnsenticorp_model_1"]
+    # killed between the renames of a replacement: the previous folder is put back, then replaced
+    _killed_while_saving(path, replacing=True)
+    assert not os.path.exists(path) and any(n.startswith(".chnsenticorp_model_1.old-") for n in os.listdir(tmp_path))
+    from paddle_electra.io import remove_stale_siblings
+    remove_stale_siblings(path)
+    assert sorted(os.listdir(tmp_path)) == ["chnsenticorp_model_1"]
+    assert open(os.path.join(path, "model.safetensors"), "rb").read() == b"new"  # the previous save, kept
+
+
+def test_a_live_saves_temporary_is_not_touched(tmp_path):
+    path = str(tmp_path / "m")
+    with atomic_dir(path) as tmp:
+        with atomic_dir(str(tmp_path / "m")) as tmp2:  # another save of the same folder meanwhile
+            assert os.path.isdir(tmp)  # ours, alive: kept
+            open(os.path.join(tmp2, "a"), "w").write("2")
+        open(os.path.join(tmp, "a"), "w").write("1")
+    assert open(os.path.join(path, "a")).read() == "1" and os.listdir(tmp_path) == ["m"]

@@ -17,7 +17,7 @@ import pytest
 
 from paddle_electra import cpu_kernels, paddle_compat
 from cpus import another_cpu
-from paddle_electra.cpu import cpu_info
+from paddle_electra.cpu import CpuInfo, cpu_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # float32 results of two implementations of the same formula (libmvec erf/exp within 4 ulp, other
@@ -150,8 +150,80 @@ def test_a_build_for_another_cpu_or_source_is_not_loaded(kernels, monkeypatch):
     with pytest.raises(RuntimeError, match="left no library"):
         cpu_kernels._load(other_cpu)  # goes to build (stubbed here) instead of loading the folder's library
     assert built == [(cpu_kernels.build_folder(_key(info=other_cpu)), _key(info=other_cpu))]
-    assert not os.path.exists(built[0][0])  # the mismatching folder was removed before the build
-    assert json.load(open(os.path.join(folder, cpu_kernels.BUILD_META))) == mine
+    meta = json.load(open(os.path.join(folder, cpu_kernels.BUILD_META)))
+    assert meta.pop(cpu_kernels.LIBRARY_SHA) == cpu_kernels._sha256(os.path.join(folder, "electra_cpu_kernels.so"))
+    assert meta == mine
+
+
+# a fixed CPU (tests never depend on this machine's): the cache tests below stub the compiler
+FAKE_CPU = CpuInfo(vendor="AuthenticAMD", model="AMD EPYC 9R14 96-Core Processor", flags=frozenset({"avx2", "fma"}))
+
+
+@pytest.fixture
+def fake_compiler(tmp_path, monkeypatch):
+    """A cache in tmp_path whose builds are stubbed: _compile writes a library of known bytes (counting
+    the builds), register_custom_ops records what would be loaded."""
+    monkeypatch.setenv(cpu_kernels.CACHE_ENV, str(tmp_path / "cache"))
+    builds, loaded = [], []
+
+    def compile_(build_directory):
+        out = os.path.join(build_directory, cpu_kernels.NAME)
+        os.makedirs(os.path.join(out, "build"))
+        with open(os.path.join(out, cpu_kernels.NAME + ".so"), "wb") as f:
+            f.write(b"\x7fELF good library %d" % len(builds))
+        builds.append(build_directory)
+        return out
+    monkeypatch.setattr(cpu_kernels, "_compile", compile_)
+    monkeypatch.setattr(paddle_compat, "register_custom_ops", lambda library: loaded.append(open(library, "rb").read()))
+    return builds, loaded
+
+
+@pytest.mark.parametrize("damage", ["overwritten", "random", "truncated", "missing"])
+def test_a_damaged_library_in_the_cache_is_rebuilt_not_loaded(fake_compiler, caplog, damage):
+    builds, loaded = fake_compiler
+    assert cpu_kernels._load(FAKE_CPU).startswith("built ")
+    folder = cpu_kernels.build_folder(_key(info=FAKE_CPU))
+    library = os.path.join(folder, cpu_kernels.NAME + ".so")
+    assert cpu_kernels._load(FAKE_CPU) == f"loaded {library}" and loaded == [b"\x7fELF good library 0"]
+    # the lock lives beside the build folder (which a rebuild replaces), not inside it; no temporaries left
+    assert sorted(os.listdir(os.path.dirname(folder))) == sorted([os.path.basename(folder),
+                                                                  f".{os.path.basename(folder)}.lock"])
+    assert sorted(os.listdir(folder)) == [cpu_kernels.BUILD_META, cpu_kernels.NAME + ".so"]
+    if damage == "overwritten":  # bytes overwritten in place (what gave SIGILL / SIGBUS in dlopen)
+        with open(library, "r+b") as f:
+            f.seek(4)
+            f.write(b"\xff\xff")
+    elif damage == "random":
+        with open(library, "wb") as f:
+            f.write(os.urandom(64))
+    elif damage == "truncated":
+        os.truncate(library, 3)
+    else:
+        os.remove(library)
+    loaded.clear()
+    with caplog.at_level(logging.WARNING, logger="paddle_electra.cpu_kernels"):
+        assert cpu_kernels._load(FAKE_CPU) == f"built {library}"  # rebuilt, the damaged bytes never loaded
+        assert cpu_kernels._load(FAKE_CPU) == f"loaded {library}"  # and the rebuild is used from then on
+    assert loaded == [b"\x7fELF good library 1"] and len(builds) == 2
+    warnings = [r.getMessage() for r in caplog.records if r.name == "paddle_electra.cpu_kernels"]
+    assert len(warnings) == 1 and library in warnings[0] and "damaged" in warnings[0], warnings
+    assert sorted(os.listdir(folder)) == [cpu_kernels.BUILD_META, cpu_kernels.NAME + ".so"]
+    assert len(os.listdir(os.path.dirname(folder))) == 2
+
+
+def test_a_failed_rebuild_keeps_the_previous_folder_and_leaves_no_temporary(fake_compiler, monkeypatch):
+    cpu_kernels._load(FAKE_CPU)
+    folder = cpu_kernels.build_folder(_key(info=FAKE_CPU))
+    with open(os.path.join(folder, cpu_kernels.NAME + ".so"), "ab") as f:
+        f.write(b"junk")
+    before = sorted(os.listdir(os.path.dirname(folder)))
+
+    def fails(build_directory):
+        raise RuntimeError("c++: internal compiler error")
+    monkeypatch.setattr(cpu_kernels, "_compile", fails)
+    with pytest.raises(RuntimeError, match="internal compiler error"):
+        cpu_kernels._load(FAKE_CPU)
+    assert sorted(os.listdir(os.path.dirname(folder))) == before  # replaced only by a complete build
 
 
 # --- the fallback --------------------------------------------------------------------------------

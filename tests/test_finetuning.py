@@ -194,7 +194,7 @@ def test_no_training_feature_is_a_data_error(tmp_path, pretrained_dir):
         {**SQUAD_Q, "answers": [{"text": "北京", "answer_start": 0}]}]}]}]}
     write(tmp_path / "finetuning_data/cmrc2018/train.json", json.dumps(data, ensure_ascii=False))
     with pytest.raises(DataError, match=r"train.json: none of its 1 examples gave a training feature"):
-        _run(tmp_path, pretrained_dir, "cmrc2018", max_seq_length=32, beam_size=5, save_model=False)
+        _run(tmp_path, pretrained_dir, "cmrc2018", max_seq_length=32, beam_size=5, save_model=False, do_eval=False)
 
 
 def test_shared_data_readers(shared_data, tmp_path):
@@ -577,3 +577,62 @@ def test_cail_train_then_evaluate_only(tmp_path, pretrained_dir):
     saved = json.load(open(tmp_path / "cli_eval" / "cail_results.json"))
     assert len(saved["trials"]) == 1 and "model_dir" not in saved["trials"][0]
     assert saved["summary"]["dev_accuracy"]["max"] == pytest.approx(res["summary"]["dev_accuracy"]["max"])
+
+
+# --- issue 23 item 7: fine-tuning data errors, each named, each before training --------------------------------
+def test_a_field_over_csvs_limit_is_read(tmp_path):
+    long = "好" * 200_000  # csv's default field limit is 131,072 characters
+    write(tmp_path / "finetuning_data/chnsenticorp/train.tsv", f"label\ttext_a\n1\t{long}\n0\t坏\n")
+    ex = make_task("chnsenticorp", tmp_path).get_examples("train")
+    assert [len(e.text_a) for e in ex] == [200_000, 1]
+    import csv
+    assert csv.field_size_limit() == 131072  # left as it was
+
+
+def test_a_folder_as_a_data_file_is_named(tmp_path):
+    (tmp_path / "a_folder").mkdir()
+    with pytest.raises(DataError, match=r"train_file .*a_folder is a folder; expected a data file"):
+        make_task("chnsenticorp", tmp_path, train_file="a_folder").get_examples("train")
+    from paddle_electra.finetuning.tasks import read_text
+    with pytest.raises(DataError, match=r"a_folder is a folder"):
+        read_text(str(tmp_path / "a_folder"))
+
+
+def test_a_third_column_is_warned_about_with_file_and_line(tmp_path, caplog):
+    write(tmp_path / "finetuning_data/chnsenticorp/train.tsv", "label\ttext_a\n1\t很好\n0\t太差\t了\n1\t好\t\n")
+    with caplog.at_level("WARNING", logger="paddle_electra.finetuning.tasks"):
+        ex = make_task("chnsenticorp", tmp_path).get_examples("train")
+    assert [e.text_a for e in ex] == ["很好", "太差", "好"]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "train.tsv: 1 line(s) have more than 2 tab-separated columns (line 3)" in said[0], said
+
+
+def test_hparams_of_the_wrong_type_name_the_key():
+    from argparse import Namespace
+    from paddle_electra.finetuning.cli import config_from_args
+    args = Namespace(set=['train_batch_size="abc"'], hparams=None, data_dir=".", model_name="m")
+    with pytest.raises(HparamsError, match=r"train_batch_size must be an integer, got str 'abc'"):
+        config_from_args(args)
+    for key, value, match in [("learning_rate", "fast", "learning_rate must be a number or null"),
+                              ("do_train", "yes", "do_train must be true or false"),
+                              ("max_seq_length", 12.5, "max_seq_length must be an integer or null")]:
+        with pytest.raises(HparamsError, match=match):
+            FinetuneConfig(**{key: value})
+    assert FinetuneConfig(learning_rate=1, num_train_epochs=2).learning_rate == 1  # an integer is a number
+
+
+@pytest.mark.parametrize("case", ["bad dev label", "max_seq_length", "bad test label"])
+def test_errors_that_would_come_after_training_come_before_it(tmp_path, pretrained_dir, monkeypatch, case):
+    from paddle_electra.finetuning import trainer
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("trained before the error"))
+    rows = "label\ttext_a\n1\t很好\n0\t太差\n"
+    write(tmp_path / "finetuning_data/chnsenticorp/train.tsv", rows)
+    write(tmp_path / "finetuning_data/chnsenticorp/dev.tsv", rows + ("7\t还行\n" if case == "bad dev label" else ""))
+    write(tmp_path / "finetuning_data/chnsenticorp/test.tsv", rows + ("x\t还行\n" if case == "bad test label" else ""))
+    hp = dict(max_seq_length=100000 if case == "max_seq_length" else 16, do_test=True, save_model=False)
+    error, match = {"bad dev label": (DataError, r"dev.tsv: line 4: label '7' is not one of"),
+                    "bad test label": (DataError, r"test.tsv: line 4: label 'x' is not one of"),
+                    "max_seq_length": (HparamsError, r"max_seq_length 100000 is more than the model's "
+                                                     r"max_position_embeddings \(512")}[case]
+    with pytest.raises(error, match=match):
+        _run(tmp_path, pretrained_dir, "chnsenticorp", **hp)

@@ -515,3 +515,12 @@ def test_hub_trainer_reading_comprehension(installed, home, shared_data, tmp_pat
     q = para["qas"][0]["question"]
     ans = reader.predict([[para["context"], q]], max_seq_len=128)[0]
     assert para["context"][ans["start"]:ans["end"]] == ans["answer"]
+
+
+def test_reading_comprehension_requests_are_bounded_in_windows(load, home):
+    """issue 23 item 1: one request with huge contexts held the module for minutes."""
+    m = load(task="reading-comprehension", max_serving_texts=8)
+    ok = [[CONTEXT, "《红楼梦》的作者是谁？"]]
+    assert m.check_request(ok, max_seq_len=128, batch_size=4)[0] == ok
+    with pytest.raises(ValueError, match=r"need up to \d+ windows of max_seq_len=64 \(doc stride 16\); at most 8"):
+        m.check_request([["长" * 2000, "问题？"]], max_seq_len=64, batch_size=4)

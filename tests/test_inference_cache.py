@@ -69,3 +69,87 @@ def test_a_symlinked_graph_file_is_not_read(two_models):
     os.symlink(graph + ".real", graph)
     export_dir, _ = inference.exported_model(a, "seq-cls")
     assert not os.path.islink(os.path.join(export_dir, inference.MODEL_PREFIX + ".pdiparams"))
+
+
+def test_two_processes_building_the_cache_at_once_share_one_export(two_models, monkeypatch):
+    """Two processes (here threads: flock excludes each open of the lock file) load a model without a
+    cache at once: one exports, the other waits on the folder's lock (beside the folder, which the
+    export replaces) and then uses that export instead of replacing the folder under the first one
+    while it writes its ONNX graphs there."""
+    import threading
+    import time
+    a, _ = two_models
+    real_export, exports, inside = inference.export, [], threading.Event()
+
+    def slow_export(model, path, meta=None):
+        exports.append(path)
+        inside.set()
+        time.sleep(0.5)  # the second loader arrives while the folder is being written
+        return real_export(model, path, meta)
+    monkeypatch.setattr(inference, "export", slow_export)
+    results = {}
+
+    def load(name):
+        results[name] = inference.exported_model(a, "seq-cls")
+    first = threading.Thread(target=load, args=("first",))
+    first.start()
+    assert inside.wait(30)
+    second = threading.Thread(target=load, args=("second",))
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert len(exports) == 1, exports  # the second one used the first one's export
+    assert results["first"] == results["second"]
+    export_dir = results["first"][0]
+    # the lock file is beside the cache folder, not in it
+    assert os.path.exists(os.path.join(a, "inference", ".seq-cls.lock"))
+    assert not [n for n in os.listdir(export_dir) if n.endswith(".lock")]
+
+
+def test_two_processes_asking_for_int8_at_once_both_get_it(tmp_path):
+    """issue 23 item 5: two concurrent from_pretrained(precision="int8", engine="onnxruntime") on a model
+    without a cache; one failed with "cannot write the onnxruntime graph there (No such file or directory)"."""
+    import subprocess
+    import sys
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("paddle2onnx")
+    paddle.seed(3)
+    model = ElectraForSequenceClassification(TINY, num_labels=2).save_pretrained(str(tmp_path / "m"))
+    code = ("import sys; from paddle_electra.inference import ElectraPredictor; "
+            "p = ElectraPredictor.from_pretrained(sys.argv[1], task='seq-cls', precision='int8', engine='onnxruntime', "
+            "device='cpu', num_threads=1); print(p.engine, p.graph)")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    procs = [subprocess.Popen([sys.executable, "-c", code, model], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    graphs = {o.strip().splitlines()[-1] for o in outs}
+    assert len(graphs) == 1 and graphs.pop().endswith(inference.ONNX_INT8), outs
+
+
+def test_a_read_only_model_folder_with_only_the_paddle_graph_still_gives_int8(two_models, monkeypatch):
+    """issue 23 item 9: the cache beside a read-only model held only the Paddle graph (made while it was
+    writable); int8 needs ONNX graphs made in the cache folder, so it failed ("cannot write the onnxruntime
+    graph there"). Now the export is made (once) in the home cache, as for a fresh read-only folder."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("paddle2onnx")
+    a, _ = two_models
+    fp32 = ElectraPredictor.from_pretrained(a, task="seq-cls", device="cpu", engine="paddle")
+    assert fp32.export_dir == os.path.join(a, "inference", "seq-cls")
+    # read-only from now on (as root chmod would not stop writes: refuse them instead)
+    inside = lambda p: os.path.abspath(p).startswith(os.path.abspath(a) + os.sep)  # noqa: E731
+    real_writable, real_write_file = inference._writable, inference._write_file
+    monkeypatch.setattr(inference, "_writable", lambda folder: not inside(folder) and real_writable(folder))
+
+    def write_file(path, build):
+        if inside(path):
+            raise PermissionError(13, "Permission denied", path)
+        return real_write_file(path, build)
+    monkeypatch.setattr(inference, "_write_file", write_file)
+    int8 = ElectraPredictor.from_pretrained(a, task="seq-cls", device="cpu", engine="onnxruntime", precision="int8")
+    assert int8.export_dir.startswith(inference.fallback_cache_root()) and int8.graph.endswith(inference.ONNX_INT8)
+    ids, types, mask = _batch()
+    assert int8(ids, types, mask).shape == fp32(ids, types, mask).shape
+    # the Paddle engine still reads the read-only folder's own cache
+    assert ElectraPredictor.from_pretrained(a, task="seq-cls", device="cpu", engine="paddle").export_dir == \
+        fp32.export_dir

@@ -333,7 +333,7 @@ def test_serve_engine_option_reaches_every_module(monkeypatch):
     from paddle_electra import serving
     seen = {}
 
-    def load_modules(info):
+    def load_modules(info, *rest):
         seen.update(info)
         raise serving.ServeError("stop here")
     monkeypatch.setattr(serving, "load_modules", load_modules)

@@ -535,3 +535,31 @@ def test_a_filtered_build_records_and_protects_the_users_files(tmp_path):
     assert main(["build-data", "--input", str(corpus), "--output-dir", str(corpus.parent), "--overwrite",
                  "--num-processes", "1", *exclude]) == 1
     assert corpus.read_text(encoding="utf-8").startswith("长城")
+
+
+# --- issue 23 item 7: build-data on hostile text ---------------------------------------------------------
+def test_a_line_longer_than_an_example_is_cut_into_examples_not_dropped(tmp_path, capsys):
+    from argparse import Namespace
+    from paddle_electra.pretraining.data import run_build
+    text = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(3000))  # one line of 3,000 characters
+    path = tmp_path / "one_line.txt"
+    path.write_text("短的一行。\n" + text + "\n", encoding="utf-8")
+    args = Namespace(input=[str(path)], input_docs_per_line=[], task_texts=[], exclude_texts_of=[],
+                     vocab=bundled_vocab_path(), output_dir=str(tmp_path / "out"), overwrite=False, max_seq_length=32,
+                     num_processes=1, seed=1, hfl_segment_bug=False, unit_mb=None)
+    assert run_build(args) == 0
+    index = json.load(open(tmp_path / "out" / "index.json"))
+    s = index["summary"]
+    pieces = -(-3000 // 30)  # [CLS] + 30 tokens + [SEP]; 3,000 tokens (one a character)
+    assert s["long_lines"] == 1 and s["long_line_pieces"] == pieces
+    assert s["examples"] == pieces + 1  # and the short line's
+    assert s["tokens"] == 3000 + 2 * pieces + 5 + 2  # every character is in an example
+    assert f"1 lines longer than an example (30 tokens) were cut into {pieces} pieces" in capsys.readouterr().out
+
+
+def test_build_data_utf8_error_names_the_offending_byte(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes("好的\n".encode() + b"abc\xffdef\n")  # line 2 starts at byte 7; 0xff is byte 10
+    opts = BuildOptions(str(tmp_path / "out"), bundled_vocab_path(), max_seq_length=32)
+    with pytest.raises(DataError, match=r"bad.txt: byte 10 \(0xff\): not UTF-8"):
+        build_dataset([str(path)], opts, progress=False)

@@ -7,6 +7,7 @@ Weights and installed modules: the fixtures of test_hub.py (random weights, a te
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -172,6 +173,9 @@ def test_serving_every_task_equals_predict(server, load, task_dirs, home):
     ({"data": "今天"}, "must be a list"),
     ({"data": []}, "empty"),
     ({"data": [[""]]}, "empty"),
+    ({"data": [["\x00\x01\x02"]]}, "data[0][0] is empty (it holds no printable character)"),  # issue 23 item 8
+    ({"data": [["ok"], ["\u200b \x7f"]]}, "data[1][0] is empty"),
+    ({"data": [["ok"]], "pooling": "mean"}, "pooling is a field of the embeddings module"),  # was ignored
     ({"data": [["今天", 3]]}, "must be a string"),
     ({"data": [["a"]] * 9}, "at most 8"),
     ({"data": [["长" * 501]]}, "at most 500"),
@@ -378,6 +382,28 @@ def test_body_size_and_content_length_are_answered(limited):
     assert code == 400 and "data[0][0] has 1001 characters; at most 1000" in r["msg"]
 
 
+def _malformed_bodies_are_400(port):
+    """issue 23 item 8: a malformed chunk size was HTTP 500; a body shorter than its Content-Length, then
+    EOF, was answered 200 on gunicorn."""
+    chunked = (b"POST /predict/chinese-electra-small HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+               b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n")
+    code, r = _raw(port, chunked)
+    assert code == 400 and _envelope(r), (code, r)
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(_head("100", b'{"data": [["a"]]}'))
+        s.shutdown(socket.SHUT_WR)  # EOF after 17 of the 100 bytes
+        data = b""
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    if data:  # an answer at all must say 400 (closing without one is fine too)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert int(head.split()[1]) == 400 and _envelope(json.loads(body)), data[:300]
+
+
+def test_malformed_bodies_are_answered_400(limited):
+    _malformed_bodies_are_400(limited["port"])
+
+
 def _closed_after(sock, trickle: bytes = b"", limit=4 * READ_TIMEOUT) -> float:
     """Seconds until the server closes `sock` (sending `trickle` a byte at a time meanwhile)."""
     start, sock_timeout = time.time(), 0.25
@@ -475,6 +501,7 @@ def test_workers_serve_the_same_app(installed, electra_home, load, tmp_path):
         code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["长" * 900]] * 16})
         assert code == 413 and _envelope(r)
         assert _call(f"{url}/predict/chinese-electra-small", {"data": [["a\ud800"]]})[0] == 400
+        _malformed_bodies_are_400(port)
         with socket.create_connection(("127.0.0.1", port)) as s:  # a slow head: dropped after the read timeout
             assert _closed_after(s, _head("20")[:-4]) < READ_TIMEOUT + 1.5
     finally:
@@ -530,3 +557,90 @@ def test_any_json_body_gets_the_envelope_with_4xx_or_a_result(server, data):
 @given(st.data())
 def test_any_json_body_gets_the_envelope_with_4xx_or_a_result_long(server, data):
     _check_any_body(server, data.draw)
+
+
+# --- temporary folders: removed on SIGTERM, and those of killed servers at the next start ---------------
+def test_stale_temporaries_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    import sys
+    from paddle_electra import io
+    monkeypatch.setenv("PADDLE_ELECTRA_HOME", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root = tmp_path / io.TEMPORARY_DIR
+    root.mkdir()
+    host = io._host_tag()
+    stale = root / f"hub-{host}-{dead.pid}-12345-abc_1"
+    reused_pid = root / f"hub-{host}-{os.getpid()}-1-abc_2"  # this pid, but another process's start time
+    other_host = root / f"hub-{'0' * 8 if host != '0' * 8 else '1' * 8}-{dead.pid}-12345-abc_3"
+    not_ours = root / "notes"
+    for d in (stale, reused_pid, other_host, not_ours):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"x" * 10)
+    mine = io.temporary_folder("hub")  # cleans first
+    assert sorted(os.listdir(root)) == sorted([os.path.basename(mine), other_host.name, "notes"])
+    assert io.remove_stale_temporaries() == []  # its own live folder is kept
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "gunicorn"])
+def test_sigterm_leaves_no_temporary_folder(installed, electra_home, tmp_path, monkeypatch, workers):
+    """issue 23 item 3: SIGTERM to the server left /tmp/paddle-electra-hub-* (~190 MB a task module: the
+    weights written for the fast path and their exported graph), weakref.finalize never running."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(os.path.join(electra_home, "chinese-electra-small"), home / "chinese-electra-small")
+    monkeypatch.setenv("PADDLE_ELECTRA_HOME", str(home))
+    module = hub.Module(name="chinese-electra-small", task="seq-cls", use_fast_path=False)
+    paddle.save(module.state_dict(), str(tmp_path / "model.pdparams"))  # weights the fast path must write out
+    temporaries = home / ".tmp"
+    temporaries.mkdir()
+    killed = temporaries / "hub-00000000-1-1-left"  # another machine's: kept
+    killed.mkdir()
+    port = _free_port()
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"modules_info": {"chinese-electra-small": {
+        "init_args": {"task": "seq-cls", "load_checkpoint": str(tmp_path / "model.pdparams")},
+        "predict_args": {}}}, "port": port}))
+    proc, url = start_server(["-c", str(cfg), "--workers", str(workers), "--threads", "2"],
+                             dict(_env(str(home)), PADDLE_ELECTRA_ENGINE="paddle"), str(tmp_path / "log"), port)
+    try:
+        for _ in range(2 * workers):  # each worker writes its own copy
+            code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["今天是个好日子"]]})
+            assert code == 200, r
+        assert len(os.listdir(temporaries)) > 1, os.listdir(temporaries)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)  # the server's own process only (gunicorn's master stops its workers)
+        try:
+            proc.wait(30)
+        finally:
+            stop_server(proc)
+    assert proc.returncode == 0, open(tmp_path / "log").read()[-3000:]
+    assert os.listdir(temporaries) == [killed.name], open(tmp_path / "log").read()[-3000:]
+
+
+def test_a_module_failing_in_gunicorn_workers_is_one_line(installed, electra_home, tmp_path):
+    """issue 23 item 8: each worker printed the error, then gunicorn its shut-down lines and (racing with the
+    second worker's exit) HaltServer tracebacks; with a non-load exit code the workers were restarted forever."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"modules_info": {"chinese-electra-small": {
+        "init_args": {"task": "seq-cls", "load_checkpoint": str(tmp_path / "nowhere")}, "predict_args": {}}}}))
+    out = subprocess.run([PY, "-m", "paddle_electra.hub", "serving", "start", "-c", str(cfg), "-p", str(_free_port()),
+                          "--workers", "2"], env=_env(electra_home), capture_output=True, text=True, timeout=120)
+    errors = [line for line in out.stderr.splitlines() if "error" in line.lower() and "UserWarning" not in line]
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "gunicorn" not in out.stderr, out.stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "nowhere" in errors[0], out.stderr[-3000:]
+
+
+def test_a_task_module_without_a_checkpoint_is_refused_unless_allowed(installed, electra_home, tmp_path, capsys,
+                                                                   monkeypatch):
+    """issue 23 item 8: it answered with a randomly initialised head, saying so only in a log warning."""
+    from paddle_electra import serving
+    monkeypatch.setenv("PADDLE_ELECTRA_HOME", electra_home)
+    cfg = tmp_path / "cfg.json"
+    info = {"chinese-electra-small": {"init_args": {"task": "seq-cls"}, "predict_args": {}}}
+    cfg.write_text(json.dumps({"modules_info": info, "port": _free_port()}))
+    line = _main_fails(["-c", str(cfg)], capsys)
+    assert line.startswith("error: module 'chinese-electra-small': task 'seq-cls' has no trained head") and \
+        "--allow-untrained-heads" in line and "load_checkpoint" in line, line
+    loaded = serving.load_modules(info, allow_untrained_heads=True)  # the explicit opt-in
+    assert loaded["chinese-electra-small"]["module"].task == "seq-cls"
+    assert serving.load_modules({"chinese-electra-small": {"init_args": {}, "predict_args": {}}})  # embeddings: fine

@@ -342,3 +342,16 @@ def test_cased_mode_agrees_with_reference(tok):
     texts = list(HAND_CASES) + ["Café ΟΔΟΣ ＡＢＣ İstanbul 温度30℃ a\u0301b"]
     assert_same(ref_cased, cased, texts)
     assert cased.tokenize("Café") != tok.tokenize("Café")
+
+
+def test_a_lone_surrogate_is_a_value_error_naming_the_input():
+    """issue 23 item 9: the tokenizers library raised "TypeError: TextEncodeInput must be Union[...]"."""
+    from paddle_electra.tokenizer import ElectraTokenizer
+    t = ElectraTokenizer()
+    for call, where in [(lambda: t("\ud800"), "text is"), (lambda: t(["好", "a\udfffb"]), r"text\[1\] is"),
+                        (lambda: t(["好"], ["b\ud800"], max_length=8), r"text_pair\[0\] is"),
+                        (lambda: t.tokenize("\ud800"), "text is"), (lambda: t.encode_batch_ids(["x", "\udfff"]),
+                                                                    r"texts\[1\] is")]:
+        with pytest.raises(ValueError, match=where + r" not valid Unicode: \\ud[8f]\w\w at character \d"):
+            call()
+    assert t(["好"])["input_ids"] == [[101, 1962, 102]]  # and the tokenizer still works

@@ -13,10 +13,33 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 SIZE_LEARNING_RATES = {"small": 3e-4, "small-ex": 3e-4, "base": 1e-4, "large": 5e-5}
+
+
+def _is_a(value, kind) -> bool:
+    if kind is type(None):
+        return value is None
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        return isinstance(value, list) and all(_is_a(v, item) for v in value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _describe(kind) -> str:
+    if kind is type(None):
+        return "null"
+    if typing.get_origin(kind) is list:
+        item = typing.get_args(kind)[0]
+        return "a list of " + {int: "integers", float: "numbers", bool: "booleans", str: "strings"}.get(item, str(item))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, str(kind))
 
 
 class HparamsError(ValueError):
@@ -82,6 +105,7 @@ class FinetuneConfig:
     def __post_init__(self):
         if isinstance(self.task_names, str):
             self.task_names = [self.task_names]
+        self._check_types()
         if len(self.task_names) != 1:
             raise HparamsError(f"task_names must name one task, got {self.task_names} "
                                f"(multi-task fine-tuning is not supported)")
@@ -102,6 +126,17 @@ class FinetuneConfig:
                 raise HparamsError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.eval_backend not in ("dygraph", "inference", "auto"):
             raise HparamsError(f"eval_backend must be 'dygraph', 'inference' or 'auto', got {self.eval_backend!r}")
+
+    def _check_types(self):
+        """Every key of the type its field declares (a JSON integer for a float is fine), else an error
+        naming the key: `--set train_batch_size='"abc"'` failed later with int()'s message alone."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value, hint = getattr(self, f.name), hints[f.name]
+            kinds = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+            if not any(_is_a(value, k) for k in kinds):
+                raise HparamsError(f"{f.name} must be {' or '.join(_describe(k) for k in kinds)}, got "
+                                   f"{type(value).__name__} {value!r:.60}")
 
     @property
     def task_name(self) -> str:

@@ -62,8 +62,13 @@ def get_task(name: str, config, tokenizer) -> "Task":
 # --- reading files -----------------------------------------------------------------------------------
 def read_text(path: str) -> str:
     """The file as text: UTF-8, a byte-order mark dropped; not UTF-8 -> DataError with the line."""
-    with open(path, "rb") as f:
-        raw = f.read()
+    if os.path.isdir(path):
+        raise DataError(f"{path} is a folder; expected a data file")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -73,8 +78,19 @@ def read_text(path: str) -> str:
 
 
 def read_tsv(path: str) -> List[List[str]]:
-    """Rows of a tab-separated file (no quoting: one row per line)."""
-    return list(csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t", quotechar=None))
+    """Rows of a tab-separated file (no quoting: one row per line). A field may be as long as the file (csv's
+    default limit of 131,072 characters is a guard against runaway quoted fields, which unquoted files have
+    not); a csv error names the file and the line."""
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quotechar=None)
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))
+    try:
+        return list(reader)
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num}: cannot read the tab-separated row ({e})") from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def read_json_lines(path: str) -> List[Tuple[int, Dict]]:
@@ -179,6 +195,8 @@ class Task:
             path = override if os.path.isabs(override) else os.path.join(self.config.data_dir, override)
             if not os.path.exists(path):
                 raise DataError(f"{split}_file not found: {path}")
+            if os.path.isdir(path):
+                raise DataError(f"{split}_file {path} is a folder; expected a data file")
             return path
         base = os.path.join(self.config.raw_data_dir(self.name), split)
         for ext in self.extensions:
@@ -277,17 +295,24 @@ class ClassificationTask(Task):
                      for k, names in self.header_names.items()}
             if found["text_a"] is not None and found["label"] is not None:  # a header naming the columns
                 cols, start = (found["text_a"], found["text_b"] if cols[1] is not None else None, found["label"]), 1
-        out = []
+        out, wider = [], []
+        need = max(c for c in cols if c is not None)
+        width = len(rows[0]) if start else need + 1  # the header's columns, else those read
         for i, row in enumerate(rows[start:], start + 1):
             where = f"{path}: line {i}"
             if not row or not any(x.strip() for x in row):
                 continue
-            need = max(c for c in cols if c is not None)
             if len(row) <= need:
                 raise DataError(f"{where}: expected at least {need + 1} tab-separated columns, got {len(row)}")
+            if len(row) > width and any(x.strip() for x in row[width:]):
+                wider.append(i)  # a tab inside a text, or a column nobody reads: said below
             text_a = text_field(row[cols[0]], where, "text_a")
             text_b = text_field(row[cols[1]], where, "text_b") if cols[1] is not None else None
             out.append(ClassificationExample(text_a, text_b, self._label(row[cols[2]], where)))
+        if wider:
+            logger.warning("%s: %d line(s) have more than %d tab-separated columns (line %s%s); the extra columns "
+                           "are not read (a tab inside a text cuts it there)", path, len(wider), width,
+                           ", ".join(map(str, wider[:5])), ", ..." if len(wider) > 5 else "")
         return out
 
     def read_json(self, path, split):

@@ -243,6 +243,21 @@ def _vdl_writer(log_path):
 
 
 # --- trials -----------------------------------------------------------------------------------------------
+def check_before_training(config: FinetuneConfig, task: Task, model) -> None:
+    """What would otherwise fail after training: a max_seq_length beyond the model's position embeddings
+    (an index error deep in the first step), and a bad label or field in the dev / test files (read now,
+    every label checked, instead of after the training they would throw away)."""
+    limit = model.config.max_position_embeddings
+    if config.max_seq_length > limit:
+        raise HparamsError(f"max_seq_length {config.max_seq_length} is more than the model's "
+                           f"max_position_embeddings ({limit}, {resolve_model(config)}); use at most {limit}")
+    splits = (["dev"] if config.do_eval else []) + (["test"] if config.do_test else [])
+    if config.write_test_outputs and task.has_split("test"):
+        splits.append("test")
+    for split in dict.fromkeys(splits):
+        task.get_examples(split)  # DataError naming the file, line and field
+
+
 def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: Optional[str] = None) -> Dict:
     """Train (when do_train), save, evaluate. With several processes all train and evaluate (sharded);
     only rank 0 saves and writes."""
@@ -253,6 +268,7 @@ def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: O
     model = task.build_model(resolve_model(config))
     if task.learns_labels and not task.labels:  # labels known only to the fine-tuned model
         task.set_labels(model.labels)
+    check_before_training(config, task, model)
     out = {"trial": trial, "seed": config.seed + trial - 1,
            "newly_initialized": model.load_report.newly_initialized if model.load_report else []}
     results_dir = os.path.dirname(config.results_path())

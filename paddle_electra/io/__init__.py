@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -99,16 +100,114 @@ def package_home() -> str:
     return os.environ.get("PADDLE_ELECTRA_HOME") or os.path.join(os.path.expanduser("~"), ".paddle_electra")
 
 
+def lock_path(path: str) -> str:
+    """The lock file of folder `path`: `<parent>/.<name>.lock`, beside the folder, never inside it (a
+    lock inside a folder that atomic_dir replaces would be replaced with it, and a second process would
+    lock the new folder's file while the first still holds the old one's)."""
+    path = os.path.abspath(path)
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str):
-    """An exclusive lock on a cache folder, held by one process at a time (its `.lock` file)."""
+    """An exclusive lock on folder `folder` (which need not exist), held by one process at a time: its
+    lock file (lock_path) lives beside it, so the folder itself can be replaced while the lock is held.
+    Where the lock file cannot be made (a read-only parent), nobody can write the folder either and no
+    lock is taken."""
     import fcntl
-    with open(os.path.join(folder, ".lock"), "a") as f:
+    path = lock_path(folder)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        f = open(path, "a")
+    except OSError:
+        try:
+            f = open(path, "r")  # read-only parent: lock the existing file, if there is one
+        except OSError:
+            yield
+            return
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --- temporary folders of a running process ------------------------------------------------------------
+TEMPORARY_DIR = ".tmp"  # under package_home(): what a process writes for as long as it runs
+
+
+def temporary_root() -> str:
+    return os.path.join(package_home(), TEMPORARY_DIR)
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _start_time(pid: int) -> str:
+    """The start time of process `pid` in clock ticks since boot (/proc/<pid>/stat field 22): with the
+    pid it names one process, never a later one that reuses the pid. "0" where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "0"
+
+
+_TEMPORARY_NAME = re.compile(r"^(?P<prefix>[a-z]+)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>\d+)-[A-Za-z0-9_]+$")
+
+
+def temporary_folder(prefix: str) -> str:
+    """A new folder `<prefix>-<host>-<pid>-<start time>-<random>` under $PADDLE_ELECTRA_HOME/.tmp, for
+    files that live as long as this process (the caller removes it; a weakref.finalize or atexit hook
+    runs on a normal exit, and the servers turn SIGTERM into one). What a killed process left there is
+    removed by remove_stale_temporaries, which this calls first."""
+    if not re.fullmatch(r"[a-z]+", prefix):
+        raise ValueError(f"prefix must be lower-case letters, got {prefix!r}")
+    root = temporary_root()
+    os.makedirs(root, exist_ok=True)
+    remove_stale_temporaries()
+    return tempfile.mkdtemp(prefix=f"{prefix}-{_owner_tag()}-", dir=root)
+
+
+def _owner_tag() -> str:
+    """`<host>-<pid>-<start time>`: names this process in the temporaries it makes (stale once it is gone)."""
+    pid = os.getpid()
+    return f"{_host_tag()}-{pid}-{_start_time(pid)}"
+
+
+def _owner_alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        pass
+    return start == "0" or _start_time(pid) in (start, "0")
+
+
+def remove_stale_temporaries() -> list:
+    """Remove the temporary folders (temporary_folder) of this machine whose process is gone (killed
+    with SIGKILL, or with a signal it did not handle); those of live processes and of other machines
+    (a shared home) are kept. Returns the paths removed."""
+    root = temporary_root()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    removed, host = [], _host_tag()
+    for name in names:
+        m = _TEMPORARY_NAME.match(name)
+        path = os.path.join(root, name)
+        if m is None or m["host"] != host or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        if not _owner_alive(int(m["pid"]), m["start"]):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 # --- atomic writes -----------------------------------------------------------------------------------
@@ -128,13 +227,14 @@ def atomic_dir(path: str, check=None):
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    remove_stale_siblings(path)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-{_owner_tag()}-", dir=parent)
     try:
         yield tmp
         _public_permissions(tmp)
         checks()
         if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-{_owner_tag()}-", dir=parent)
             os.rename(path, os.path.join(old, "x"))
             try:
                 os.rename(tmp, path)
@@ -148,6 +248,32 @@ def atomic_dir(path: str, check=None):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_stale_siblings(path: str) -> list:
+    """Remove what atomic_dir left beside `path` in a process that was killed (SIGKILL, power loss) on
+    this machine: its `.<name>.tmp-*` folder (half written) and its `.<name>.old-*` folder (the previous
+    folder, put back in place when `path` is missing: the kill came between the two renames). Folders
+    of live processes and other machines are kept. Returns the paths removed."""
+    parent, name = os.path.split(os.path.abspath(path))
+    pattern = re.compile(r"^\." + re.escape(name) + r"\.(?P<kind>tmp|old)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-"
+                         r"(?P<start>\d+)-[A-Za-z0-9_]+$")
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    removed, host = [], _host_tag()
+    for n in names:
+        m = pattern.match(n)
+        stale = os.path.join(parent, n)
+        if m is None or m["host"] != host or os.path.islink(stale) or _owner_alive(int(m["pid"]), m["start"]):
+            continue
+        previous = os.path.join(stale, "x")
+        if m["kind"] == "old" and os.path.isdir(previous) and not os.path.lexists(path):
+            os.rename(previous, path)  # the replaced folder was moved aside and the new one never came
+        shutil.rmtree(stale, ignore_errors=True)
+        removed.append(stale)
+    return removed
 
 
 def output_dir(path: str, kind: Optional[OutputKind] = None, inputs: Iterable[Optional[str]] = (),

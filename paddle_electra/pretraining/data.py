@@ -260,7 +260,9 @@ def _read_lines(unit: WorkUnit) -> Iterator[str]:
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"{unit.path}: byte {pos - len(raw)}: not UTF-8 ({e.reason})") from None
+                at = pos - len(raw) + e.start  # the offending byte itself, not the start of its line
+                raise DataError(f"{unit.path}: byte {at} ({raw[e.start]:#04x}): not UTF-8 ({e.reason}); save the "
+                                f"file as UTF-8") from None
 
 
 # --- one work unit -> one shard -------------------------------------------------------------------------
@@ -311,7 +313,11 @@ def build_unit(unit: WorkUnit, opts: BuildOptions, batch_lines: int = 2000) -> d
     name = shard_name(unit.index)
     bin_path, idx_path = os.path.join(opts.output_dir, name + ".bin"), os.path.join(opts.output_dir, name + ".idx")
     stats = dict(unit=unit.index, examples=0, tokens=0, documents=0, lines=0, two_segments=0,
-                 bytes=unit.end - unit.start)
+                 bytes=unit.end - unit.start, long_lines=0, long_line_pieces=0)
+    # a line longer than an example holds ends the example being built, then is cut into examples of one
+    # segment each (the original kept its first max_seq_length - 2 tokens and dropped the rest: a 10 MB line
+    # gave one example)
+    piece = opts.max_seq_length - 2
     offset = 0
     in_doc = False
     with open(bin_path + ".tmp", "wb") as fb, open(idx_path + ".tmp", "wb") as fi:
@@ -337,7 +343,16 @@ def build_unit(unit: WorkUnit, opts: BuildOptions, batch_lines: int = 2000) -> d
                     emit(builder.add_line([], blank=True))
                 else:
                     in_doc = True
-                    emit(builder.add_line(next(ids)))
+                    line_ids = next(ids)
+                    if len(line_ids) <= piece:
+                        emit(builder.add_line(line_ids))
+                        continue
+                    stats["long_lines"] += 1
+                    emit(builder.flush())  # what came before it
+                    for k in range(0, len(line_ids), piece):
+                        part = list(line_ids[k:k + piece])
+                        emit(([tok.cls_token_id] + part + [tok.sep_token_id], len(part) + 2))
+                        stats["long_line_pieces"] += 1
 
         chunk = []
         for item in _lines_to_items(_counted(_read_lines(unit), stats), opts, unit.line_is_document):
@@ -420,6 +435,8 @@ def build_dataset(inputs: Sequence[str], opts: BuildOptions, num_processes: int 
         summary = {
             "documents": sum(r["documents"] for r in results),
             "lines": sum(r["lines"] for r in results),
+            "long_lines": sum(r["long_lines"] for r in results),  # cut into pieces of an example each
+            "long_line_pieces": sum(r["long_line_pieces"] for r in results),
             "examples": n_ex,
             "tokens": n_tok,
             "two_segment_share": (sum(r["two_segments"] for r in results) / n_ex) if n_ex else 0.0,
@@ -659,4 +676,7 @@ def run_build(args) -> int:
     print(f"wrote {args.output_dir}: {len(index['shards'])} shards, {s['documents']} documents, {s['lines']} lines, "
           f"{s['examples']} examples, {s['tokens']} tokens, padding {100 * s['padding_share']:.1f}%, "
           f"two segments {100 * s['two_segment_share']:.1f}%, {s['seconds']} s")
+    if s.get("long_lines"):
+        print(f"{s['long_lines']} lines longer than an example ({opts.max_seq_length - 2} tokens) were cut into "
+              f"{s['long_line_pieces']} pieces, one example each")
     return 0
