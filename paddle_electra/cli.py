@@ -156,7 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.environ["PADDLE_ELECTRA_COMMAND_LINE"] = " ".join(["paddle-electra", *map(shlex.quote, argv)])
     try:
         return SUBCOMMANDS[args.command][1].run(args) or 0
-    except (ValueError, FileNotFoundError) as e:  # bad input: the library's errors name what is wrong
+    except (ValueError, FileNotFoundError, ImportError) as e:  # bad input, a missing optional package: named
         if os.environ.get(TRACEBACK_ENV):
             raise
         print(f"paddle-electra {args.command}: error: {e}", file=sys.stderr)

@@ -138,7 +138,12 @@ def export_folder(fmt: str, model_dir: str, out_dir: str, task: Optional[str] = 
         if fmt == "onnx":
             import onnx
             kind = "int8" if precision == "int8" else "plain"
-            graph = inference.onnx_graph(export_dir, meta, config, kind)
+            try:
+                graph = inference.onnx_graph(export_dir, meta, config, kind)
+            except ImportError as e:  # e.g. onnxruntime.quantization's own imports (ml_dtypes)
+                missing = f"; pip install {e.name}" if getattr(e, "name", None) else ""
+                raise ImportError(f"export onnx --precision {precision}: a package it needs cannot be imported "
+                                  f"({e}){missing}") from e
             model = onnx.load(graph)
             rename_onnx_outputs(model, names)
             name_onnx_axes(model, [o["sequence_axis"] for o in outputs])

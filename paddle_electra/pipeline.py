@@ -35,6 +35,8 @@ _QA_KEYS = ("context", "question")
 
 
 def input_keys(task: str) -> Tuple[str, ...]:
+    if task == "token-cls":
+        return _PAIR_KEYS[:1]
     return _QA_KEYS if task == "reading-comprehension" else _PAIR_KEYS
 
 
