@@ -9,6 +9,7 @@ runs: an error names the file, the line and the field.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -80,13 +81,33 @@ def write_atomic(path: str, lines: Iterable[str]) -> None:
             os.remove(tmp)
 
 
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """While the model loads and runs, whatever writes to stdout (paddle2onnx's C++ prints, on first use
+    of the ONNX engine) goes to stderr: stdout holds the JSON lines only."""
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): Python writes only
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    saved = os.dup(fd)
+    try:
+        os.dup2(sys.stderr.fileno(), fd)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def record(line: int, result) -> dict:
     return {"line": line, **(result if isinstance(result, dict) else {"entities": result})}
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-    from .pipeline import input_keys, pipeline
     source = "stdin" if args.input == "-" else args.input
     if args.output and args.input != "-" and os.path.exists(args.output) and \
             os.path.realpath(args.output) == os.path.realpath(args.input):
@@ -101,6 +122,23 @@ def run(args) -> int:
             raise FileNotFoundError(f"--input {args.input} does not exist") from None
         except UnicodeDecodeError as e:
             raise ValueError(f"{args.input}: not UTF-8 text (byte {e.start})") from None
+    with stdout_to_stderr():
+        results, task = _predict(args, lines, source)
+    out = (json.dumps(record(n, r), ensure_ascii=False) + "\n" for n, r in results)
+    if args.output:
+        write_atomic(args.output, out)
+        print(f"wrote {len(results)} predictions ({task}) to {args.output}", file=sys.stderr)
+    else:
+        for line in out:
+            sys.stdout.write(line)
+        sys.stdout.flush()
+    return 0
+
+
+def _predict(args, lines: List[str], source: str):
+    """[(line number, result)] of the input lines, and the task."""
+    from tqdm import tqdm
+    from .pipeline import input_keys, pipeline
     pipe = pipeline(args.task, args.model_dir, engine=args.engine, precision=args.precision,
                     batch_size=args.batch_size, max_seq_len=args.max_seq_len, device=args.device,
                     num_threads=args.num_threads)
@@ -121,12 +159,4 @@ def run(args) -> int:
             chunk = items[i:i + CHUNK]
             results.extend(pipe.predict([x for _, x in chunk]))
             bar.update(len(chunk))
-    out = (json.dumps(record(n, r), ensure_ascii=False) + "\n" for (n, _), r in zip(items, results))
-    if args.output:
-        write_atomic(args.output, out)
-        print(f"wrote {len(results)} predictions ({pipe.task}) to {args.output}", file=sys.stderr)
-    else:
-        for line in out:
-            sys.stdout.write(line)
-        sys.stdout.flush()
-    return 0
+    return [(n, r) for (n, _), r in zip(items, results)], pipe.task

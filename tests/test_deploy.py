@@ -202,3 +202,25 @@ def test_export_keeps_the_users_readme_and_refuses_foreign_folders(dirs, tmp_pat
     assert "is not empty" in capsys.readouterr().err and (other / "notes.txt").read_text() == "mine"
     assert cli.main(["export", "onnx", dirs["seq-cls"], dirs["seq-cls"]]) == 1  # never into its input
     assert "the input" in capsys.readouterr().err
+
+
+def test_predict_stdout_holds_only_json_lines_and_no_third_party_noise(dirs, tmp_path):
+    """A real process on the ONNX engine: paddle2onnx's prints (C++ and Python) and the ccache / PIR notices
+    never reach stdout, and the ones users cannot act on are not printed at all."""
+    import subprocess
+    import sys
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("paddle2onnx")
+    import shutil
+    model = tmp_path / "cls"
+    shutil.copytree(dirs["seq-cls"], model, ignore=shutil.ignore_patterns("inference"))  # convert afresh
+    src = tmp_path / "in.txt"
+    src.write_text("房间很干净\n太差了\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "GLOG_minloglevel"}
+    r = subprocess.run([sys.executable, "-m", "paddle_electra.cli", "predict", str(model), "--input", str(src),
+                        "--engine", "onnxruntime"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in r.stdout.splitlines()]  # every stdout line is JSON
+    assert [x["line"] for x in rows] == [1, 2] and all(x["label"] in LABELS for x in rows)
+    for noise in ("No ccache found", "not support input out tensor", "Fail to optimize onnx model"):
+        assert noise not in r.stderr
