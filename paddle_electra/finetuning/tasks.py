@@ -56,9 +56,8 @@ def get_task(name: str, config, tokenizer) -> "Task":
     """The task `name` reading the files of `config` (a FinetuneConfig)."""
     if name not in TASKS:
         from ..tasks import did_you_mean
-        from .config import HparamsError
-        raise HparamsError(f"unknown task {name!r}{did_you_mean(name, sorted(TASKS))}; registered: "
-                           f"{', '.join(sorted(TASKS))}")
+        raise ValueError(f"unknown task {name!r}{did_you_mean(name, sorted(TASKS))}; registered: "
+                         f"{', '.join(sorted(TASKS))}")
     return TASKS[name](config, tokenizer)
 
 
