@@ -19,6 +19,7 @@ _EXPORTS = {
     "ElectraForQuestionAnswering": "heads",
     "ElectraTokenizer": "tokenizer",
     "ElectraPredictor": "inference",
+    "pipeline": "pipeline", "Pipeline": "pipeline",
 }
 __all__ = list(_EXPORTS)
 
@@ -28,5 +29,8 @@ from . import resolve as _resolve  # noqa: E402,F401
 
 def __getattr__(name):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        if name == _EXPORTS[name]:  # `pipeline`: the module (callable, see pipeline.py) that import bound here
+            return module
+        return getattr(module, name)
     raise AttributeError(f"module 'paddle_electra' has no attribute {name!r}")

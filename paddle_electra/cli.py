@@ -58,23 +58,36 @@ def _serve_run(args):
     return serving.run(args)
 
 
-EXPORTS = {  # export TARGET -> module with add_arguments / run
+EXPORTS = {  # export TARGET -> (module, help[, its add_arguments / run names])
     "pretraining": ("paddle_electra.pretraining.export",
                     "a pretraining run's newest checkpoint as from_pretrained dirs (discriminator + generator)"),
     "paddlenlp": ("paddle_electra.conversion.paddlenlp_export",
                   "a from_pretrained dir as PaddleNLP-loadable .pdparams + config"),
+    "onnx": ("paddle_electra.deploy",
+             "a fine-tuned model as a self-contained ONNX folder (model.onnx, vocab, config, label map, export.json)",
+             "onnx_add_arguments", "onnx_run"),
+    "paddle-inference": ("paddle_electra.deploy",
+                         "a fine-tuned model as a self-contained Paddle Inference folder (model.json + "
+                         "model.pdiparams, vocab, config, label map, export.json)",
+                         "paddle_inference_add_arguments", "paddle_inference_run"),
 }
+
+
+def _export_entry(name: str, which: int):
+    entry = EXPORTS[name]
+    attr = entry[2 + which] if len(entry) > 2 else ("add_arguments", "run")[which]
+    return getattr(importlib.import_module(entry[0]), attr)
 
 
 def _export_arguments(p):
     sub = p.add_subparsers(dest="target", required=True, metavar="{" + ",".join(EXPORTS) + "}")
-    for name, (module, help_) in EXPORTS.items():
-        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_, description=help_))
+    for name, entry in EXPORTS.items():
+        _export_entry(name, 0)(sub.add_parser(name, help=entry[1], description=entry[1]))
 
 
 def _export_run(args):
     _configure(args)
-    return importlib.import_module(EXPORTS[args.target][0]).run(args)
+    return _export_entry(args.target, 1)(args)
 
 
 def _pair(module, add="add_arguments", run="run", configure=True):
@@ -103,10 +116,12 @@ SUBCOMMANDS = {
                  _pair("paddle_electra.finetuning.cli", "finetune.add_arguments", "finetune.run", configure=False)),
     "evaluate": ("score a fine-tuned model on a task's dev (and test) split, without training",
                  _pair("paddle_electra.finetuning.cli", "evaluate.add_arguments", "evaluate.run", configure=False)),
+    "predict": ("predict with a fine-tuned model over a file of texts (JSON lines out)",
+                _pair("paddle_electra.batch_predict")),
     "serve": ("serve PaddleHub modules over HTTP on 127.0.0.1",
               SimpleNamespace(add_arguments=_serve_arguments, run=_serve_run)),
     "convert": ("convert released TF or HF checkpoints", _pair("paddle_electra.conversion.cli")),
-    "export": ("export a pretraining run's models, or a model for PaddleNLP",
+    "export": ("export a model: ONNX or Paddle Inference folders to deploy, a pretraining run's models, or for PaddleNLP",
                SimpleNamespace(add_arguments=_export_arguments, run=_export_run)),
     "init": ("write randomly initialised weights of a variant",
              _pair("paddle_electra.commands", "init.add_arguments", "init.run")),
@@ -132,13 +147,18 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from .runtime import quiet_third_party
+    quiet_third_party()  # before paddle is imported: ccache warning, glog notices
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     args = build_parser(command).parse_args(argv)
     args.cli_argv = argv[1:]  # what --nproc-per-node re-runs in each process
+    if "PADDLE_TRAINER_ID" not in os.environ:  # model cards record the command (a launched worker: its parent's)
+        import shlex
+        os.environ["PADDLE_ELECTRA_COMMAND_LINE"] = " ".join(["paddle-electra", *map(shlex.quote, argv)])
     try:
         return SUBCOMMANDS[args.command][1].run(args) or 0
-    except (ValueError, FileNotFoundError) as e:  # bad input: the library's errors name what is wrong
+    except (ValueError, FileNotFoundError, ImportError) as e:  # bad input, a missing optional package: named
         if os.environ.get(TRACEBACK_ENV):
             raise
         print(f"paddle-electra {args.command}: error: {e}", file=sys.stderr)

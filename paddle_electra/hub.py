@@ -49,7 +49,7 @@ from .finetuning import qa
 from .finetuning.tasks import read_squad
 from .heads import normalize_label_map
 from .modeling import ElectraModel
-from .tasks import IGNORE_INDEX, SequenceFeature, DygraphPredictor, get_spec, output_rows, task_names
+from .tasks import IGNORE_INDEX, DygraphPredictor, _type, check_data, get_spec, predict, task_names
 from .tokenizer import ElectraTokenizer, bundled_vocab_path, truncated_pair_lengths
 
 logger = logging.getLogger(__name__)
@@ -74,11 +74,7 @@ class HubTokenizer(_PaddleNLPElectraTokenizer):
         return self.backend_tokenizer.tokenize(text)
 
 
-# --- request / input checking ------------------------------------------------------------------
-def _type(x) -> str:
-    return type(x).__name__
-
-
+# --- request / input checking (check_data: paddle_electra.tasks, shared with the pipeline) ----------
 def check_int(name: str, value, lo: int, hi: Optional[int] = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {_type(value)} {value!r}")
@@ -86,44 +82,6 @@ def check_int(name: str, value, lo: int, hi: Optional[int] = None) -> int:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}" if hi is not None
                          else f"{name} must be >= {lo}, got {value}")
     return int(value)
-
-
-def check_data(data, task: Optional[str], max_texts: Optional[int] = None,
-               max_chars: Optional[int] = None) -> List[List[str]]:
-    """PaddleHub's input shape `[[text_a], [text_a, text_b], ...]` checked for `task`; returns a copy."""
-    spec = get_spec(task)
-    want, shape = spec.texts, spec.shape
-    if not isinstance(data, (list, tuple)):
-        raise TypeError(f"data must be a list of examples like {shape}, got {_type(data)}")
-    if not data:
-        raise ValueError("data is empty: give at least one example")
-    if max_texts is not None and len(data) > max_texts:
-        raise ValueError(f"data has {len(data)} examples; at most {max_texts} per request")
-    out = []
-    for i, item in enumerate(data):
-        if isinstance(item, str):
-            raise TypeError(f"data[{i}] is a string; each example is a list of texts: {shape} "
-                            f"(wrap it: [{item[:20]!r}])")
-        if not isinstance(item, (list, tuple)) or len(item) not in want:
-            n = len(item) if isinstance(item, (list, tuple)) else _type(item)
-            raise ValueError(f"data[{i}] must hold {' or '.join(map(str, want))} text(s) for task {task!r} "
-                             f"({shape}), got {n}")
-        for j, text in enumerate(item):
-            if not isinstance(text, str):
-                raise TypeError(f"data[{i}][{j}] must be a string, got {_type(text)} {text!r}")
-            if not any(c.isprintable() and not c.isspace() for c in text):
-                # spaces, control and format characters only ("\x00\x01\x02", zero-width spaces): no text
-                raise ValueError(f"data[{i}][{j}] is empty" + (" (it holds no printable character)" if text.strip()
-                                                                else ""))
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as e:  # a lone surrogate: a str, but no text the tokenizer can take
-                raise ValueError(f"data[{i}][{j}] is not valid Unicode: lone surrogate U+{ord(text[e.start]):04X} "
-                                 f"at character {e.start}") from None
-            if max_chars is not None and len(text) > max_chars:
-                raise ValueError(f"data[{i}][{j}] has {len(text)} characters; at most {max_chars} per text")
-        out.append([str(t) for t in item])
-    return out
 
 
 def labels_from_label_map(label_map, num_classes: int) -> List[str]:
@@ -328,18 +286,16 @@ class ElectraHubModule(nn.Layer, TransformerModule):
         (the fast path, or the layer itself: the backbone for embeddings of a task module), decode."""
         self._set_device(use_gpu)
         self.eval()
-        examples = [spec.example(t, **options) for t in texts]
-        feats = spec.encode(self.tokenizer, examples, max_seq_len)
-        if not self._warned_truncation and any(isinstance(f, SequenceFeature) and f.truncated for f in feats):
+        model = self.model if spec is self.spec else self.backbone
+        predictor = (self._fast_path(use_gpu) if model is self.model else None) or DygraphPredictor(model, spec)
+        # the same path as paddle_electra.pipeline (tasks.predict)
+        out, truncated = predict(spec, self.tokenizer, predictor, model, texts, max_seq_len, batch_size,
+                                 labels=self.labels, suffix=self.suffix, **options)
+        if truncated and not self._warned_truncation:
             logger.warning("texts longer than max_seq_len=%d tokens are truncated (longer text first); "
                            "this warning is shown once", max_seq_len)
             self._warned_truncation = True
-        model = self.model if spec is self.spec else self.backbone
-        predictor = (self._fast_path(use_gpu) if model is self.model else None) or DygraphPredictor(model, spec)
-        outs = predictor.predict_batches([f.input_ids for f in feats], [f.token_type_ids for f in feats],
-                                         batch_size=batch_size) if feats else []
-        return spec.decode(examples, feats, output_rows(spec, model, outs), labels=self.labels,
-                           suffix=self.suffix, **options)
+        return out
 
     def _check_run_args(self, max_seq_len, batch_size):
         check_int("max_seq_len", max_seq_len, 3, self.config.max_position_embeddings)

@@ -142,6 +142,33 @@ def resolve_device(device: Optional[str] = None) -> str:
     return device
 
 
+# third-party messages a user of the command line can do nothing about (entry points only: library code
+# leaves the process's warnings and logging alone)
+_NOISE_WARNINGS = (r"No ccache found",)  # paddle.utils.cpp_extension, imported by the compiled CPU kernels
+
+
+def quiet_third_party() -> None:
+    """Before paddle is imported (cli.main): no ccache warning, and glog's INFO / WARNING lines (Paddle's PIR
+    notices such as "Paddle static graph(PIR) not support input out tensor") unless GLOG_minloglevel is set."""
+    import warnings
+    for message in _NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+def _quiet_paddle2onnx() -> None:
+    """paddle2onnx prints its INFO / WARNING lines on stdout (where `predict` writes its results), e.g. the
+    failure of its own onnxoptimizer pass list that paddle_electra.inference works around: errors only."""
+    import importlib.util
+    if importlib.util.find_spec("paddle2onnx") is None:
+        return
+    try:
+        from paddle2onnx.utils import logging as p2o_logging
+        p2o_logging.log_level = 0
+    except Exception:  # noqa: BLE001 - another paddle2onnx layout: its messages stay
+        pass
+
+
 def configure_process(device: Optional[str] = None, num_threads: Optional[int] = None,
                       processes_per_node: Optional[int] = None) -> str:
     """What an entry point sets once for its whole process: Paddle's global device (resolve_device),
@@ -150,6 +177,7 @@ def configure_process(device: Optional[str] = None, num_threads: Optional[int] =
     import paddle
     device = resolve_device(device)
     paddle.set_device(device)
+    _quiet_paddle2onnx()
     if device == "cpu":
         flush_denormals()
         keep_freed_memory()

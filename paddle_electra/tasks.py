@@ -542,6 +542,49 @@ class ReadingComprehension(TaskSpec):
         return {"em": float(res["EM"]), "f1": float(res["F1"]), "average": float(res["AVERAGE"])}
 
 
+# --- checking PaddleHub-style input ----------------------------------------------------------------
+def _type(x) -> str:
+    return type(x).__name__
+
+
+def check_data(data, task: Optional[str], max_texts: Optional[int] = None,
+               max_chars: Optional[int] = None) -> List[List[str]]:
+    """PaddleHub's input shape `[[text_a], [text_a, text_b], ...]` checked for `task`; returns a copy."""
+    spec = get_spec(task)
+    want, shape = spec.texts, spec.shape
+    if not isinstance(data, (list, tuple)):
+        raise TypeError(f"data must be a list of examples like {shape}, got {_type(data)}")
+    if not data:
+        raise ValueError("data is empty: give at least one example")
+    if max_texts is not None and len(data) > max_texts:
+        raise ValueError(f"data has {len(data)} examples; at most {max_texts} per request")
+    out = []
+    for i, item in enumerate(data):
+        if isinstance(item, str):
+            raise TypeError(f"data[{i}] is a string; each example is a list of texts: {shape} "
+                            f"(wrap it: [{item[:20]!r}])")
+        if not isinstance(item, (list, tuple)) or len(item) not in want:
+            n = len(item) if isinstance(item, (list, tuple)) else _type(item)
+            raise ValueError(f"data[{i}] must hold {' or '.join(map(str, want))} text(s) for task {task!r} "
+                             f"({shape}), got {n}")
+        for j, text in enumerate(item):
+            if not isinstance(text, str):
+                raise TypeError(f"data[{i}][{j}] must be a string, got {_type(text)} {text!r}")
+            if not any(c.isprintable() and not c.isspace() for c in text):
+                # spaces, control and format characters only ("\x00\x01\x02", zero-width spaces): no text
+                raise ValueError(f"data[{i}][{j}] is empty" + (" (it holds no printable character)" if text.strip()
+                                                                else ""))
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate: a str, but no text the tokenizer can take
+                raise ValueError(f"data[{i}][{j}] is not valid Unicode: lone surrogate U+{ord(text[e.start]):04X} "
+                                 f"at character {e.start}") from None
+            if max_chars is not None and len(text) > max_chars:
+                raise ValueError(f"data[{i}][{j}] has {len(text)} characters; at most {max_chars} per text")
+        out.append([str(t) for t in item])
+    return out
+
+
 # --- the registry ----------------------------------------------------------------------------------
 SPECS: Dict[Optional[str], TaskSpec] = {}
 ALIASES: Dict[str, str] = {}
@@ -563,6 +606,13 @@ def task_names(hub_only: bool = False) -> Tuple:
     return tuple(n for n, s in SPECS.items() if s.hub or not hub_only)
 
 
+def did_you_mean(word, choices: Sequence[str]) -> str:
+    """" (did you mean 'x'?)" for a misspelt name close to one of `choices` (difflib), else ""."""
+    import difflib
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6) if isinstance(word, str) else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def get_spec(task: Optional[str], hub_only: bool = False) -> TaskSpec:
     """The spec of `task` (an alias is accepted with a warning); unknown: ValueError naming the choices."""
     if task in ALIASES:
@@ -570,7 +620,8 @@ def get_spec(task: Optional[str], hub_only: bool = False) -> TaskSpec:
         task = ALIASES[task]
     spec = SPECS.get(task) if task is None or isinstance(task, str) else None
     if spec is None or (hub_only and not spec.hub):
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(map(repr, task_names(hub_only)))}")
+        raise ValueError(f"unknown task {task!r}{did_you_mean(task, [n for n in task_names(hub_only) if n])}; "
+                         f"choose one of {', '.join(map(repr, task_names(hub_only)))}")
     return spec
 
 
@@ -596,6 +647,69 @@ class DygraphPredictor:
 
 
 def output_rows(spec: TaskSpec, model, outputs: Sequence) -> List[Dict[str, np.ndarray]]:
-    """predict_batches' results (an array or a tuple of arrays per feature) -> {output name: array}."""
+    """predict_batches' results (an array or a tuple of arrays per feature) -> {output name: array}.
+    `model`: the model (its settings name the outputs) or the config of its folder (model_settings)."""
     names = spec.output_names(model)
     return [dict(zip(names, o if isinstance(o, tuple) else (o,))) for o in outputs]
+
+
+def model_settings(config) -> Any:
+    """What `outputs(model)` reads of a model, from the ElectraConfig of its folder (a predictor has no
+    dygraph model): the QA head's saved `qa_simple` / `qa_beam_size`."""
+    from types import SimpleNamespace
+    extra = getattr(config, "extra", {}) or {}
+    return SimpleNamespace(config=config, simple=bool(extra.get("qa_simple", False)),
+                           beam_size=int(extra.get("qa_beam_size", 20)))
+
+
+def predict(spec: TaskSpec, tokenizer, predictor, model, texts: Sequence[Sequence[str]], max_seq_len: int,
+            batch_size: int, labels: Optional[Sequence[str]] = None, **options) -> Tuple[List, bool]:
+    """The one prediction path of the hub module, its serving and paddle_electra.pipeline: PaddleHub-style
+    examples `[[text_a(, text_b)], ...]` encoded (windows included), run grouped by length by `predictor`
+    (an ElectraPredictor or DygraphPredictor), decoded by `spec.decode` -> (one prediction per example,
+    whether any text was truncated). `model`: the model or model_settings(config) (names the outputs)."""
+    examples = [spec.example(t, **options) for t in texts]
+    feats = spec.encode(tokenizer, examples, max_seq_len)
+    truncated = any(isinstance(f, SequenceFeature) and f.truncated for f in feats)
+    outs = predictor.predict_batches([f.input_ids for f in feats], [f.token_type_ids for f in feats],
+                                     batch_size=batch_size) if feats else []
+    return spec.decode(examples, feats, output_rows(spec, model, outs), labels=labels, **options), truncated
+
+
+def entities(text: str, unit_labels: Sequence[Optional[str]], suffix: bool = False,
+             spans: Optional[Sequence[Tuple[int, int]]] = None) -> List[Dict]:
+    """The entities of token-cls labels (TokenClassification.decode's, one per unit: a character of
+    `text`, or the word at each of `spans`, (start, end) in `text`): [{"text", "label", "start", "end"}]
+    with text[start:end] == the entity's text (seqeval's chunking, BIO / BIOES; `suffix`: "PER-B")."""
+    from seqeval.metrics.sequence_labeling import get_entities
+    spans = [(i, i + 1) for i in range(len(text))] if spans is None else list(spans)
+    if len(unit_labels) != len(spans):
+        raise ValueError(f"{len(unit_labels)} labels for {len(spans)} units of the text")
+    tags = [t or "O" for t in unit_labels]
+    out = []
+    for label, s, e in get_entities(tags, suffix=suffix):
+        start, end = spans[s][0], spans[e][1]
+        out.append({"text": text[start:end], "label": label, "start": start, "end": end})
+    return out
+
+
+# the architectures of config.json -> the task a fine-tuned folder is for (config's "finetuning_task" first)
+_ARCHITECTURE_TASKS = {"ElectraForSequenceClassification": "seq-cls", "ElectraForTokenClassification": "token-cls",
+                       "ElectraForQuestionAnswering": "reading-comprehension"}
+FINETUNING_TASK_KEY = "finetuning_task"  # HF's config field; written by fine-tuning
+
+
+def task_of_config(config, source: str = "config.json") -> str:
+    """The task a fine-tuned model folder is for, from its config: `finetuning_task` (written by
+    `paddle-electra finetune`), else its architecture's task (a classifier: seq-cls)."""
+    extra = getattr(config, "extra", {}) or {}
+    task = extra.get(FINETUNING_TASK_KEY)
+    if isinstance(task, str) and task in SPECS:
+        return task
+    arch = extra.get("architectures") or []
+    for a in arch:
+        if a in _ARCHITECTURE_TASKS:
+            return _ARCHITECTURE_TASKS[a]
+    raise ValueError(f"{source}: not a fine-tuned model (architectures {arch or 'not given'}, no "
+                     f"{FINETUNING_TASK_KEY!r}); fine-tune it first, or name the task (one of "
+                     f"{', '.join(sorted(_ARCHITECTURE_TASKS.values()))})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import threading
 import unicodedata
@@ -22,6 +23,8 @@ from tokenizers.models import WordPiece
 
 # The original's limit; HF's default of 100 turns 101..200-character words into [UNK] differently.
 MAX_INPUT_CHARS_PER_WORD = 200
+VOCAB_FILE = "vocab.txt"
+TOKENIZER_CONFIG = "tokenizer_config.json"  # save_pretrained's settings
 
 # The code point blocks the original spaces out as "Chinese characters". `tokenizers`'
 # BertNormalizer has 0x2B920 for 0x2B820 (CJK extension E starts 256 code points early), so we
@@ -123,6 +126,7 @@ class ElectraTokenizer:
     def __init__(self, vocab_file: Optional[str] = None, do_lower_case: bool = True,
                  max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD):
         self.vocab_file = vocab_file or bundled_vocab_path()
+        self.do_lower_case, self.max_input_chars_per_word = bool(do_lower_case), int(max_input_chars_per_word)
         self.vocab = load_vocab(self.vocab_file)
         self.ids_to_tokens = {i: t for t, i in self.vocab.items()}
         tok = Tokenizer(WordPiece(self.vocab, unk_token="[UNK]",
@@ -163,9 +167,51 @@ class ElectraTokenizer:
 
     @classmethod
     def from_pretrained(cls, path: Optional[str] = None, **kw) -> "ElectraTokenizer":
-        """The vocab of a from_pretrained dir when it has one, else the bundled vocab."""
-        vocab = os.path.join(path, "vocab.txt") if path else None
-        return cls(vocab if vocab and os.path.exists(vocab) else None, **kw)
+        """The vocab of a from_pretrained dir when it has one, else the bundled vocab; the settings of
+        its tokenizer_config.json (save_pretrained's) unless given."""
+        vocab = os.path.join(path, VOCAB_FILE) if path else None
+        settings = {}
+        cfg = os.path.join(path, TOKENIZER_CONFIG) if path else None
+        if cfg and os.path.exists(cfg):
+            try:
+                with open(cfg, encoding="utf-8") as f:
+                    saved = json.load(f)
+            except ValueError as e:
+                raise ValueError(f"{cfg}: not valid JSON ({e})") from None
+            if not isinstance(saved, dict):
+                raise ValueError(f"{cfg}: expected a JSON object")
+            for key, kind in (("do_lower_case", bool), ("max_input_chars_per_word", int)):
+                if key in saved:
+                    if not isinstance(saved[key], kind) or (kind is int and isinstance(saved[key], bool)):
+                        raise ValueError(f"{cfg}: field {key!r} must be {kind.__name__}, got {saved[key]!r}")
+                    settings[key] = saved[key]
+        return cls(vocab if vocab and os.path.exists(vocab) else None, **{**settings, **kw})
+
+    def save_pretrained(self, path: str) -> str:
+        """Write vocab.txt and tokenizer_config.json into folder `path` (made when missing; other files
+        in it are left alone), each written beside and renamed in; from_pretrained(path) reads them back."""
+        import tempfile
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise ValueError(f"{path} exists and is not a folder")
+        os.makedirs(path, exist_ok=True)
+        with open(self.vocab_file, "rb") as f:
+            vocab = f.read()
+        config = json.dumps({"tokenizer_class": type(self).__name__, "do_lower_case": self.do_lower_case,
+                             "max_input_chars_per_word": self.max_input_chars_per_word,
+                             "model_max_length": 512}, indent=2).encode() + b"\n"
+        umask = os.umask(0)
+        os.umask(umask)
+        for name, data in ((VOCAB_FILE, vocab), (TOKENIZER_CONFIG, config)):
+            fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.chmod(tmp, 0o666 & ~umask)
+                os.replace(tmp, os.path.join(path, name))
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        return path
 
     def __len__(self):
         return len(self.vocab)

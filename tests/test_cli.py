@@ -80,7 +80,8 @@ def test_finetune_then_evaluate(console, tmp_path):
     assert finetuned.is_dir()
     _pe("evaluate", "--data-dir", str(tmp_path), "--model-name", str(finetuned), "--hparams", hp,
         "--set", f"results_dir={tmp_path / 'eval'}")
-    evaluated = json.loads((tmp_path / "eval" / "chnsenticorp_results.json").read_text())
+    (evaluated_path,) = (tmp_path / "eval").glob("chnsenticorp_eval_results_*.json")  # evaluate's own file
+    evaluated = json.loads(evaluated_path.read_text())
     assert "train_steps" in trained["trials"][0] and "train_steps" not in evaluated["trials"][0]  # no training
     assert evaluated["hparams"]["do_train"] is False
     # the same model and dev set: the same decisions (accuracy), whatever the float rounding

@@ -462,7 +462,7 @@ def test_tiny_classification(tmp_path, pretrained_dir, capsys):
     write(tmp_path / "finetuning_data/chnsenticorp/dev.tsv", "\n".join(rows) + "\n")
     res = _run(tmp_path, pretrained_dir, "chnsenticorp", num_train_epochs=8, max_seq_length=16, num_trials=2)
     printed = capsys.readouterr().out
-    assert "chnsenticorp: accuracy: " in printed and " - loss: " in printed
+    assert "chnsenticorp dev: accuracy: " in printed and " - loss: " in printed
     assert res["summary"]["dev_accuracy"]["max"] == 100.0
     assert len(res["summary"]["dev_accuracy"]["values"]) == 2
     saved = json.load(open(tmp_path / "results/chnsenticorp_results.json"))
@@ -574,7 +574,8 @@ def test_cail_train_then_evaluate_only(tmp_path, pretrained_dir):
                          json.dumps({"task_names": ["cail"], "max_seq_length": 24, "device": "cpu", "num_trials": 3}),
                          "--set", f"results_dir={tmp_path / 'cli_eval'}"])
     assert evaluate.run(args) == 0
-    saved = json.load(open(tmp_path / "cli_eval" / "cail_results.json"))
+    (saved_path,) = (tmp_path / "cli_eval").glob("cail_eval_results_*.json")  # evaluate's own file
+    saved = json.load(open(saved_path))
     assert len(saved["trials"]) == 1 and "model_dir" not in saved["trials"][0]
     assert saved["summary"]["dev_accuracy"]["max"] == pytest.approx(res["summary"]["dev_accuracy"]["max"])
 

@@ -106,7 +106,7 @@ def test_two_processes_match_one_process_and_only_rank0_writes(data, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:] + (log_dir / "workerlog.1").read_text()[-3000:]
     writes, log1 = _rank1_writes(log_dir)
     assert writes == [], writes  # rank 1 trained and evaluated, but wrote nothing
-    assert "chnsenticorp: accuracy" not in log1 and "chnsenticorp: accuracy" in (log_dir / "workerlog.0").read_text()
+    assert "chnsenticorp dev: accuracy" not in log1 and "chnsenticorp dev: accuracy" in (log_dir / "workerlog.0").read_text()
 
     one = tmp_path / "one"
     run_finetuning(FinetuneConfig(data_dir=str(data), model_name=str(data / "tiny"), results_dir=str(one / "results"),

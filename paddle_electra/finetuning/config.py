@@ -89,6 +89,7 @@ class FinetuneConfig:
     train_file: Optional[str] = None  # override <data_dir>/finetuning_data/<task>/train.*
     dev_file: Optional[str] = None
     test_file: Optional[str] = None
+    labels: Optional[List[str]] = None  # classification: the label set (else the task's own, or the data's)
     max_train_examples: Optional[int] = None  # a subset (the first N, after a seeded shuffle)
     max_eval_examples: Optional[int] = None
     subset_seed: int = 12345
@@ -109,6 +110,18 @@ class FinetuneConfig:
         if len(self.task_names) != 1:
             raise HparamsError(f"task_names must name one task, got {self.task_names} "
                                f"(multi-task fine-tuning is not supported)")
+        if isinstance(self.labels, str):
+            self.labels = [x.strip() for x in self.labels.split(",")]
+        if self.labels is not None:
+            if not isinstance(self.labels, list) or not all(isinstance(x, str) and x for x in self.labels):
+                raise HparamsError(f"labels must be a list of label names (or \"a,b,c\"), got {self.labels!r}")
+            if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
+                raise HparamsError(f"labels must name at least two distinct labels, got {self.labels}")
+        from .tasks import TASKS as _TASKS
+        if self.task_names[0] not in _TASKS:
+            from ..tasks import did_you_mean
+            raise HparamsError(f"unknown task {self.task_names[0]!r}{did_you_mean(self.task_names[0], sorted(_TASKS))}"
+                               f"; registered: {', '.join(sorted(_TASKS))}")
         if self.model_size not in SIZE_LEARNING_RATES:
             raise HparamsError(f"model_size {self.model_size!r} is not one of {sorted(SIZE_LEARNING_RATES)}")
         from .tasks import TASKS, Task  # the task's recipe defaults (QA: 512 tokens, 2 epochs)
@@ -147,7 +160,9 @@ class FinetuneConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise HparamsError(f"{source}: unknown hparam(s) {unknown}; known: {sorted(names)}")
+            from ..tasks import did_you_mean
+            hint = "".join(did_you_mean(k, sorted(names)) for k in unknown[:1])
+            raise HparamsError(f"{source}: unknown hparam(s) {unknown}{hint}; known: {sorted(names)}")
         try:
             return cls(**d)
         except TypeError as e:
@@ -188,6 +203,11 @@ class FinetuneConfig:
     def results_path(self) -> str:
         return os.path.join(self.results_dir or os.path.join(self.data_dir, "results"),
                             f"{self.task_name}_results.json")
+
+    def eval_results_path(self, stamp: str) -> str:
+        """`paddle-electra evaluate`'s own results file (never the training run's): <task>_eval_results_<stamp>.json."""
+        return os.path.join(self.results_dir or os.path.join(self.data_dir, "results"),
+                            f"{self.task_name}_eval_results_{stamp}.json")
 
     def qa_preds_file(self, split: str) -> str:
         return os.path.join(self.results_dir or os.path.join(self.data_dir, "results"),

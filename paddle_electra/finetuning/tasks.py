@@ -55,7 +55,9 @@ def register(cls):
 def get_task(name: str, config, tokenizer) -> "Task":
     """The task `name` reading the files of `config` (a FinetuneConfig)."""
     if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; registered: {', '.join(sorted(TASKS))}")
+        from ..tasks import did_you_mean
+        raise ValueError(f"unknown task {name!r}{did_you_mean(name, sorted(TASKS))}; registered: "
+                         f"{', '.join(sorted(TASKS))}")
     return TASKS[name](config, tokenizer)
 
 
@@ -272,6 +274,15 @@ def truncate_pair(a: List[int], b: List[int], max_length: int):
 class ClassificationTask(Task):
     spec = specs.get_spec("seq-cls")
     labels: Sequence[str] = ("0", "1")
+
+    def __init__(self, config, tokenizer):
+        super().__init__(config, tokenizer)
+        given = getattr(config, "labels", None)
+        if given:  # the hparam `labels` (--labels a,b,c): a user's own label set, no subclass needed
+            if not self.spec.labelled:
+                raise DataError(f"task {self.name} predicts a score; it takes no labels (got {list(given)})")
+            self.labels = tuple(given)
+            self.learns_labels = False
     # TSV columns when the file has no header we can read: indices of text_a, text_b, label
     columns = (0, 1, 2)
     header_names = {"text_a": ("text_a", "sentence1", "query", "text"), "text_b": ("text_b", "sentence2", "title"),

@@ -31,7 +31,8 @@ import paddle
 from ..distributed import init_collective, process_env
 from ..modeling import set_execution_modes
 from ..optimization import create_optimizer
-from ..tasks import DygraphPredictor, output_rows
+from .. import model_card
+from ..tasks import FINETUNING_TASK_KEY, DygraphPredictor, output_rows
 from .config import FinetuneConfig, HparamsError
 from .tasks import DataError, Task, get_task
 
@@ -265,7 +266,13 @@ def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: O
     set_seed(config.seed + trial - 1)
     if config.do_train:
         task.get_examples("train")  # a task may learn its label set from the training data (cail)
-    model = task.build_model(resolve_model(config))
+    path = resolve_model(config)
+    if not config.do_train and task.spec.labelled and not config.labels and _fine_tuned_for(task, path):
+        # evaluating a fine-tuned model: its own label map (a user's labels need no --labels again)
+        model = task.spec.model_class.from_pretrained(path)
+        task.set_labels(model.labels)
+    else:
+        model = task.build_model(path)
     if task.learns_labels and not task.labels:  # labels known only to the fine-tuned model
         task.set_labels(model.labels)
     check_before_training(config, task, model)
@@ -280,6 +287,10 @@ def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: O
         out.update(train(task, model, config, trial,
                          os.path.join(results_dir, f"{task.name}_train_trial{trial}.jsonl") if main_rank else None))
         if main_rank and config.save_model and (config.keep_all_models or trial == config.num_trials):
+            # the folder says what it was fine-tuned for (the pipeline, predict and export read it)
+            model.config.extra[FINETUNING_TASK_KEY] = task.spec.name
+            model.config.extra["finetuning"] = finetuning_record(task)
+            user_readme = model_card.user_card(config.model_dir(trial))
             path = model.save_pretrained(config.model_dir(trial), vocab_file=tokenizer_vocab)
             out["model_dir"] = path
     splits = (["dev"] if config.do_eval else []) + (["test"] if config.do_test else [])
@@ -289,12 +300,60 @@ def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: O
         out[split] = ev.scores
         out[f"{split}_eval_seconds"] = time.time() - t0
         if main_rank:
-            print(format_results(task.name, ev.scores), flush=True)
+            print(format_results(f"{task.name} {split}", ev.scores), flush=True)
             if task.writes_answers:
                 _write_qa_preds(config, split, trial, task.predictions(ev.examples, ev.features, ev.rows))
     if config.write_test_outputs and task.has_split("test"):
         _write_test_outputs(config, task, model, trial, main_rank)
+    if out.get("model_dir"):  # the model card, with this trial's scores
+        model_card.write(out["model_dir"], finetuned_card(config, task, out), user_readme)
     return out
+
+
+def _new_eval_results_path(config: FinetuneConfig) -> str:
+    """An evaluation's results file named by the time, never one that exists (two runs in one second)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, k = config.eval_results_path(stamp), 1
+    while os.path.exists(path):
+        k += 1
+        path = config.eval_results_path(f"{stamp}-{k}")
+    return path
+
+
+def _fine_tuned_for(task: Task, path: str) -> bool:
+    """Whether the folder `path` holds a model fine-tuned with the task's head (config.json architectures)."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            arch = json.load(f).get("architectures")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return arch == [task.spec.model_class.__name__]
+
+
+def finetuning_record(task: Task) -> Dict:
+    """What config.json of a fine-tuned model records of its fine-tuning: the data set and its files."""
+    rec = {"dataset": task.name}
+    for split in ("train", "dev", "test"):
+        if task.has_split(split):
+            rec[f"{split}_file"] = os.path.abspath(task.data_file(split))
+    return rec
+
+
+def finetuned_card(config: FinetuneConfig, task: Task, trial: Dict) -> str:
+    rec = finetuning_record(task)
+    fields = {"task": f"{task.spec.name} (data set {task.name})", "labels": list(task.labels) or None,
+              "base model": config.model_name, "train file": rec.get("train_file"), "dev file": rec.get("dev_file"),
+              "test file": rec.get("test_file") if config.do_test else None,
+              "trial": f"{trial['trial']} of {config.num_trials} (seed {trial['seed']})",
+              "hyperparameters": f"learning_rate {config.learning_rate}, epochs {config.num_train_epochs}, "
+                                 f"batch {config.train_batch_size}, max_seq_length {config.max_seq_length}",
+              "command": model_card.command_line()}
+    scores = {split: trial[split] for split in ("dev", "test") if isinstance(trial.get(split), dict)}
+    usage = (f"from paddle_electra import pipeline\n"
+             f"predict = pipeline({task.spec.name!r}, this_folder)\n"
+             f"# or: paddle-electra predict this_folder --input texts.txt")
+    return model_card.render(f"{task.spec.model_class.__name__} fine-tuned on {task.name} (paddle-electra)",
+                             fields, usage=usage, scores=scores)
 
 
 def _write_json(path, obj):
@@ -351,15 +410,19 @@ def run_finetuning(config: FinetuneConfig) -> Dict:
     tokenizer = ElectraTokenizer.from_pretrained(path if os.path.isdir(path) else None)
     task = get_task(config.task_name, config, tokenizer)
     trials = []
+    # a run without training (`paddle-electra evaluate`) writes its own file, never the training run's
+    results_path = config.results_path() if config.do_train else _new_eval_results_path(config)
     for trial in range(1, config.num_trials + 1):
         trials.append(run_trial(config, task, trial, tokenizer.vocab_file))
         if rank:
             continue
-        _write_json(config.results_path(), {"task": task.name, "model": config.model_name,
-                                            "hparams": config.to_dict(), "trials": trials,
-                                            "summary": summarize(trials)})
+        _write_json(results_path, {"task": task.name, "model": config.model_name,
+                                   "hparams": config.to_dict(), "trials": trials,
+                                   "summary": summarize(trials)})
     summary = summarize(trials)
     if config.num_trials > 1 and not rank:
         for k, v in summary.items():
             print(f"{task.name}: {k}: max {v['max']:.2f} - mean {v['mean']:.2f} over {len(v['values'])} trials")
-    return {"trials": trials, "summary": summary}
+    if not rank:
+        print(f"{task.name}: results written to {results_path}", flush=True)
+    return {"trials": trials, "summary": summary, "results_path": results_path}

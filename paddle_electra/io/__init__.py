@@ -64,7 +64,8 @@ class OutputKind:
 # files, its model card and the predictor's graph cache
 MODEL_DIR = OutputKind("model folder", (CONFIG_NAME,),
                        (CONFIG_NAME, GENERATOR_CONFIG_NAME, WEIGHTS_NAME, GENERATOR_WEIGHTS_NAME, PDPARAMS_NAME,
-                        GENERATOR_PDPARAMS_NAME, VOCAB_NAME, LABEL_MAP_NAME, MODEL_CARD_NAME, "inference"))
+                        GENERATOR_PDPARAMS_NAME, VOCAB_NAME, LABEL_MAP_NAME, MODEL_CARD_NAME, "inference",
+                        "tokenizer_config.json"))
 
 
 def _inside(path: str, folder: str) -> bool:
