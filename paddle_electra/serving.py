@@ -533,17 +533,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
 
 
-def _exit_on_sigterm(signum, frame):
-    # SIGTERM (kill, service managers, gunicorn's master) ends the server as Ctrl-C does: a normal exit,
-    # so that atexit hooks and finalizers run (the modules' temporary folders are removed); by default
-    # SIGTERM ends the process on the spot and leaves them behind
-    raise SystemExit(0)
+def _interrupt_on_sigterm(signum, frame):
+    # SIGTERM (kill, service managers) ends the server as Ctrl-C does, so that atexit hooks and finalizers
+    # run (the modules' temporary folders are removed); by default SIGTERM ends the process on the spot and
+    # leaves them behind
+    raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace) -> int:
     from .io import remove_stale_temporaries
     main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None  # gunicorn sets its own
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm) if main_thread else None  # gunicorn sets its own
     try:
         for path in remove_stale_temporaries():  # left by servers that were killed (SIGKILL)
             logger.info("removed %s, left by a process that is gone", path)

@@ -38,7 +38,7 @@ SITECUSTOMIZE = textwrap.dedent('''
                 return
             if event == "open" and isinstance(args[0], str) and args[0].startswith(WATCHED):
                 if os.environ.get("INJECT_FAILURE") and args[0].endswith("train.tsv"):
-                    raise FileNotFoundError(f"injected failure of rank 1 reading {args[0]}")
+                    raise FileNotFoundError(2, "injected failure of rank 1", args[0])
                 if any(c in (args[1] or "r") for c in "wax+"):
                     writes.append(["open", args[0]])
             elif event in ("os.mkdir", "os.rename", "os.remove", "shutil.rmtree") and \\
@@ -147,6 +147,6 @@ def test_a_failing_rank_ends_the_job_with_its_error(data, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     last = r.stderr.strip().splitlines()[-1]
-    assert last.endswith("paddle-electra finetune: error: injected failure of rank 1 reading "
-                         f"{data / 'finetuning_data' / 'chnsenticorp' / 'train.tsv'}"), r.stderr[-3000:]
+    assert last.endswith(f"paddle-electra finetune: error: {data / 'finetuning_data' / 'chnsenticorp' / 'train.tsv'}"
+                         ": cannot read (injected failure of rank 1)"), r.stderr[-3000:]
     assert "workerlog.1" in last
