@@ -34,6 +34,7 @@ from ..io import CheckpointError, atomic_dir, load_tensors, save_tensors
 from ..config import ElectraConfig, generator_config_for, get_variant
 from ..distributed import init_collective, process_env
 from ..paddle_compat import rng_state_from_json, rng_state_to_json
+from . import fixed_eval
 from .data import DataError, ExampleOrder, PretrainingData, file_md5
 from .masking import gumbel_noise, mask_batch, max_predictions
 from .metrics import masked_auc, summarize
@@ -100,6 +101,14 @@ def add_arguments(p: argparse.ArgumentParser):
     g.add_argument("--logging-steps", type=int, default=100)
     g.add_argument("--eval-steps", type=int, default=0, help="evaluate on --eval-data-dir every N steps (0: only at the end)")
     g.add_argument("--eval-batches", type=int, default=50)
+    g.add_argument("--fixed-eval-dir",
+                   help="where the fixed corrupted held-out set lives (default OUTPUT_DIR/fixed_eval): drawn there at "
+                        "the first evaluation unless it exists; give another run's to score runs on the same tokens")
+    g.add_argument("--fixed-eval-generator",
+                   help="a pretraining dir, checkpoint or run whose generator draws the fixed set's replacements "
+                        "(default: this run's generator at its first evaluation)")
+    g.add_argument("--no-fixed-eval", action="store_true",
+                   help="no fixed-corruption metrics (fixed_gen_*, fixed_unigram_*) at the evaluations")
     g.add_argument("--max-minutes", type=float, default=0,
                    help="stop (with a checkpoint) after this much wall time; 0 = no limit")
     g.add_argument("--step-timeout", type=float, default=600,
@@ -381,6 +390,12 @@ class Trainer:
 
         self.data = PretrainingData(args.data_dir)
         self.eval_data = PretrainingData(args.eval_data_dir) if args.eval_data_dir else None
+        # the fixed corrupted held-out set (fixed_eval): rank 0 draws, stores and scores it
+        self.fixed, self.fixed_dir = None, None
+        if self.eval_data is not None and not getattr(args, "no_fixed_eval", False):
+            self.fixed_dir = getattr(args, "fixed_eval_dir", None) or os.path.join(args.output_dir, fixed_eval.FIXED_DIR)
+            if self.is_main:  # a stored set that does not fit stops the run now, not at its first evaluation
+                self.fixed = fixed_eval.load_or_none(self.fixed_dir, self.eval_data)
 
         paddle.seed(args.seed)  # the same initial weights on every process
         sharing = getattr(args, "embedding_sharing", "original")
@@ -774,15 +789,38 @@ class Trainer:
 
     def param_checksum(self) -> str:
         """md5 of every parameter's bytes: equal on all processes when data parallelism is right."""
-        import hashlib
-        h = hashlib.md5()
-        for name, p in sorted(self.model.state_dict().items()):
-            h.update(name.encode())
-            h.update(p.numpy().tobytes())
-        return h.hexdigest()
+        return _params_md5(self.model)
+
+    def fixed_metrics(self) -> Dict:
+        """The discriminator on the fixed corrupted held-out set (fixed_eval), drawn now if it is not
+        stored yet; {} on ranks other than 0 or with --no-fixed-eval."""
+        if self.fixed_dir is None or not self.is_main:
+            return {}
+        if self.fixed is None:
+            bs = self.args.train_batch_size
+            source = getattr(self.args, "fixed_eval_generator", None)
+            if source:
+                gen, where = fixed_eval.frozen_generator(source)
+                if gen.config.vocab_size != self.model.config.vocab_size:
+                    raise ValueError(f"--fixed-eval-generator {source}: vocab_size {gen.config.vocab_size}, the run's "
+                                     f"is {self.model.config.vocab_size}")
+                info = {"source": where}
+            else:
+                gen, info = self.model.generator, {"source": os.path.abspath(self.args.output_dir), "step": self.step}
+            info["generator_md5"] = _params_md5(gen)
+            self.fixed = fixed_eval.build(self.eval_data, self.data, gen, self.args.eval_batches * bs,
+                                          self.args.mask_prob, bs, info, self._amp_ctx)
+            self.fixed.save(self.fixed_dir)
+            print(f"fixed held-out set: {self.fixed.examples} examples corrupted once (generator: {info['source']}"
+                  f"{', step %d' % info['step'] if 'step' in info else ''}; unigram), stored in {self.fixed_dir}",
+                  flush=True)
+        m = self.fixed.score(self.model.discriminator, self.args.train_batch_size, self._amp_ctx)
+        m["fixed_set_id"] = self.fixed.set_id
+        return m
 
     def _eval_and_log(self, writer, bar, final=False):
         m = self.evaluate()
+        m.update(self.fixed_metrics())
         m["step"] = self.step
         if self.is_main:
             rec = {("eval_" + k if k != "step" else k): v for k, v in m.items()}
@@ -866,6 +904,15 @@ class _Watchdog:
                 os._exit(LOST_PEER_EXIT)
 
 
+def _params_md5(layer) -> str:
+    import hashlib
+    h = hashlib.md5()
+    for name, p in sorted(layer.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.numpy().tobytes())
+    return h.hexdigest()
+
+
 def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -876,6 +923,7 @@ def run(args):
     trainer = Trainer(args)
     if args.eval_only:
         m = trainer.evaluate()
+        m.update(trainer.fixed_metrics())
         m["step"] = trainer.step
         if trainer.is_main:
             os.makedirs(args.output_dir, exist_ok=True)
