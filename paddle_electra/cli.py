@@ -118,6 +118,8 @@ SUBCOMMANDS = {
                  _pair("paddle_electra.finetuning.cli", "evaluate.add_arguments", "evaluate.run", configure=False)),
     "predict": ("predict with a fine-tuned model over a file of texts (JSON lines out)",
                 _pair("paddle_electra.batch_predict")),
+    "probe": ("frozen-encoder probes (per layer: mean of tokens and [CLS], linear) of a model, or of a pretraining "
+              "checkpoint into its run's metrics.jsonl", _pair("paddle_electra.pretraining.probe")),
     "serve": ("serve PaddleHub modules over HTTP on 127.0.0.1",
               SimpleNamespace(add_arguments=_serve_arguments, run=_serve_run)),
     "convert": ("convert released TF or HF checkpoints", _pair("paddle_electra.conversion.cli")),

@@ -128,6 +128,43 @@ class ElectraEmbeddings(nn.Layer):
         return self.dropout(self.LayerNorm(x))
 
 
+GDES_TABLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
+
+
+class GDESEmbeddings(nn.Layer):
+    """The discriminator's embeddings under gradient-disentangled embedding sharing (DeBERTa-v3, He et
+    al., ICLR 2023): each table is the generator's table with stop-gradient plus the discriminator's
+    own delta (`<table>_delta`, zero at the start), then the discriminator's own LayerNorm and
+    dropout. The RTD loss trains the deltas and never reaches the generator's tables. Not in the
+    original, which shares the whole block (ElectraEmbeddings). The generator's block is held by
+    reference, not as a sub-layer: it belongs to the generator."""
+
+    def __init__(self, config: ElectraConfig, shared: ElectraEmbeddings):
+        super().__init__()
+        self._shared = (shared,)  # a tuple: not registered, so its parameters are named under the generator
+        for t in GDES_TABLES:
+            w = getattr(shared, t).weight
+            setattr(self, t + "_delta", self.create_parameter(
+                w.shape, dtype=w.dtype, default_initializer=nn.initializer.Constant(0.0)))
+        self.LayerNorm = _layer_norm(config, config.embedding_size)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+
+    def table(self, name: str):
+        """The discriminator's table `name`: the generator's (no gradient) + the delta."""
+        return getattr(self._shared[0], name).weight.detach() + getattr(self, name + "_delta")
+
+    def forward(self, input_ids, token_type_ids=None, position_ids=None):
+        seq_len = input_ids.shape[1]
+        if position_ids is None:
+            position_ids = paddle.arange(seq_len, dtype="int64").unsqueeze(0)
+        if token_type_ids is None:
+            token_type_ids = paddle.zeros_like(input_ids)
+        x = F.embedding(input_ids, self.table("word_embeddings")) \
+            + F.embedding(position_ids, self.table("position_embeddings")) \
+            + F.embedding(token_type_ids, self.table("token_type_embeddings"))
+        return self.dropout(self.LayerNorm(x))
+
+
 class ElectraSelfAttention(nn.Layer):  # TF scope attention/self
     fast_cpu_kernels = False
 
@@ -343,17 +380,30 @@ class ElectraGenerator(PretrainedMixin, nn.Layer):
 
 
 class ElectraForPreTraining(PretrainingPairMixin, nn.Layer):
-    """Generator and discriminator with the whole embeddings block shared, as the original.
-    The RTD objective (masking, sampling, losses) lives in paddle_electra.pretraining."""
+    """Generator and discriminator with the whole embeddings block shared, as the original
+    (`embedding_sharing="original"`), or with gradient-disentangled sharing ("gdes", GDESEmbeddings:
+    the generator owns the block, the discriminator adds its own deltas and LayerNorm; with the same
+    seed both start from the same weights and the same outputs). The RTD objective (masking,
+    sampling, losses) lives in paddle_electra.pretraining."""
 
-    def __init__(self, config: ElectraConfig, generator_config: ElectraConfig):
+    EMBEDDING_SHARING = ("original", "gdes")
+
+    def __init__(self, config: ElectraConfig, generator_config: ElectraConfig, embedding_sharing: str = "original"):
         super().__init__()
         if (generator_config.embedding_size, generator_config.vocab_size) != (config.embedding_size, config.vocab_size):
             raise ValueError("generator and discriminator must have the same embedding_size and vocab_size "
                              "to share embeddings")
+        if embedding_sharing not in self.EMBEDDING_SHARING:
+            raise ValueError(f"embedding_sharing must be one of {self.EMBEDDING_SHARING}, got {embedding_sharing!r}")
         self.config, self.generator_config = config, generator_config
-        self.discriminator = ElectraDiscriminator(config)
-        self.generator = ElectraGenerator(generator_config, embeddings=self.discriminator.electra.embeddings)
+        self.embedding_sharing = embedding_sharing
+        if embedding_sharing == "gdes":
+            shared = ElectraEmbeddings(config)  # drawn first, as the original's shared block is
+            self.discriminator = ElectraDiscriminator(config, embeddings=GDESEmbeddings(config, shared))
+            self.generator = ElectraGenerator(generator_config, embeddings=shared)
+        else:
+            self.discriminator = ElectraDiscriminator(config)
+            self.generator = ElectraGenerator(generator_config, embeddings=self.discriminator.electra.embeddings)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
         """Both models on the same input (for inspection); training goes through pretraining.rtd."""

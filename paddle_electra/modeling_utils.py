@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from .config import ElectraConfig
-from .io import (CONFIG_NAME, GENERATOR_CONFIG_NAME, GENERATOR_PDPARAMS_NAME, GENERATOR_WEIGHTS_NAME, MODEL_DIR,
+from .io import (CONFIG_NAME, EMBEDDING_DELTAS_NAME, GENERATOR_CONFIG_NAME, GENERATOR_PDPARAMS_NAME, GENERATOR_WEIGHTS_NAME, MODEL_DIR,
                  PDPARAMS_NAME, VOCAB_NAME, WEIGHTS_NAME, CheckpointError, load_pdparams, output_dir, load_tensors,
                  save_tensors)
 
@@ -183,35 +183,86 @@ class PretrainedMixin:
 
 class PretrainingPairMixin(PretrainedMixin):
     """ElectraForPreTraining's checkpoint is a pair: the discriminator in model.safetensors, the
-    generator in generator.safetensors, the embeddings block stored in both (and checked equal)."""
+    generator in generator.safetensors, the embeddings block stored in both (and checked equal).
+
+    With gradient-disentangled sharing (embedding_sharing "gdes") the discriminator's tables are the
+    generator's plus its deltas: model.safetensors holds the summed tables (so ElectraDiscriminator,
+    ElectraModel and the task heads load it as a plain ELECTRA discriminator) and
+    embedding_deltas.safetensors the deltas themselves (checked: summed table = generator's + delta,
+    exactly), which is what marks a folder as a gdes pair."""
+
+    _DELTA_SUFFIX = "_delta"
 
     def _write_weights(self, tmp: str):
         self.discriminator.config.to_json_file(os.path.join(tmp, CONFIG_NAME))
         self.generator.config.to_json_file(os.path.join(tmp, GENERATOR_CONFIG_NAME))
-        save_tensors(state_to_numpy(self.discriminator), os.path.join(tmp, WEIGHTS_NAME))
-        save_tensors(state_to_numpy(self.generator), os.path.join(tmp, GENERATOR_WEIGHTS_NAME))
+        disc, gen = state_to_numpy(self.discriminator), state_to_numpy(self.generator)
+        if getattr(self, "embedding_sharing", "original") == "gdes":
+            deltas = {k: disc.pop(k) for k in [k for k in disc if k.endswith(self._DELTA_SUFFIX)]}
+            for k, d in deltas.items():
+                table = k[:-len(self._DELTA_SUFFIX)] + ".weight"
+                disc[table] = gen[table] + d  # float32, as GDESEmbeddings.table adds them
+            save_tensors(deltas, os.path.join(tmp, EMBEDDING_DELTAS_NAME))
+        save_tensors(disc, os.path.join(tmp, WEIGHTS_NAME))
+        save_tensors(gen, os.path.join(tmp, GENERATOR_WEIGHTS_NAME))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, allow_pickle: bool = False, **kwargs):
+    def from_pretrained(cls, name_or_path: str, allow_pickle: bool = False, embedding_sharing: Optional[str] = None,
+                        **kwargs):
+        """`embedding_sharing`: None = the folder's ("gdes" when it holds embedding_deltas.safetensors);
+        "gdes" on an original pair starts gradient-disentangled sharing from it (the generator keeps the
+        shared block, the deltas start at zero, the discriminator's LayerNorm at the shared one's);
+        "original" on a gdes pair is refused (its two embeddings differ)."""
         path = resolve_name(name_or_path)
         gen_cfg_file = os.path.join(path, GENERATOR_CONFIG_NAME)
         if not os.path.exists(gen_cfg_file):
             raise CheckpointError(f"{path} holds no generator ({GENERATOR_CONFIG_NAME}); "
                                   f"ElectraForPreTraining needs a pretraining dir")
+        deltas_file = os.path.join(path, EMBEDDING_DELTAS_NAME)
+        found = "gdes" if os.path.exists(deltas_file) else "original"
+        sharing = embedding_sharing or found
+        if found == "gdes" and sharing != "gdes":
+            raise CheckpointError(
+                f"{path} is a pair with gradient-disentangled embedding sharing ({EMBEDDING_DELTAS_NAME}): its "
+                f"discriminator's embeddings are not the generator's, so it cannot be loaded with {sharing!r} "
+                f"sharing; use embedding_sharing='gdes' (--embedding-sharing gdes), or load the discriminator "
+                f"alone (ElectraDiscriminator.from_pretrained)")
         disc_cfg = ElectraConfig.from_json_file(os.path.join(path, CONFIG_NAME))
-        model = cls(disc_cfg, ElectraConfig.from_json_file(gen_cfg_file))
+        model = cls(disc_cfg, ElectraConfig.from_json_file(gen_cfg_file), embedding_sharing=sharing)
         disc = read_weights(path, WEIGHTS_NAME, allow_pickle)
         gen = read_weights(path, GENERATOR_WEIGHTS_NAME, allow_pickle)
         src = os.path.join(path, WEIGHTS_NAME)
-        check_state({k: v.shape for k, v in model.discriminator.state_dict().items()}, disc, src)
-        check_state({k: v.shape for k, v in model.generator.state_dict().items()}, gen,
-                    os.path.join(path, GENERATOR_WEIGHTS_NAME))
-        for k in [k for k in gen if k.startswith("electra.embeddings.")]:
-            if not np.array_equal(gen[k], disc[k]):
-                raise CheckpointError(f"{path}: shared tensor {k} differs between {WEIGHTS_NAME} and "
-                                      f"{GENERATOR_WEIGHTS_NAME}")
+        files = [WEIGHTS_NAME, GENERATOR_WEIGHTS_NAME]
+        gen_src = os.path.join(path, GENERATOR_WEIGHTS_NAME)
+        gen_shapes = {k: v.shape for k, v in model.generator.state_dict().items()}
+        if sharing == "original":
+            check_state({k: v.shape for k, v in model.discriminator.state_dict().items()}, disc, src)
+            check_state(gen_shapes, gen, gen_src)
+            for k in [k for k in gen if k.startswith("electra.embeddings.")]:
+                if not np.array_equal(gen[k], disc[k]):
+                    raise CheckpointError(f"{path}: shared tensor {k} differs between {WEIGHTS_NAME} and "
+                                          f"{GENERATOR_WEIGHTS_NAME}")
+        else:
+            check_state(gen_shapes, gen, gen_src)
+            deltas = load_tensors(deltas_file) if found == "gdes" else None
+            if deltas is not None:
+                files.append(EMBEDDING_DELTAS_NAME)
+            for k in [k for k in model.discriminator.state_dict() if k.endswith(cls._DELTA_SUFFIX)]:
+                table = k[:-len(cls._DELTA_SUFFIX)] + ".weight"
+                if table not in disc or table not in gen:
+                    raise CheckpointError(f"{path}: {table} missing from {WEIGHTS_NAME} or {GENERATOR_WEIGHTS_NAME}")
+                summed = disc.pop(table)
+                if deltas is None:  # an original pair: both hold the shared table
+                    disc[k] = np.zeros_like(summed)
+                    continue
+                if k not in deltas:
+                    raise CheckpointError(f"{deltas_file}: no tensor {k}")
+                if deltas[k].shape != summed.shape or not np.array_equal(gen[table] + deltas[k], summed):
+                    raise CheckpointError(f"{path}: {table} of {WEIGHTS_NAME} is not the generator's table plus "
+                                          f"{k} of {EMBEDDING_DELTAS_NAME} (files from different saves?)")
+                disc[k] = deltas[k]
+            check_state({k: v.shape for k, v in model.discriminator.state_dict().items()}, disc, src)
         load_state_strict(model.discriminator, disc, src)
-        load_state_strict(model.generator, gen, os.path.join(path, GENERATOR_WEIGHTS_NAME))
-        model.load_report = LoadReport(path, [WEIGHTS_NAME, GENERATOR_WEIGHTS_NAME],
-                                       disc_cfg.extra.get("architectures"))
+        load_state_strict(model.generator, gen, gen_src)
+        model.load_report = LoadReport(path, files, disc_cfg.extra.get("architectures"))
         return model

@@ -8,6 +8,8 @@ shared by pretraining and fine-tuning.
   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr * (m / (sqrt(v) + eps) + wd * p),
   the weight decay skipped for parameters whose name contains LayerNorm, layer_norm or bias.
 - Gradients clipped to global norm 1.0 first (each shared tensor counted once).
+- Per-parameter lr multipliers (not in the original): `lr_multiplier(name)`, e.g. a slower generator in
+  pretraining (`--generator-lr-multiplier`), multiplied with the layerwise ratio.
 - Layerwise LR decay (fine-tuning): multiplier decay^(n + 2 - depth) with embeddings at depth 0,
   encoder layer i at depth i + 1 and the task head at n + 2, so the top encoder layer gets decay^2
   (the original's quirk); `corrected=True` puts the head at n + 1.
@@ -21,7 +23,7 @@ and takes per-parameter lr multipliers itself, because AdamW's own `lr_ratio` is
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Callable, Dict, Iterable, Optional, Sequence
 
 import paddle
 
@@ -151,9 +153,12 @@ def create_optimizer(model, learning_rate: float, num_train_steps: int, warmup_s
                      weight_decay: float = 0.01, layerwise_lr_decay: Optional[float] = None,
                      lr_decay_power: float = 1.0, clip_norm: Optional[float] = 1.0, epsilon: float = 1e-6,
                      corrected_layer_depth: bool = False, parameters: Optional[Sequence] = None,
-                     num_hidden_layers: Optional[int] = None):
+                     num_hidden_layers: Optional[int] = None,
+                     lr_multiplier: Optional[Callable[[str], float]] = None):
     """(optimizer, scheduler) as the original's create_optimizer. Call `scheduler.step()` after each
-    `optimizer.step()`. `parameters` restricts training to a subset of the model's parameters."""
+    `optimizer.step()`. `parameters` restricts training to a subset of the model's parameters.
+    `lr_multiplier(structured name)` scales each parameter's lr (times the layerwise ratio); a shared
+    tensor is asked under its first name (`model.named_parameters()`)."""
     scheduler = warmup_polynomial_decay(learning_rate, num_train_steps, warmup_steps, lr_decay_power)
     named = list(model.named_parameters())  # each shared tensor once, under its first name
     if parameters is not None:
@@ -174,6 +179,13 @@ def create_optimizer(model, learning_rate: float, num_train_steps: int, warmup_s
         by_name = layerwise_lr_ratios([n for n, _ in named], n_layers, layerwise_lr_decay,
                                       corrected=corrected_layer_depth)
         ratios = {p.name: by_name[n] for n, p in named}
+    if lr_multiplier is not None:
+        for n, p in named:
+            m = float(lr_multiplier(n))
+            if not m >= 0:
+                raise ValueError(f"lr multiplier of {n} must be >= 0, got {m}")
+            if m != 1.0:
+                ratios[p.name] = ratios.get(p.name, 1.0) * m
     optimizer = ElectraAdamW(
         learning_rate=scheduler, beta1=0.9, beta2=0.999, epsilon=epsilon,
         parameters=[p for _, p in named], weight_decay=weight_decay,

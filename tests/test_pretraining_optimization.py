@@ -44,12 +44,14 @@ def _reference_step(params, grads, state, lr, ratios, wd=0.01, eps=1e-6, clip=1.
     return out, norm
 
 
-def _run(num_steps, warmup, layerwise=None, base_lr=0.05, wd=0.01):
+def _run(num_steps, warmup, layerwise=None, base_lr=0.05, wd=0.01, multiplier=None):
     model = _model()
     opt, sched = create_optimizer(model, base_lr, num_train_steps=10, warmup_steps=warmup,
-                                  layerwise_lr_decay=layerwise, weight_decay=wd)
+                                  layerwise_lr_decay=layerwise, weight_decay=wd, lr_multiplier=multiplier)
     names = [n for n, _ in model.named_parameters()]
     ratios = layerwise_lr_ratios(names, TINY.num_hidden_layers, layerwise) if layerwise else {}
+    if multiplier is not None:
+        ratios = {n: ratios.get(n, 1.0) * multiplier(n) for n in names}
     params = {n: p.numpy().copy() for n, p in model.named_parameters()}
     state, norms = {}, []
     for t in range(num_steps):
@@ -85,6 +87,14 @@ def test_two_steps_with_warmup_matches_numpy():
 
 def test_layerwise_decay_matches_numpy():
     _run(2, warmup=0, layerwise=0.8)
+
+
+def test_lr_multiplier_per_parameter_matches_numpy():
+    """A per-parameter lr multiplier (pretraining's --generator-lr-multiplier), alone and times the
+    layerwise ratios: the update of each parameter is the original's at lr x multiplier."""
+    slow = lambda name: 0.5 if "encoder.layer.1." in name or "discriminator_predictions" in name else 1.0  # noqa: E731
+    _run(3, warmup=1, multiplier=slow)
+    _run(2, warmup=0, layerwise=0.8, multiplier=slow)
 
 
 def test_large_weight_decay_only_where_allowed():

@@ -23,6 +23,9 @@ CONFIG_NAME = "config.json"
 GENERATOR_CONFIG_NAME = "generator_config.json"
 WEIGHTS_NAME = "model.safetensors"
 GENERATOR_WEIGHTS_NAME = "generator.safetensors"
+# a pretraining dir with gradient-disentangled embedding sharing (ElectraForPreTraining, embedding_sharing="gdes"):
+# the discriminator's own deltas; model.safetensors holds its summed tables, a plain discriminator
+EMBEDDING_DELTAS_NAME = "embedding_deltas.safetensors"
 PDPARAMS_NAME = "model_state.pdparams"
 GENERATOR_PDPARAMS_NAME = "generator_state.pdparams"
 VOCAB_NAME = "vocab.txt"
@@ -63,8 +66,8 @@ class OutputKind:
 # a from_pretrained dir (save_pretrained, convert tf|hf, init, export-discriminator): the model's
 # files, its model card and the predictor's graph cache
 MODEL_DIR = OutputKind("model folder", (CONFIG_NAME,),
-                       (CONFIG_NAME, GENERATOR_CONFIG_NAME, WEIGHTS_NAME, GENERATOR_WEIGHTS_NAME, PDPARAMS_NAME,
-                        GENERATOR_PDPARAMS_NAME, VOCAB_NAME, LABEL_MAP_NAME, MODEL_CARD_NAME, "inference",
+                       (CONFIG_NAME, GENERATOR_CONFIG_NAME, WEIGHTS_NAME, GENERATOR_WEIGHTS_NAME, EMBEDDING_DELTAS_NAME,
+                        PDPARAMS_NAME, GENERATOR_PDPARAMS_NAME, VOCAB_NAME, LABEL_MAP_NAME, MODEL_CARD_NAME, "inference",
                         "tokenizer_config.json"))
 
 

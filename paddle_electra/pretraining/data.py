@@ -543,6 +543,23 @@ class PretrainingData:
         start, length, len_a = idx[i - self._starts[shard]]
         return np.array(tokens[start:start + length], dtype=np.int64), int(len_a)
 
+    def token_counts(self, vocab_size: int, max_tokens: Optional[int] = None, chunk: int = 1 << 24):
+        """(int64 [vocab_size] count of each token id over the shards, in order, [CLS]/[SEP] included;
+        the number of tokens counted), stopping after about `max_tokens` (None: all)."""
+        counts, seen = np.zeros(vocab_size, np.int64), 0
+        for shard, (_, _, n_tok, _) in enumerate(self._shards):
+            tokens, _ = self._map(shard)
+            for start in range(0, n_tok, chunk):
+                part = np.asarray(tokens[start:start + chunk])
+                if part.size and int(part.max()) >= vocab_size:
+                    raise DataError(f"{self.path}: token id {int(part.max())} in shard {shard} is outside a "
+                                    f"vocab of {vocab_size}")
+                counts += np.bincount(part, minlength=vocab_size)
+                seen += part.size
+                if max_tokens is not None and seen >= max_tokens:
+                    return counts, seen
+        return counts, seen
+
     def batch(self, indices: Sequence[int]):
         """input_ids, attention_mask, token_type_ids: int64 [len(indices), max_seq_length]."""
         L = self.max_seq_length

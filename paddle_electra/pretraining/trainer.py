@@ -34,6 +34,7 @@ from ..io import CheckpointError, atomic_dir, load_tensors, save_tensors
 from ..config import ElectraConfig, generator_config_for, get_variant
 from ..distributed import init_collective, process_env
 from ..paddle_compat import rng_state_from_json, rng_state_to_json
+from . import fixed_eval
 from .data import DataError, ExampleOrder, PretrainingData, file_md5
 from .masking import gumbel_noise, mask_batch, max_predictions
 from .metrics import masked_auc, summarize
@@ -67,12 +68,32 @@ def add_arguments(p: argparse.ArgumentParser):
     g.add_argument("--learning-rate", type=float, default=5e-4)
     g.add_argument("--max-steps", type=int, default=1000000)
     g.add_argument("--warmup-steps", type=int, default=10000)
+    g.add_argument("--warmup-ratio", type=float, default=None,
+                   help="warm up over this share of --max-steps (rounded up) instead of --warmup-steps, e.g. 0.1 "
+                        "(the original: 10,000 of 1M steps = 0.01); default: --warmup-steps")
     g.add_argument("--weight-decay", type=float, default=0.01)
     g.add_argument("--lr-decay-power", type=float, default=1.0)
     g.add_argument("--mask-prob", type=float, default=0.15)
     g.add_argument("--gen-weight", type=float, default=1.0)
     g.add_argument("--disc-weight", type=float, default=50.0)
-    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--temperature", type=float, default=1.0,
+                   help="the generator's sampling temperature (with --temperature-start: the value it anneals to)")
+    g.add_argument("--temperature-start", type=float, default=None,
+                   help="anneal the sampling temperature linearly from this value at step 0 to --temperature at "
+                        "--temperature-anneal-steps, then keep it (Fast-ELECTRA's descending schedule, e.g. 2 -> 1); "
+                        "default: a constant --temperature, as the original")
+    g.add_argument("--temperature-anneal-steps", type=int, default=None,
+                   help="with --temperature-start: the step at which the anneal ends (default: --max-steps)")
+    g.add_argument("--generator-lr-multiplier", type=float, default=1.0,
+                   help="the generator's learning rate / the discriminator's: parameters that only the MLM loss "
+                        "trains (the generator's layers and head; with --embedding-sharing gdes also the embedding "
+                        "tables it owns) get lr x this (Dong et al., ICML 2023: with Adam the loss weights do not set "
+                        "the generator's pace). Default 1: one rate for all, as the original")
+    g.add_argument("--embedding-sharing", choices=["original", "gdes"], default="original",
+                   help="original: generator and discriminator share the whole embeddings block (both losses train "
+                        "it); gdes: gradient-disentangled sharing (DeBERTa-v3): the discriminator's tables are the "
+                        "generator's with stop-gradient plus its own delta (zero at the start), with its own "
+                        "LayerNorm, so the RTD loss does not pull the generator's embeddings")
     g.add_argument("--seed", type=int, default=42)
     g = p.add_argument_group("run")
     g.add_argument("--save-steps", type=int, default=1000)
@@ -80,6 +101,14 @@ def add_arguments(p: argparse.ArgumentParser):
     g.add_argument("--logging-steps", type=int, default=100)
     g.add_argument("--eval-steps", type=int, default=0, help="evaluate on --eval-data-dir every N steps (0: only at the end)")
     g.add_argument("--eval-batches", type=int, default=50)
+    g.add_argument("--fixed-eval-dir",
+                   help="where the fixed corrupted held-out set lives (default OUTPUT_DIR/fixed_eval): drawn there at "
+                        "the first evaluation unless it exists; give another run's to score runs on the same tokens")
+    g.add_argument("--fixed-eval-generator",
+                   help="a pretraining dir, checkpoint or run whose generator draws the fixed set's replacements "
+                        "(default: this run's generator at its first evaluation)")
+    g.add_argument("--no-fixed-eval", action="store_true",
+                   help="no fixed-corruption metrics (fixed_gen_*, fixed_unigram_*) at the evaluations")
     g.add_argument("--max-minutes", type=float, default=0,
                    help="stop (with a checkpoint) after this much wall time; 0 = no limit")
     g.add_argument("--step-timeout", type=float, default=600,
@@ -131,6 +160,35 @@ def build_configs(args):
     elif gen is None:
         gen = generator_config_for(disc, int(round(disc.hidden_size * args.generator_hidden_fraction)))
     return disc, gen
+
+
+def warmup_steps(args) -> int:
+    """--warmup-steps, or ceil(--warmup-ratio x --max-steps) when a ratio is given."""
+    ratio = getattr(args, "warmup_ratio", None)
+    if ratio is None:
+        return args.warmup_steps
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"--warmup-ratio must be in [0, 1], got {ratio}")
+    return int(math.ceil(ratio * args.max_steps))
+
+
+def temperature_schedule(args):
+    """step -> the sampling temperature of the optimizer step that starts at `step` (the lr schedule's
+    convention): --temperature throughout, or linear from --temperature-start at step 0 to
+    --temperature at --temperature-anneal-steps (default --max-steps) and constant after."""
+    end, start = args.temperature, getattr(args, "temperature_start", None)
+    steps = getattr(args, "temperature_anneal_steps", None)
+    for name, v in (("--temperature", end), ("--temperature-start", start)):
+        if v is not None and not v > 0:
+            raise ValueError(f"{name} must be positive, got {v}")
+    if start is None:
+        if steps is not None:
+            raise ValueError("--temperature-anneal-steps needs --temperature-start")
+        return lambda step: end
+    steps = args.max_steps if steps is None else steps
+    if steps <= 0:
+        raise ValueError(f"--temperature-anneal-steps must be positive, got {steps}")
+    return lambda step: end + (start - end) * max(0.0, 1.0 - step / steps)
 
 
 def _make_strategy(args, world: int):
@@ -257,6 +315,11 @@ def load_checkpoint(path, model, optimizer, scheduler, scaler=None, checksum=Non
     state = read_state(path)
     verify_files(path, state)
     saved = ElectraForPreTraining.from_pretrained(os.path.join(path, MODEL_SUBDIR))
+    mine = getattr(model, "embedding_sharing", "original")
+    if saved.embedding_sharing != mine:
+        raise RunMismatch(f"{path} was trained with --embedding-sharing {saved.embedding_sharing}, this run has "
+                          f"{mine}: give the same, or a new --output-dir (--init-from a checkpoint's model/ "
+                          f"folder starts gdes from an original pair)")
     model.set_state_dict(saved.state_dict())
     sums = state.get("param_checksums")
     if checksum is not None and sums:
@@ -281,6 +344,11 @@ def load_checkpoint(path, model, optimizer, scheduler, scaler=None, checksum=Non
                                   f"loss scaling (the checkpoint was written without --amp fp16)")
         scaler.load_state_dict(scaler_state_from_json(state["grad_scaler"]))
     return state
+
+
+class RunMismatch(ValueError):
+    """A checkpoint that is intact but was written by a run of another structure (not skipped over
+    as a corrupt one would be)."""
 
 
 def scaler_state_to_json(scaler) -> Dict:
@@ -322,21 +390,34 @@ class Trainer:
 
         self.data = PretrainingData(args.data_dir)
         self.eval_data = PretrainingData(args.eval_data_dir) if args.eval_data_dir else None
+        # the fixed corrupted held-out set (fixed_eval): rank 0 draws, stores and scores it
+        self.fixed, self.fixed_dir = None, None
+        if self.eval_data is not None and not getattr(args, "no_fixed_eval", False):
+            self.fixed_dir = getattr(args, "fixed_eval_dir", None) or os.path.join(args.output_dir, fixed_eval.FIXED_DIR)
+            if self.is_main:  # a stored set that does not fit stops the run now, not at its first evaluation
+                self.fixed = fixed_eval.load_or_none(self.fixed_dir, self.eval_data)
 
         paddle.seed(args.seed)  # the same initial weights on every process
+        sharing = getattr(args, "embedding_sharing", "original")
         if args.init_from:
-            self.model = ElectraForPreTraining.from_pretrained(args.init_from)
+            self.model = ElectraForPreTraining.from_pretrained(args.init_from, embedding_sharing=sharing)
         else:
             disc, gen = build_configs(args)
-            self.model = ElectraForPreTraining(disc, gen)
+            self.model = ElectraForPreTraining(disc, gen, embedding_sharing=sharing)
         self._check_vocab()
         set_execution_modes(self.model, recompute=args.recompute, fast_cpu_kernels=args.fast_cpu_kernels == "on" or (
             args.fast_cpu_kernels == "auto" and self.device == "cpu"))
-        self.cfg = RTDConfig(args.gen_weight, args.disc_weight, args.temperature)
+        self.temperature_at = temperature_schedule(args)
+        # the RTD module reads self.cfg at every forward: train_step sets its temperature for the step
+        self.cfg = RTDConfig(args.gen_weight, args.disc_weight, self.temperature_at(0))
         self.n_slots = max_predictions(args.mask_prob, self.data.max_seq_length)
+        gen_lr = getattr(args, "generator_lr_multiplier", 1.0)
+        if not gen_lr > 0:
+            raise ValueError(f"--generator-lr-multiplier must be positive, got {gen_lr}")
         self.optimizer, self.scheduler = create_optimizer(
-            self.model, args.learning_rate, args.max_steps, args.warmup_steps, weight_decay=args.weight_decay,
-            lr_decay_power=args.lr_decay_power)
+            self.model, args.learning_rate, args.max_steps, warmup_steps(args), weight_decay=args.weight_decay,
+            lr_decay_power=args.lr_decay_power,
+            lr_multiplier=None if gen_lr == 1.0 else (lambda name: gen_lr if name.startswith("generator.") else 1.0))
         if args.amp != "off" and args.amp_level == "O2":  # half-precision model, fp32 master weights
             paddle.amp.decorate(models=self.model, optimizers=self.optimizer, level="O2", master_weight=True,
                                 dtype="bfloat16" if args.amp == "bf16" else "float16", save_dtype="float32")
@@ -380,6 +461,8 @@ class Trainer:
                                         checksum=self.param_checksum)
                 path = candidate
                 break
+            except RunMismatch:
+                raise
             except (CheckpointError, DataError, OSError, KeyError, ValueError) as e:
                 problems.append(f"{candidate}: {e}")
                 if self.is_main:
@@ -412,6 +495,11 @@ class Trainer:
                                   f"with this data")
         if changes and self.is_main:
             print(f"WARNING: --allow-data-change: {'; '.join(changes)}", file=sys.stderr, flush=True)
+        saved_recipe, recipe = state.get("recipe") or {}, self.recipe()
+        changed = [f"{k} {saved_recipe[k]} -> {v}" for k, v in recipe.items() if k in saved_recipe and saved_recipe[k] != v]
+        if changed and self.is_main:
+            print(f"WARNING: {path} was trained with another recipe; going on with this run's: {'; '.join(changed)}",
+                  file=sys.stderr, flush=True)
         self.step = step
         rngs = state.get("rng_states") or []
         if self.rank < len(rngs):
@@ -419,6 +507,19 @@ class Trainer:
         if self.is_main:
             print(f"resumed from {path} at step {self.step}", flush=True)
         return args.data_ranges or ranges
+
+    def recipe(self) -> Dict:
+        """The training recipe's settings (the literature's options included), as this run uses them:
+        written to run_info.json and to every checkpoint, compared on resume."""
+        a = self.args
+        return {"learning_rate": a.learning_rate, "max_steps": a.max_steps, "warmup_steps": warmup_steps(a),
+                "warmup_ratio": getattr(a, "warmup_ratio", None), "mask_prob": a.mask_prob,
+                "gen_weight": a.gen_weight, "disc_weight": a.disc_weight, "temperature": a.temperature,
+                "temperature_start": getattr(a, "temperature_start", None),
+                "temperature_anneal_steps": getattr(a, "temperature_anneal_steps", None),
+                "generator_lr_multiplier": getattr(a, "generator_lr_multiplier", 1.0),
+                "embedding_sharing": self.model.embedding_sharing,
+                "gradient_accumulation_steps": a.gradient_accumulation_steps}
 
     def _agree_on_step(self, step: int):
         """Every process must resume from the same step: with several hosts --output-dir must be one
@@ -490,6 +591,7 @@ class Trainer:
         import paddle
         import paddle.distributed as dist
         k = self.args.gradient_accumulation_steps
+        self.cfg.temperature = self.temperature_at(self.step)
         micro = [self.host_batch(self.step * k + i) for i in range(k)]
         counts = np.array([sum(float(b["masked_lm_weights"].sum()) for b, _ in micro),
                            sum(float(b["attention_mask"].sum()) for b, _ in micro)], np.float32)
@@ -529,9 +631,11 @@ class Trainer:
     def evaluate(self, data=None, num_batches=None, batch_size=None) -> Dict[str, float]:
         """MLM and disc metrics on held-out data: its first num_batches x batch_size examples in order,
         dropout off, masks and samples seeded by the example index (the same every time). Every
-        process evaluates the same examples."""
+        process evaluates the same examples. The generator samples at the temperature of the next
+        training step."""
         import paddle
         data = data or self.eval_data
+        self.cfg.temperature = self.temperature_at(self.step)
         bs = batch_size or self.args.train_batch_size
         n = min(len(data), (num_batches or self.args.eval_batches) * bs)
         self.model.eval()
@@ -583,6 +687,7 @@ class Trainer:
             while self.step < args.max_steps:
                 lr = self.optimizer.get_lr()
                 stats, probs, labels, reals = self.train_step()
+                temperature = self.cfg.temperature
                 window_stats = stats if window_stats is None else window_stats + stats
                 window_probs += probs
                 window_labels += labels
@@ -599,7 +704,7 @@ class Trainer:
                     m = summarize(s.numpy(), self.cfg.gen_weight, self.cfg.disc_weight)
                     m["disc_auc"] = masked_auc(paddle.concat(window_probs).numpy(),
                                                paddle.concat(window_labels).numpy(), paddle.concat(window_reals).numpy())
-                    m.update(step=self.step, lr=lr, tokens_per_second=window_steps * gb * L / elapsed,
+                    m.update(step=self.step, lr=lr, temperature=temperature, tokens_per_second=window_steps * gb * L / elapsed,
                              examples_seen=self.step * gb, elapsed_minutes=(time.time() - t_start) / 60)
                     if self.is_main:
                         self._log(m, writer, bar)
@@ -655,7 +760,7 @@ class Trainer:
             extra = {"param_checksums": sums, "global_batch_size": gb, "seed": self.args.seed, "world_size": self.world,
                      "examples_seen": self.step * gb, "data_dir": os.path.abspath(self.args.data_dir),
                      "data_index_md5": file_md5(os.path.join(self.args.data_dir, "index.json")),
-                     "data_ranges": self.order.ranges}
+                     "data_ranges": self.order.ranges, "recipe": self.recipe()}
             save_checkpoint(self.args.output_dir, self.step, self.model, opt_state, self.scheduler, rngs,
                             extra, self.args.save_total_limit, scaler=self.scaler)
         if self.world > 1:
@@ -684,15 +789,38 @@ class Trainer:
 
     def param_checksum(self) -> str:
         """md5 of every parameter's bytes: equal on all processes when data parallelism is right."""
-        import hashlib
-        h = hashlib.md5()
-        for name, p in sorted(self.model.state_dict().items()):
-            h.update(name.encode())
-            h.update(p.numpy().tobytes())
-        return h.hexdigest()
+        return _params_md5(self.model)
+
+    def fixed_metrics(self) -> Dict:
+        """The discriminator on the fixed corrupted held-out set (fixed_eval), drawn now if it is not
+        stored yet; {} on ranks other than 0 or with --no-fixed-eval."""
+        if self.fixed_dir is None or not self.is_main:
+            return {}
+        if self.fixed is None:
+            bs = self.args.train_batch_size
+            source = getattr(self.args, "fixed_eval_generator", None)
+            if source:
+                gen, where = fixed_eval.frozen_generator(source)
+                if gen.config.vocab_size != self.model.config.vocab_size:
+                    raise ValueError(f"--fixed-eval-generator {source}: vocab_size {gen.config.vocab_size}, the run's "
+                                     f"is {self.model.config.vocab_size}")
+                info = {"source": where}
+            else:
+                gen, info = self.model.generator, {"source": os.path.abspath(self.args.output_dir), "step": self.step}
+            info["generator_md5"] = _params_md5(gen)
+            self.fixed = fixed_eval.build(self.eval_data, self.data, gen, self.args.eval_batches * bs,
+                                          self.args.mask_prob, bs, info, self._amp_ctx)
+            self.fixed.save(self.fixed_dir)
+            print(f"fixed held-out set: {self.fixed.examples} examples corrupted once (generator: {info['source']}"
+                  f"{', step %d' % info['step'] if 'step' in info else ''}; unigram), stored in {self.fixed_dir}",
+                  flush=True)
+        m = self.fixed.score(self.model.discriminator, self.args.train_batch_size, self._amp_ctx)
+        m["fixed_set_id"] = self.fixed.set_id
+        return m
 
     def _eval_and_log(self, writer, bar, final=False):
         m = self.evaluate()
+        m.update(self.fixed_metrics())
         m["step"] = self.step
         if self.is_main:
             rec = {("eval_" + k if k != "step" else k): v for k, v in m.items()}
@@ -723,7 +851,7 @@ class Trainer:
             f.write(json.dumps(rec) + "\n")
 
     def _write_run_info(self, gb):
-        info = {"args": vars(self.args), "world_size": self.world, "global_batch_size": gb,
+        info = {"args": vars(self.args), "recipe": self.recipe(), "world_size": self.world, "global_batch_size": gb,
                 "device": self.device, "discriminator": self.model.config.to_dict(),
                 "generator": self.model.generator_config.to_dict(), "data": self.data.index.get("summary")}
         with open(os.path.join(self.args.output_dir, "run_info.json"), "w", encoding="utf-8") as f:
@@ -776,6 +904,15 @@ class _Watchdog:
                 os._exit(LOST_PEER_EXIT)
 
 
+def _params_md5(layer) -> str:
+    import hashlib
+    h = hashlib.md5()
+    for name, p in sorted(layer.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.numpy().tobytes())
+    return h.hexdigest()
+
+
 def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -786,6 +923,7 @@ def run(args):
     trainer = Trainer(args)
     if args.eval_only:
         m = trainer.evaluate()
+        m.update(trainer.fixed_metrics())
         m["step"] = trainer.step
         if trainer.is_main:
             os.makedirs(args.output_dir, exist_ok=True)
