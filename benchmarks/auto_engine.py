@@ -7,8 +7,8 @@ with and without the optional packages of the ONNX Runtime fusion (sympy; torch 
   paddle        ElectraPredictor.from_pretrained(d, engine="paddle")
 
 Each arm's choice and recorded reason, then seq/s on --batch-size x --seq-len batches and batch-1 latency
-of a --short-len sentence, the arms taking turns each round (median over rounds; a busy machine slows
-all of them alike), and the ratios to paddle.
+of a --short-len sentence (--latency-rounds in a row), the arms taking turns each round (median over
+rounds; a busy machine slows all of them alike), and the ratios to paddle.
 
     python benchmarks/auto_engine.py                      # ELECTRA-small shape, random weights, seq-cls
     python benchmarks/auto_engine.py --model chinese-electra-base
@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 FUSION_PACKAGES = ("sympy", "torch")
+SETTLE = 0.5  # seconds between arms: ONNX Runtime's threads spin after a run and would slow the next arm
 
 
 def _optional(name: str) -> bool:
@@ -64,9 +65,9 @@ class _Without:
 def _model(where: str, variant: str, seed: int) -> str:
     import paddle
     from paddle_electra.config import get_variant
-    from paddle_electra.modeling import ElectraForSequenceClassification
+    from paddle_electra.heads import ElectraForSequenceClassification
     paddle.seed(seed)  # another seed, other weights: each arm exports and measures its own graph
-    return ElectraForSequenceClassification(get_variant(variant), num_labels=2).save_pretrained(where)
+    return ElectraForSequenceClassification(get_variant(variant).discriminator, num_labels=2).save_pretrained(where)
 
 
 def main(argv=None) -> int:
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--short-len", type=int, default=32, help="tokens of the batch-1 sentence")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--latency-rounds", type=int, default=20)
+    p.add_argument("--latency-rounds", type=int, default=10, help="batch-1 runs per arm and round")
     p.add_argument("--output", default="runs/bench/auto_engine.jsonl", help="JSON lines appended here")
     args = p.parse_args(argv)
 
@@ -109,15 +110,15 @@ def main(argv=None) -> int:
     latency = {name: [] for name in arms}
     for _ in range(args.rounds):
         for name, pred in arms.items():
+            time.sleep(SETTLE)
             t = time.perf_counter()
             pred(*big)
             seconds[name].append(time.perf_counter() - t)
-    for _ in range(args.latency_rounds):
-        for name, pred in arms.items():
-            t = time.perf_counter()
-            pred(*one)
-            latency[name].append(time.perf_counter() - t)
-
+            time.sleep(SETTLE)
+            for _ in range(args.latency_rounds):
+                t = time.perf_counter()
+                pred(*one)
+                latency[name].append(time.perf_counter() - t)
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine_record(),
               "model": args.model, "batch": [args.batch_size, args.seq_len], "short_len": args.short_len,
               "threads": runtime.default_num_threads(), "arms": {}}

@@ -396,6 +396,9 @@ AUTO_BATCH, AUTO_LENGTH, AUTO_SINGLES, AUTO_SHORT = 8, 128, 4, 32
 # each engine is timed in rounds, the engines taking turns, until this many seconds per engine (at least 2
 # rounds, at most AUTO_MAX_ROUNDS); its score is its fastest round
 AUTO_SECONDS, AUTO_MAX_ROUNDS = 1.5, 5
+# pause before each engine's turn: the threads of the engine before it (ONNX Runtime's pool, OpenMP) spin
+# for a while after a run, and on a small machine would be timed as the next engine's cost
+AUTO_SETTLE = 0.3
 ONNX_OPSET = 14
 # the ONNX graphs derived from the exported Paddle graph, kept (and signed) in its cache folder
 ONNX_PLAIN, ONNX_FUSED, ONNX_INT8 = "model.onnx", "model.fused.onnx", "model.int8.onnx"
@@ -517,6 +520,7 @@ def measure_engines(runners: Dict[str, object], config: ElectraConfig, min_seq_l
         if k >= 2 and all(t >= AUTO_SECONDS for t in spent.values()):
             break
         for name, run in runners.items():
+            time.sleep(AUTO_SETTLE)
             t0 = time.perf_counter()
             run(batch)
             t1 = time.perf_counter()
