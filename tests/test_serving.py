@@ -346,8 +346,9 @@ def test_poisoned_requests_fail_alone_among_concurrent_valid_ones(server):
 # --- limits ------------------------------------------------------------------------------------------
 READ_TIMEOUT = 2.0
 MAX_CONNECTIONS = 32  # per process
+MAX_BODY = 65536
 LIMITS = ["--read-timeout", str(READ_TIMEOUT), "--max-connections", str(MAX_CONNECTIONS), "--max-body-bytes",
-          "65536", "--max-texts", "16", "--max-text-chars", "1000"]
+          str(MAX_BODY), "--max-texts", "16", "--max-text-chars", "1000"]
 
 
 @pytest.fixture(scope="module")
@@ -447,6 +448,55 @@ def test_connections_beyond_the_limit_are_answered_503(limited):
             s.close()
     time.sleep(0.5)
     assert _call(f"{url}/predict/chinese-electra-small", {"data": [["a"]]})[0] == 200
+
+
+def _chunked_over_the_limit(port, size=5 * 1024 * 1024):
+    """issue 23 item 4: `{"data":[["好"]]}` + `size` bytes of spaces + GARBAGE sent chunked (64 KiB chunks,
+    reading meanwhile) -> (HTTP code, JSON body, seconds until the server closed the connection after it
+    answered, inf if it did not within 10 s). gunicorn answered 200 (the body cut at the limit is valid
+    JSON); the one-process server 400 "not JSON", and it never closed the connection."""
+    body = '{"data":[["好"]]}'.encode() + b" " * size + b"GARBAGE"
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /predict/chinese-electra-small HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+              b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    data, closed_after, answered = b"", float("inf"), None
+    try:
+        s.setblocking(False)
+        chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+        stream = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+        sent, deadline = 0, time.time() + 30
+        while time.time() < deadline:
+            if sent < len(stream) and answered is None:
+                try:
+                    sent += s.send(stream[sent:sent + 65536])
+                except BlockingIOError:
+                    pass
+                except OSError:  # the server closed: the answer may be in our buffer
+                    sent = len(stream)
+            try:
+                chunk = s.recv(1 << 16)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            except OSError:
+                break
+            if not chunk:
+                closed_after = time.time() - answered if answered else 0.0
+                break
+            data += chunk
+            if answered is None and b"\r\n\r\n" in data:
+                answered, deadline = time.time(), time.time() + 10
+    finally:
+        s.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(rest), closed_after
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_closed(limited):
+    code, r, closed_after = _chunked_over_the_limit(limited["port"])
+    assert code == 413 and r["status"] == "413" and f"limit of {MAX_BODY} bytes" in r["msg"], (code, r)
+    assert closed_after < 3, closed_after
+    assert _call(limited["url"] + "/health")[0] == 200
 
 
 def _threads(pid):
@@ -563,6 +613,12 @@ def test_workers_serve_the_same_app(workers, load):
     _malformed_bodies_are_400(port)
     with socket.create_connection(("127.0.0.1", port)) as s:  # a slow head: dropped after the read timeout
         assert _closed_after(s, _head("20")[:-4]) < READ_TIMEOUT + 1.5
+
+
+def test_workers_a_chunked_body_over_the_limit_is_413_and_closed(workers):
+    code, r, closed_after = _chunked_over_the_limit(workers["port"])
+    assert code == 413 and r["status"] == "413" and f"limit of {MAX_BODY} bytes" in r["msg"], (code, r)
+    assert closed_after < 3, closed_after
 
 
 def test_workers_valid_requests_beside_idle_and_slow_connections(workers):
