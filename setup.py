@@ -41,6 +41,9 @@ HUB = [
     # optimizer (the attention fusion) imports sympy, the quantizer (precision="int8") ml_dtypes
     "sympy>=1.12",
     "ml_dtypes>=0.3.1",
+    # `serve`'s HTTP server, in one process and in each gunicorn worker (paddle_electra/serving.py): one
+    # event loop receives the requests, whole ones go to threads, so idle and slow clients hold none
+    "waitress>=3.0,<4",
 ]
 TEST = [
     "pytest>=7",

@@ -9,8 +9,9 @@
 - every client error gets the envelope with a 4xx code (PaddleHub answers them HTTP 200, status
   "101"), our faults 5xx; a request is checked before it is merged with others, and a failure in a
   merged model call is retried per request, so one bad request never fails another;
-- one process, threaded: the requests that wait together share model calls (RequestBatcher); or
-  `--workers N`: gunicorn's threaded workers behind the same app, each with its own model copy;
+- one process: waitress (HTTPServer) receives every connection in one event loop and hands whole
+  requests to request threads, where those that wait together share model calls (RequestBatcher); or
+  `--workers N`: gunicorn's master over N processes each serving so, each with its own model copy;
 - `GET /health` for load balancers; modules are never downloaded (an unknown name is an error).
 
 Entry points: `add_arguments(parser)` / `run(args)` (the CLI), `main(argv)` (`python -m paddle_electra.hub`).
@@ -20,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import queue
 import signal
 import socket
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from typing import Dict, List, Optional
@@ -44,7 +45,7 @@ class Limits:
     max_texts: int = 256                     # items of any list in a request: examples per request
     max_text_chars: int = 10000              # characters of any string in a request
     read_timeout: float = 10.0               # seconds to receive one request, head and body, or to wait for it
-    max_connections: int = 256               # open connections (per process); more are answered 503
+    max_connections: int = 512               # open connections (per process); more are answered 503
 
 
 class RequestError(ValueError):
@@ -177,76 +178,21 @@ class RequestBatcher:
             k += n
 
 
-# --- the read deadline ------------------------------------------------------------------------------
-class _ReadDeadline:
-    """Per request, a timer that shuts the connection's socket (which ends a blocked read) unless the app
-    has the whole request by then: idle and slowloris connections cannot hold a thread. The server arms
-    it when it starts waiting for a request; the app disarms it once it has read the body. Thread-local:
-    both servers run the app in the thread that read the request."""
-
-    _local = threading.local()
-
-    @classmethod
-    def arm(cls, sock: socket.socket, seconds: float):
-        cls.disarm()
-        timer = threading.Timer(seconds, cls._drop, (sock,))
-        timer.daemon = True
-        timer.start()
-        cls._local.timer = timer
-
-    @classmethod
-    def disarm(cls):
-        timer = getattr(cls._local, "timer", None)
-        if timer is not None:
-            timer.cancel()
-            cls._local.timer = None
-
-    @staticmethod
-    def _drop(sock):
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:  # already closed
-            pass
-
-
 # --- the app ----------------------------------------------------------------------------------------
 def create_app(modules: Dict[str, dict], limits: Limits = Limits()):
     """A Flask app with PaddleHub's routes and envelope over loaded modules: {name: {"module": m,
-    "predict_args": {...}}} (predict_args: defaults of every request, as in PaddleHub's configs)."""
+    "predict_args": {...}}} (predict_args: defaults of every request, as in PaddleHub's configs). It
+    gets whole requests, their bodies within max_body_bytes: the server (HTTPServer) sees to that."""
     from flask import Flask, request
-    from werkzeug.exceptions import BadRequest, HTTPException
-
-    body_errors = (OSError, ValueError)  # werkzeug's reader of chunked bodies raises these
-    try:
-        from gunicorn.http.errors import ParseException  # gunicorn's (InvalidChunkSize, ChunkMissingTerminator)
-        body_errors += (ParseException,)
-    except ImportError:
-        pass
+    from werkzeug.exceptions import HTTPException
 
     app = Flask("paddle_electra.serving")
     app.json.ensure_ascii = False
-    app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes
     batchers, lock = {}, threading.Lock()
     has_gpu = _has_gpu()
 
     def answer(status, msg, results="", http=200):
         return envelope(status, _printable(msg[:2000]), results), http
-
-    @app.before_request
-    def read_whole_request():
-        try:
-            # at most max_body_bytes (413 beyond), within the read deadline
-            data = request.get_data(cache=True)
-        except HTTPException:
-            raise
-        except body_errors as e:  # a malformed chunk size or chunk: the client's fault
-            raise BadRequest(f"the request body is malformed: {e}") from None
-        finally:
-            _ReadDeadline.disarm()
-        if request.content_length is not None and len(data) < request.content_length:
-            # gunicorn hands over what came before the client closed its side: no whole request
-            raise BadRequest(f"the request body ended after {len(data)} of the {request.content_length} bytes "
-                             f"its Content-Length announced")
 
     @app.route("/", methods=["GET", "POST"])
     def index():
@@ -300,67 +246,188 @@ def _has_gpu() -> bool:
     return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
 
 
-# --- the servers ------------------------------------------------------------------------------------
+# --- the server -------------------------------------------------------------------------------------
 _BUSY = json.dumps(envelope("503", "the server has no free connection; retry later")).encode()
 _BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY), _BUSY))
+_LINGER = 2.0  # seconds a connection closed after an answer still reads what its client sends (RFC 9112 9.6)
+_BUSY_SLOTS = 32  # connections beyond max_connections being answered 503 at once; more wait to be accepted
+_OTHER_FILES = 128  # open files of a server process besides its connections (libraries, model files, pipes)
 
 
-def make_server(app, host: str, port: int, limits: Limits):
-    """The single-process threaded server: werkzeug's, with at most `max_connections` open connections
-    (more are answered 503) and the read deadline."""
-    from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+class HTTPServer:
+    """The server of both modes (the one process, or each gunicorn worker): waitress, whose one event-loop
+    thread receives every connection's requests and hands only whole ones (head and body) to `threads`
+    request threads, so that idle and slow clients hold no thread. On top of waitress's own limits:
 
-    class Handler(WSGIRequestHandler):
-        def handle_one_request(self):
-            _ReadDeadline.arm(self.connection, limits.read_timeout)
-            try:
-                super().handle_one_request()
-            finally:
-                _ReadDeadline.disarm()
+    - a request not received whole within `read_timeout` of its first byte, and a connection that sends
+      no request for `read_timeout` (waitress's channel_timeout), are closed;
+    - a body over `max_body_bytes` (announced by Content-Length or sent chunked) is answered 413, a request
+      waitress cannot parse 400 (a malformed chunk 400 too), in the envelope, and the connection closed;
+      having answered, the server reads and drops what the client still sends for a moment (_LINGER)
+      before it closes, so that the client is not reset before it reads the answer;
+    - beyond `max_connections` open connections a new one is answered 503 and closed.
 
-        def log_request(self, code="-", size="-"):  # errors are logged; requests are not
-            pass
+    Timeouts are checked every `tick` seconds. `serve(keep_going)` runs the loop while keep_going() is
+    true; `close(grace)` stops accepting, lets the requests under way finish and closes the rest."""
 
-    class Server(ThreadedWSGIServer):
-        slots = threading.BoundedSemaphore(limits.max_connections)
+    def __init__(self, app, limits: Limits, threads: int, host: str = "127.0.0.1", port: int = 0, sockets=()):
+        from waitress.adjustments import Adjustments
+        from waitress.task import ThreadedTaskDispatcher
 
-        def process_request(self, request, client_address):
-            if not self.slots.acquire(blocking=False):
+        self.tick = min(1.0, limits.read_timeout / 8)
+        adj = Adjustments(
+            host=host, port=port, threads=threads, ident="paddle-electra",
+            max_request_body_size=limits.max_body_bytes + 1,  # waitress refuses sizes >= its limit
+            max_request_header_size=64 * 1024,  # 431 beyond
+            channel_timeout=limits.read_timeout, cleanup_interval=self.tick, asyncore_loop_timeout=self.tick,
+            connection_limit=limits.max_connections + _BUSY_SLOTS, asyncore_use_poll=True,  # poll: no 1024-fd cap
+            log_socket_errors=False)  # a client's reset is no server error
+        # "Task queue depth is N": requests waiting for a request thread are the batcher's normal input
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+        self.map, self.dispatcher = {}, ThreadedTaskDispatcher()
+        self.dispatcher.set_thread_count(threads)
+        server_class = _waitress_server_class(limits)
+        if sockets:  # gunicorn's, bound by its master
+            self.listeners = [server_class(app, self.map, _sock=sock, dispatcher=self.dispatcher, adj=adj,
+                                           bind_socket=False,
+                                           sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))
+                              for sock in sockets]
+        else:
+            self.listeners = [server_class(app, self.map, dispatcher=self.dispatcher, adj=adj)]
+        self.port = int(self.listeners[0].effective_port)
+
+    def serve(self, keep_going=lambda: True):
+        from waitress import wasyncore
+        while keep_going():
+            wasyncore.loop(timeout=self.tick, map=self.map, use_poll=True, count=1)
+
+    def close(self, grace: float = 10.0):
+        from waitress import wasyncore
+        for listener in self.listeners:
+            listener.close()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(ch.requests or ch.total_outbufs_len
+                                                  for listener in self.listeners
+                                                  for ch in list(listener.active_channels.values())):
+            wasyncore.loop(timeout=0.1, map=self.map, use_poll=True, count=1)
+        self.dispatcher.shutdown(cancel_pending=True, timeout=1)
+        wasyncore.close_all(self.map)
+
+
+def _ensure_open_files(limits: Limits) -> None:
+    """Raises this process's soft limit of open files to what max_connections needs (within the hard
+    limit; gunicorn's workers inherit it), or ServeError."""
+    import resource
+    needed = limits.max_connections + _BUSY_SLOTS + _OTHER_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ServeError(f"--max-connections {limits.max_connections} needs {needed} open files and this process "
+                         f"may open {hard} (ulimit -Hn): lower --max-connections")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def _waitress_server_class(limits: Limits):
+    """waitress's TcpWSGIServer with the limits HTTPServer describes (its parser, channel and error answer
+    subclassed at their hooks: parser_class, channel_class, error_task_class, maintenance)."""
+    from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser
+    from waitress.server import TcpWSGIServer
+    from waitress.task import ErrorTask
+
+    class Request(HTTPRequestParser):
+        def __init__(self, adj):  # waitress makes one per request, on its first bytes
+            super().__init__(adj)
+            self.started = time.monotonic()
+
+    class EnvelopeErrorTask(ErrorTask):
+        """waitress's answer to a request it does not pass on (413, 400, 431, 501), in the envelope."""
+
+        def execute(self):
+            e = self.request.error
+            msg = (f"the request body is over the limit of {limits.max_body_bytes} bytes" if e.code == 413
+                   else f"{e.reason}: {e.body}")
+            body = json.dumps(envelope(str(e.code), msg)).encode()
+            self.status = f"{e.code} {e.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class Channel(HTTPChannel):
+        parser_class, error_task_class = Request, EnvelopeErrorTask
+        linger_until = None  # closing after an answer: reading and dropping what comes until then
+        closing_after_answer = False
+
+        def __init__(self, server, sock, addr, adj, map=None):
+            busy = len(server.active_channels) >= limits.max_connections
+            super().__init__(server, sock, addr, adj, map)
+            if busy:  # the 503 is sent as soon as the socket is writable; then lingering, closed
+                self.outbufs[-1].append(_BUSY_RESPONSE)
+                self.total_outbufs_len = len(_BUSY_RESPONSE)
+                self.close_when_flushed = True
+
+        def handle_write(self):
+            # waitress closes (handle_close) once an answer that ends the connection is sent
+            self.closing_after_answer = self.close_when_flushed and not self.will_close
+            super().handle_write()
+
+        def handle_close(self):
+            if self.closing_after_answer and self.linger_until is None and self.connected:
                 try:
-                    request.settimeout(1)
-                    request.sendall(_BUSY_RESPONSE)
-                    request.shutdown(socket.SHUT_WR)
-                    request.settimeout(0.05)  # what the client sent, so that closing does not reset
-                    request.recv(1 << 16)
+                    self.socket.shutdown(socket.SHUT_WR)  # our side is done: the client reads the answer, then EOF
                 except OSError:
                     pass
-                self.shutdown_request(request)
-                return
-            super().process_request(request, client_address)
+                else:
+                    self.will_close, self.linger_until = False, time.monotonic() + _LINGER
+                    return
+            super().handle_close()
 
-        def process_request_thread(self, request, client_address):
+        def handle_read(self):
+            if self.linger_until is None:
+                return super().handle_read()
             try:
-                super().process_request_thread(request, client_address)
-            finally:
-                self.slots.release()
+                if self.socket.recv(1 << 16):
+                    return
+            except BlockingIOError:
+                return
+            except OSError:
+                pass
+            super().handle_close()  # the client closed (or reset) its side
 
-    return Server(host, port, app, handler=Handler)
+    class Server(TcpWSGIServer):
+        channel_class = Channel
+
+        def maintenance(self, now):
+            super().maintenance(now)  # no request for read_timeout (channel_timeout): closed
+            mono = time.monotonic()
+            for channel in self.active_channels.values():
+                if channel.linger_until is not None:
+                    channel.will_close = channel.will_close or channel.linger_until < mono
+                elif channel.request is not None and not channel.requests and \
+                        channel.request.started < mono - limits.read_timeout:
+                    channel.will_close = True  # a request not whole after read_timeout: idle or slowloris
+
+    return Server
 
 
 def _gunicorn(load_app, host: str, port: int, workers: int, threads: int, limits: Limits):
-    """`--workers N`: gunicorn's gthread workers, each loading the modules itself (after the fork) and
-    serving the same app; connections per worker and the read deadline as the single-process server.
-    A module that fails to load in a worker ends the server with that one line (ServeError): the worker
-    hands it to the master in a file and exits with gunicorn's app-load-error code, and gunicorn's own
-    log is kept to warnings and, once a worker has failed so, to nothing (it printed the error once per
-    worker, then its shut-down lines and, racing with the second worker's exit, HaltServer tracebacks)."""
+    """`--workers N`: gunicorn's master (it binds, forks, restarts, stops the workers) with workers of ours
+    that serve with HTTPServer on the socket it bound (gunicorn's own workers hand a connection to a
+    thread that then waits on the client: idle and slow clients held them all). Each worker loads the
+    modules itself, after the fork. A module that fails to load in a worker ends the server with that one
+    line (ServeError): the worker hands it to the master in a file and exits with gunicorn's app-load-error
+    code, and gunicorn's own log is kept to warnings and, once a worker has failed so, to nothing (it
+    printed the error once per worker, then its shut-down lines and, racing with the second worker's exit,
+    HaltServer tracebacks)."""
     import tempfile
     from gunicorn.app.base import BaseApplication
     from gunicorn.arbiter import Arbiter
     from gunicorn.errors import HaltServer
     from gunicorn.glogging import Logger
-    from gunicorn.workers.gthread import ThreadWorker
+    from gunicorn.workers.base import Worker as GunicornWorker
 
     fd, failures = tempfile.mkstemp(prefix="paddle-electra-serve-", suffix=".err")
     os.close(fd)
@@ -379,21 +446,23 @@ def _gunicorn(load_app, host: str, port: int, workers: int, threads: int, limits
 
         critical = exception = error
 
-    class Worker(ThreadWorker):
-        def handle(self, conn):
-            _ReadDeadline.arm(conn.sock, limits.read_timeout)
+    class Worker(GunicornWorker):
+        def run(self):
+            server = HTTPServer(self.wsgi, limits, threads, sockets=[s.sock for s in self.sockets])
+
+            def keep_going():
+                self.notify()  # the master's heartbeat
+                return self.alive and self.ppid == os.getppid()  # SIGTERM: alive is False
+
             try:
-                return super().handle(conn)
+                server.serve(keep_going)
             finally:
-                _ReadDeadline.disarm()
+                server.close(self.cfg.graceful_timeout)
 
     class App(BaseApplication):
         def load_config(self):
-            for k, v in {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
-                         "worker_class": Worker, "worker_connections": limits.max_connections,
-                         "keepalive": max(1, math.ceil(limits.read_timeout)), "timeout": 300, "graceful_timeout": 10,
-                         "limit_request_line": 8190, "limit_request_fields": 100,
-                         "limit_request_field_size": 8190, "accesslog": None, "loglevel": "warning",
+            for k, v in {"bind": f"{host}:{port}", "workers": workers, "worker_class": Worker,
+                         "timeout": 300, "graceful_timeout": 10, "accesslog": None, "loglevel": "warning",
                          "logger_class": Log, "control_socket_disable": True}.items():
                 self.cfg.set(k, v)
 
@@ -510,7 +579,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-w", "--workers", type=_positive(int), default=None,
                    help="gunicorn worker processes, each with its own copy of the models (default: one "
                         "process, threaded, requests batched together; a config's use_multiprocess: its workers)")
-    p.add_argument("--threads", type=_positive(int), default=4, help="threads per gunicorn worker (default 4)")
+    p.add_argument("--threads", type=_positive(int), default=16,
+                   help="request threads per process (default 16); they take whole requests only, and those "
+                        "waiting together share model calls")
     from .inference import ENGINES
     p.add_argument("--engine", choices=ENGINES, default=None,
                    help="inference engine of the modules' fast path, for every module served (default: a "
@@ -585,6 +656,7 @@ def _run(args) -> int:
     def load_app():
         return create_app(load_modules(modules_info, args.allow_untrained_heads), limits)
 
+    _ensure_open_files(limits)
     where = f"http://{args.host}:{port}"
     if workers and workers > 1:
         print(f"serving {', '.join(modules_info)} on {where} with {workers} gunicorn workers", flush=True)
@@ -592,16 +664,16 @@ def _run(args) -> int:
         return 0
     app = load_app()
     try:
-        server = make_server(app, args.host, port, limits)
+        server = HTTPServer(app, limits, args.threads, host=args.host, port=port)
     except OSError as e:
         raise ServeError(f"cannot listen on {args.host}:{port}: {e.strerror}") from None
     print(f"serving {', '.join(modules_info)} on {where}", flush=True)
     try:
-        server.serve_forever()
+        server.serve()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.close()
     return 0
 
 

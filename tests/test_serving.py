@@ -345,8 +345,10 @@ def test_poisoned_requests_fail_alone_among_concurrent_valid_ones(server):
 
 # --- limits ------------------------------------------------------------------------------------------
 READ_TIMEOUT = 2.0
-LIMITS = ["--read-timeout", str(READ_TIMEOUT), "--max-connections", "4", "--max-body-bytes", "65536",
-          "--max-texts", "16", "--max-text-chars", "1000"]
+MAX_CONNECTIONS = 32  # per process
+MAX_BODY = 65536
+LIMITS = ["--read-timeout", str(READ_TIMEOUT), "--max-connections", str(MAX_CONNECTIONS), "--max-body-bytes",
+          str(MAX_BODY), "--max-texts", "16", "--max-text-chars", "1000"]
 
 
 @pytest.fixture(scope="module")
@@ -436,7 +438,7 @@ def test_idle_and_slowloris_connections_are_dropped(limited):
 
 def test_connections_beyond_the_limit_are_answered_503(limited):
     port, url = limited["port"], limited["url"]
-    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS)]
     try:
         time.sleep(0.3)
         code, r = _raw(port, _head("17", b'{"data": [["a"]]}'))
@@ -446,6 +448,105 @@ def test_connections_beyond_the_limit_are_answered_503(limited):
             s.close()
     time.sleep(0.5)
     assert _call(f"{url}/predict/chinese-electra-small", {"data": [["a"]]})[0] == 200
+
+
+def _chunked_over_the_limit(port, size=5 * 1024 * 1024):
+    """issue 23 item 4: `{"data":[["好"]]}` + `size` bytes of spaces + GARBAGE sent chunked (64 KiB chunks,
+    reading meanwhile) -> (HTTP code, JSON body, seconds until the server closed the connection after it
+    answered, inf if it did not within 10 s). gunicorn answered 200 (the body cut at the limit is valid
+    JSON); the one-process server 400 "not JSON", and it never closed the connection."""
+    body = '{"data":[["好"]]}'.encode() + b" " * size + b"GARBAGE"
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /predict/chinese-electra-small HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+              b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    data, closed_after, answered = b"", float("inf"), None
+    try:
+        s.setblocking(False)
+        chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+        stream = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+        sent, deadline = 0, time.time() + 30
+        while time.time() < deadline:
+            if sent < len(stream) and answered is None:
+                try:
+                    sent += s.send(stream[sent:sent + 65536])
+                except BlockingIOError:
+                    pass
+                except OSError:  # the server closed: the answer may be in our buffer
+                    sent = len(stream)
+            try:
+                chunk = s.recv(1 << 16)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            except OSError:
+                break
+            if not chunk:
+                closed_after = time.time() - answered if answered else 0.0
+                break
+            data += chunk
+            if answered is None and b"\r\n\r\n" in data:
+                answered, deadline = time.time(), time.time() + 10
+    finally:
+        s.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(rest), closed_after
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_closed(limited):
+    code, r, closed_after = _chunked_over_the_limit(limited["port"])
+    assert code == 413 and r["status"] == "413" and f"limit of {MAX_BODY} bytes" in r["msg"], (code, r)
+    assert closed_after < 3, closed_after
+    assert _call(limited["url"] + "/health")[0] == 200
+
+
+def _threads(pid):
+    """Threads of a process and its children (gunicorn's workers)."""
+    children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    return len(os.listdir(f"/proc/{pid}/task")) + sum(_threads(int(c)) for c in children)
+
+
+def _valid_requests_beside_held_connections(server, idle=20, slow=5):
+    """issue 23 item 1: with `idle` connections that never send a byte and `slow` ones sending their
+    head a line every 0.5 s (each reopened when dropped: held all along), valid requests are answered
+    within 2 s, and the held connections hold no thread of the server. gunicorn's gthread workers gave
+    each new connection a thread that waited for its first byte for 5 s (valid requests waited in line
+    behind them), the one-process server a thread per connection."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from serving_load import HeldConnections
+    url = server["url"] + "/predict/chinese-electra-small"
+    for _ in range(2):  # warm: every worker has run a request
+        assert _call(url, {"data": [["你好"]]})[0] == 200
+    before = _threads(server["proc"].pid)
+    held = HeldConnections("127.0.0.1", server["port"], "/predict/chinese-electra-small", idle, slow, 0.5)
+    held.start()
+    try:
+        time.sleep(1.0)
+        grown = _threads(server["proc"].pid) - before
+        took = []
+        for _ in range(8):
+            start = time.time()
+            code, r = _call_within(url, {"data": [["你好"]]}, timeout=10)
+            took.append(time.time() - start)
+            assert code == 200 and r["status"] == "000", (code, r, took)
+        held_now = held.held()
+    finally:
+        held.stop()
+    assert max(took) < 2.0, took
+    assert held_now == idle + slow and grown < 5, (held_now, grown, held.counts)
+
+
+def _call_within(url, body, timeout):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_valid_requests_beside_idle_and_slow_connections(limited):
+    _valid_requests_beside_held_connections(limited)
 
 
 # --- start-up ---------------------------------------------------------------------------------------
@@ -489,24 +590,39 @@ def test_start_up_errors_are_one_line(installed, electra_home, tmp_path, capsys,
 
 
 # --- gunicorn -----------------------------------------------------------------------------------------
-def test_workers_serve_the_same_app(installed, electra_home, load, tmp_path):
+@pytest.fixture(scope="module")
+def workers(installed, electra_home, tmp_path_factory):
+    """The embeddings module served by `--workers 2` with the small limits."""
     port = _free_port()
+    log = tmp_path_factory.mktemp("workers") / "server.log"
     proc, url = start_server(["-m", "chinese-electra-small", "-p", str(port), "--workers", "2", "--threads", "2",
-                              *LIMITS], _env(electra_home), str(tmp_path / "log"), port)
-    try:
-        code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["今天是个好日子"]]})
-        assert code == 200 and r["status"] == "000"
-        np.testing.assert_allclose(r["results"][0][0], load().get_embedding([["今天是个好日子"]])[0][0], atol=1e-4)
-        assert _call(f"{url}/health")[0] == 200
-        code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["长" * 900]] * 16})
-        assert code == 413 and _envelope(r)
-        assert _call(f"{url}/predict/chinese-electra-small", {"data": [["a\ud800"]]})[0] == 400
-        _malformed_bodies_are_400(port)
-        with socket.create_connection(("127.0.0.1", port)) as s:  # a slow head: dropped after the read timeout
-            assert _closed_after(s, _head("20")[:-4]) < READ_TIMEOUT + 1.5
-    finally:
-        stop_server(proc)
+                              *LIMITS], _env(electra_home), str(log), port)
+    yield {"url": url, "port": port, "proc": proc}
+    stop_server(proc)
 
+
+def test_workers_serve_the_same_app(workers, load):
+    url, port = workers["url"], workers["port"]
+    code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["今天是个好日子"]]})
+    assert code == 200 and r["status"] == "000"
+    np.testing.assert_allclose(r["results"][0][0], load().get_embedding([["今天是个好日子"]])[0][0], atol=1e-4)
+    assert _call(f"{url}/health")[0] == 200
+    code, r = _call(f"{url}/predict/chinese-electra-small", {"data": [["长" * 900]] * 16})
+    assert code == 413 and _envelope(r)
+    assert _call(f"{url}/predict/chinese-electra-small", {"data": [["a\ud800"]]})[0] == 400
+    _malformed_bodies_are_400(port)
+    with socket.create_connection(("127.0.0.1", port)) as s:  # a slow head: dropped after the read timeout
+        assert _closed_after(s, _head("20")[:-4]) < READ_TIMEOUT + 1.5
+
+
+def test_workers_a_chunked_body_over_the_limit_is_413_and_closed(workers):
+    code, r, closed_after = _chunked_over_the_limit(workers["port"])
+    assert code == 413 and r["status"] == "413" and f"limit of {MAX_BODY} bytes" in r["msg"], (code, r)
+    assert closed_after < 3, closed_after
+
+
+def test_workers_valid_requests_beside_idle_and_slow_connections(workers):
+    _valid_requests_beside_held_connections(workers)
 
 
 # --- property: any JSON body gets the envelope, 4xx or a result ---------------------------------------
