@@ -88,6 +88,35 @@ def test_finetune_then_evaluate(console, tmp_path):
     assert evaluated["trials"][0]["dev"]["accuracy"] == trained["trials"][0]["dev"]["accuracy"]
 
 
+def test_finetune_resume_keeps_the_finished_trials(console, tmp_path):
+    """issue 23 item 9: a run stopped between trials redid every trial; --resume keeps those recorded with
+    the same hparams (and their saved models) and runs the rest; other hparams are refused in one line."""
+    model = tmp_path / "init"
+    _pe("init", "chinese-electra-small", "--output", str(model), "--num-hidden-layers", "1")
+    rows = ["label\ttext_a"] + [f"1\t好好{c}" for c in "甲乙丙丁"] + [f"0\t坏坏{c}" for c in "甲乙丙丁"]
+    data = tmp_path / "finetuning_data" / "chnsenticorp"
+    data.mkdir(parents=True)
+    for split in ("train", "dev"):
+        (data / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    hp = json.dumps({"task_names": ["chnsenticorp"], "max_seq_length": 8, "train_batch_size": 4, "num_trials": 2,
+                     "num_train_epochs": 1, "do_test": False, "device": "cpu"})
+    cmd = ("finetune", "--data-dir", str(tmp_path), "--model-name", str(model), "--hparams", hp)
+    _pe(*cmd)
+    results = tmp_path / "results" / "chnsenticorp_results.json"
+    full = json.loads(results.read_text())
+    assert [t["trial"] for t in full["trials"]] == [1, 2]
+    stopped = dict(full, trials=[dict(full["trials"][0], marker="not retrained")])  # stopped after trial 1
+    results.write_text(json.dumps(stopped))
+    out = _pe(*cmd, "--resume")
+    assert "resuming after trial 1 of 2" in out.stdout
+    resumed = json.loads(results.read_text())
+    assert resumed["trials"][0] == stopped["trials"][0] and resumed["trials"][1]["trial"] == 2
+    assert "train_steps" in resumed["trials"][1] and "marker" not in resumed["trials"][1]
+    r = _pe(*cmd, "--resume", "--set", "learning_rate=0.5", check=False)
+    assert r.returncode == 1 and "recorded with other hparams (learning_rate)" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
 @pytest.fixture
 def launcher_calls(monkeypatch):
     """The launcher's commands, recorded instead of run."""

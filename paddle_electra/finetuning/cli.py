@@ -79,6 +79,9 @@ def config_from_args(args, **fixed):
 def _finetune_arguments(p):
     from ..distributed import add_launch_arguments
     add_arguments(p)
+    p.add_argument("--resume", action="store_true",
+                   help="keep the trials that the results file already holds (a run stopped between trials, "
+                        "the same hparams) and run the rest")
     add_launch_arguments(p)  # --launch-log-dir defaults to <results>/launch_logs
 
 
@@ -94,7 +97,7 @@ def _run(args, **fixed):
         return distributed.relaunch("finetune", args.cli_argv, nproc, log_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_process(config.device, config.num_threads)
-    run_finetuning(config)
+    run_finetuning(config, resume=getattr(args, "resume", False))
     return 0
 
 

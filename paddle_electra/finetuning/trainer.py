@@ -398,7 +398,32 @@ def summarize(trials: List[Dict]) -> Dict:
     return summary
 
 
-def run_finetuning(config: FinetuneConfig) -> Dict:
+def finished_trials(config: FinetuneConfig, results_path: str) -> List[Dict]:
+    """The trials a stopped run of the same hparams recorded in its results file (written after each
+    trial), up to the first whose saved model is gone; [] when there is no file."""
+    from .config import HparamsError
+    try:
+        with open(results_path, encoding="utf-8") as f:
+            recorded = json.load(f)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        raise HparamsError(f"{results_path}: cannot resume from it ({e})") from None
+    want = json.loads(json.dumps(config.to_dict()))
+    got = recorded.get("hparams") if isinstance(recorded, dict) else None
+    if got != want:
+        changed = sorted(k for k in set(want) | set(got or {}) if (got or {}).get(k) != want.get(k))
+        raise HparamsError(f"{results_path}: recorded with other hparams ({', '.join(changed)}); --resume needs "
+                           f"the same run (or remove --resume to start over)")
+    trials = []
+    for k, trial in enumerate(recorded.get("trials") or [], start=1):
+        if trial.get("trial") != k or (trial.get("model_dir") and not os.path.isdir(trial["model_dir"])):
+            break
+        trials.append(trial)
+    return trials[:config.num_trials]
+
+
+def run_finetuning(config: FinetuneConfig, resume: bool = False) -> Dict:
     # the entry point has set up the process: runtime.configure_process with config.device, config.num_threads
     from ..tokenizer import ElectraTokenizer
     world, rank = process_env()
@@ -409,10 +434,12 @@ def run_finetuning(config: FinetuneConfig) -> Dict:
     path = resolve_model(config)
     tokenizer = ElectraTokenizer.from_pretrained(path if os.path.isdir(path) else None)
     task = get_task(config.task_name, config, tokenizer)
-    trials = []
     # a run without training (`paddle-electra evaluate`) writes its own file, never the training run's
     results_path = config.results_path() if config.do_train else _new_eval_results_path(config)
-    for trial in range(1, config.num_trials + 1):
+    trials = finished_trials(config, results_path) if resume and config.do_train else []
+    if trials and not rank:
+        print(f"{task.name}: resuming after trial {len(trials)} of {config.num_trials} ({results_path})", flush=True)
+    for trial in range(len(trials) + 1, config.num_trials + 1):
         trials.append(run_trial(config, task, trial, tokenizer.vocab_file))
         if rank:
             continue
