@@ -10,7 +10,7 @@ from ..io import MODEL_DIR, CheckpointError, check_output
 
 
 def find_checkpoint(run_dir: str) -> str:
-    from .trainer import MODEL_SUBDIR, STATE_NAME, checkpoint_dirs
+    from .checkpoint import MODEL_SUBDIR, STATE_NAME, checkpoint_dirs
     if os.path.exists(os.path.join(run_dir, STATE_NAME)):  # a checkpoint folder itself
         return os.path.join(run_dir, MODEL_SUBDIR)
     found = checkpoint_dirs(run_dir)

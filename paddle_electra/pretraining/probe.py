@@ -93,7 +93,7 @@ def probe(model_dir: str, train, dev, tokenizer, max_length: int) -> Dict:
 def targets(path: str, all_checkpoints: bool = False) -> List[Tuple[str, Optional[int], Optional[str]]]:
     """[(model dir, checkpoint step or None, run folder or None)] for a model dir, a checkpoint folder
     or a run folder."""
-    from .trainer import MODEL_SUBDIR, STATE_NAME, checkpoint_dirs, read_state
+    from .checkpoint import MODEL_SUBDIR, STATE_NAME, checkpoint_dirs, read_state
     if os.path.exists(os.path.join(path, STATE_NAME)):
         parent = os.path.dirname(os.path.abspath(path))
         run = os.path.dirname(parent) if os.path.basename(parent) == "checkpoints" else None

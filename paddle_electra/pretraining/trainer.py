@@ -20,7 +20,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import sys
@@ -35,15 +34,13 @@ from ..config import ElectraConfig, generator_config_for, get_variant
 from ..distributed import init_collective, process_env
 from ..paddle_compat import rng_state_from_json, rng_state_to_json
 from . import fixed_eval
+from .checkpoint import CHECKPOINT_PREFIX, MODEL_SUBDIR, STATE_NAME, checkpoint_dirs, read_state
 from .data import DataError, ExampleOrder, PretrainingData, file_md5
 from .masking import gumbel_noise, mask_batch, max_predictions
 from .metrics import masked_auc, summarize
 from .objective import RTDConfig, rtd_forward
 
-CHECKPOINT_PREFIX = "checkpoint-"
-STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
-MODEL_SUBDIR = "model"
 METRICS_NAME = "metrics.jsonl"
 MASTER_PREFIX = "master_weights/"  # AMP O2 master weights in optimizer.safetensors
 PREEMPTED_EXIT = 128 + signal.SIGTERM  # stopped by SIGTERM after saving: run the same command to resume
@@ -226,19 +223,6 @@ class RTDModule:
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
-def checkpoint_dirs(output_dir: str) -> List[str]:
-    """Complete checkpoints, oldest first (atomic_dir renames a folder only once it is complete)."""
-    root = os.path.join(output_dir, "checkpoints")
-    if not os.path.isdir(root):
-        return []
-    found = []
-    for name in os.listdir(root):
-        m = re.fullmatch(CHECKPOINT_PREFIX + r"(\d+)", name)
-        if m and os.path.exists(os.path.join(root, name, STATE_NAME)):
-            found.append((int(m.group(1)), os.path.join(root, name)))
-    return [p for _, p in sorted(found)]
-
-
 def _files_md5(root: str) -> Dict[str, str]:
     out = {}
     for dirpath, _, files in os.walk(root):
@@ -271,24 +255,6 @@ def save_checkpoint(output_dir, step, model, optimizer_state, scheduler, rng_sta
         if name.startswith("." + CHECKPOINT_PREFIX):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     return path
-
-
-def read_state(path: str) -> Dict:
-    """trainer_state.json of checkpoint `path`, checked: errors name the file."""
-    f = os.path.join(path, STATE_NAME)
-    try:
-        with open(f, encoding="utf-8") as fh:
-            state = json.load(fh)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{f}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{f}: cannot read ({e})") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{f}: expected a JSON object, got {type(state).__name__}")
-    for key, kind in (("step", int), ("scheduler", dict)):
-        if not isinstance(state.get(key), kind):
-            raise CheckpointError(f"{f}: field {key!r} is {state.get(key)!r}, expected {kind.__name__}")
-    return state
 
 
 def verify_files(path: str, state: Dict):
