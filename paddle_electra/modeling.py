@@ -104,6 +104,15 @@ def activation(name: str):
     return F.relu
 
 
+def _default_ids(input_ids, token_type_ids=None, position_ids=None):
+    """Segment 0 and positions 0..L-1 where the caller gave none (both embedding blocks)."""
+    if token_type_ids is None:
+        token_type_ids = paddle.zeros_like(input_ids)
+    if position_ids is None:
+        position_ids = paddle.arange(input_ids.shape[1], dtype="int64").unsqueeze(0)
+    return token_type_ids, position_ids
+
+
 class ElectraEmbeddings(nn.Layer):
     """word + position + token type (all of width E), LayerNorm, dropout. TF scope `electra/embeddings`;
     the generator uses this same block (the original shares it whole)."""
@@ -118,11 +127,7 @@ class ElectraEmbeddings(nn.Layer):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids=None, position_ids=None):
-        seq_len = input_ids.shape[1]
-        if position_ids is None:
-            position_ids = paddle.arange(seq_len, dtype="int64").unsqueeze(0)
-        if token_type_ids is None:
-            token_type_ids = paddle.zeros_like(input_ids)
+        token_type_ids, position_ids = _default_ids(input_ids, token_type_ids, position_ids)
         x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids) \
             + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))
@@ -154,11 +159,7 @@ class GDESEmbeddings(nn.Layer):
         return getattr(self._shared[0], name).weight.detach() + getattr(self, name + "_delta")
 
     def forward(self, input_ids, token_type_ids=None, position_ids=None):
-        seq_len = input_ids.shape[1]
-        if position_ids is None:
-            position_ids = paddle.arange(seq_len, dtype="int64").unsqueeze(0)
-        if token_type_ids is None:
-            token_type_ids = paddle.zeros_like(input_ids)
+        token_type_ids, position_ids = _default_ids(input_ids, token_type_ids, position_ids)
         x = F.embedding(input_ids, self.table("word_embeddings")) \
             + F.embedding(position_ids, self.table("position_embeddings")) \
             + F.embedding(token_type_ids, self.table("token_type_embeddings"))

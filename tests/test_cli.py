@@ -63,8 +63,8 @@ def test_errors_are_one_line_and_exit_1(console, tmp_path):
     assert r.returncode == 1 and "--set 'seed': expected KEY=VALUE" in r.stderr
 
 
-def test_finetune_then_evaluate(console, tmp_path):
-    """fine-tune a 1-layer model for a few steps, then `evaluate` the saved model: same dev score."""
+def _tiny_sentiment_setup(tmp_path):
+    """A 1-layer model (tmp_path/init) and an 8-row ChnSentiCorp train/dev under tmp_path: its path."""
     model = tmp_path / "init"
     _pe("init", "chinese-electra-small", "--output", str(model), "--num-hidden-layers", "1")
     rows = ["label\ttext_a"] + [f"1\t好好{c}" for c in "甲乙丙丁"] + [f"0\t坏坏{c}" for c in "甲乙丙丁"]
@@ -72,6 +72,12 @@ def test_finetune_then_evaluate(console, tmp_path):
     data.mkdir(parents=True)
     for split in ("train", "dev"):
         (data / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return model
+
+
+def test_finetune_then_evaluate(console, tmp_path):
+    """fine-tune a 1-layer model for a few steps, then `evaluate` the saved model: same dev score."""
+    model = _tiny_sentiment_setup(tmp_path)
     hp = json.dumps({"task_names": ["chnsenticorp"], "max_seq_length": 8, "train_batch_size": 4,
                      "num_train_epochs": 1, "do_test": False, "device": "cpu"})
     _pe("finetune", "--data-dir", str(tmp_path), "--model-name", str(model), "--hparams", hp)
@@ -91,13 +97,7 @@ def test_finetune_then_evaluate(console, tmp_path):
 def test_finetune_resume_keeps_the_finished_trials(console, tmp_path):
     """issue 23 item 9: a run stopped between trials redid every trial; --resume keeps those recorded with
     the same hparams (and their saved models) and runs the rest; other hparams are refused in one line."""
-    model = tmp_path / "init"
-    _pe("init", "chinese-electra-small", "--output", str(model), "--num-hidden-layers", "1")
-    rows = ["label\ttext_a"] + [f"1\t好好{c}" for c in "甲乙丙丁"] + [f"0\t坏坏{c}" for c in "甲乙丙丁"]
-    data = tmp_path / "finetuning_data" / "chnsenticorp"
-    data.mkdir(parents=True)
-    for split in ("train", "dev"):
-        (data / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    model = _tiny_sentiment_setup(tmp_path)
     hp = json.dumps({"task_names": ["chnsenticorp"], "max_seq_length": 8, "train_batch_size": 4, "num_trials": 2,
                      "num_train_epochs": 1, "do_test": False, "device": "cpu"})
     cmd = ("finetune", "--data-dir", str(tmp_path), "--model-name", str(model), "--hparams", hp)
