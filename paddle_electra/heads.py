@@ -1,6 +1,7 @@
 """Task models: ElectraModel (`electra`) + the original's fine-tuning heads.
 
-- ElectraForSequenceClassification: [CLS] state -> dropout -> dense(num_labels)  (head `classifier`)
+- ElectraForSequenceClassification: [CLS] state -> dropout -> dense(num_labels)  (head `classifier`);
+  `pooling="mean"`: the mean of the real tokens' states instead of [CLS] (not in the original)
 - ElectraForTokenClassification: every token -> dropout -> dense(num_labels)    (head `classifier`)
 - ElectraForQuestionAnswering: the original's joint span head (head `qa`), or with `simple=True`
   plain start/end logits as HF / PaddleNLP do.
@@ -163,26 +164,41 @@ class HFClassificationHead(nn.Layer):
 
 class ElectraForSequenceClassification(_ClassifierModel):
     """logits [B, num_labels] from the [CLS] state (the original has no pooler). `hf_head=True`:
-    HF's head instead of the original's single dense (for models fine-tuned with transformers)."""
+    HF's head instead of the original's single dense (for models fine-tuned with transformers).
+    `pooling="mean"`: the mean of the states of the tokens `attention_mask` keeps ([CLS] and [SEP]
+    included) instead of the [CLS] state; kept in config.json as `classifier_pooling`."""
 
-    def __init__(self, config: ElectraConfig, *args, hf_head: bool = False, **kwargs):
+    POOLINGS = ("cls", "mean")
+
+    def __init__(self, config: ElectraConfig, *args, hf_head: bool = False, pooling: str = "cls", **kwargs):
         super().__init__(config, *args, **kwargs)
+        if pooling not in self.POOLINGS:
+            raise ConfigError(f"pooling must be one of {', '.join(self.POOLINGS)}, got {pooling!r}")
+        self.pooling = pooling
         self.hf_head = bool(hf_head)
         if self.hf_head:
             self.classifier = HFClassificationHead(config.hidden_size, self.num_labels, self.dropout.p)
 
     @classmethod
     def _build(cls, path: str, config: ElectraConfig, **kwargs):
-        if config.extra.get("architectures") == [cls.__name__] and kwargs.get("hf_head") is None:
+        fine_tuned = config.extra.get("architectures") == [cls.__name__]
+        if kwargs.get("hf_head") is None and fine_tuned:
             kwargs["hf_head"] = config.extra.get("classifier_head") == "hf"
+        if kwargs.get("pooling") is None:
+            kwargs["pooling"] = config.extra.get("classifier_pooling", "cls") if fine_tuned else "cls"
         return super()._build(path, config, **kwargs)
 
     def _config_dict_extra(self) -> Dict:
-        return {**super()._config_dict_extra(), **({"classifier_head": "hf"} if self.hf_head else {})}
+        return {**super()._config_dict_extra(), **({"classifier_head": "hf"} if self.hf_head else {}),
+                **({"classifier_pooling": self.pooling} if self.pooling != "cls" else {})}
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
         hidden = self.electra(input_ids, token_type_ids, attention_mask, position_ids)
-        return self.classifier(self.dropout(hidden[:, 0]))
+        if self.pooling == "cls":
+            return self.classifier(self.dropout(hidden[:, 0]))
+        keep = (paddle.ones_like(input_ids) if attention_mask is None else attention_mask).astype(hidden.dtype)
+        pooled = (hidden * keep.unsqueeze(-1)).sum(axis=1) / keep.sum(axis=1, keepdim=True).clip(min=1.0)
+        return self.classifier(self.dropout(pooled))
 
     @staticmethod
     def loss(logits, labels):

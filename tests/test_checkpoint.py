@@ -317,3 +317,28 @@ def test_a_live_saves_temporary_is_not_touched(tmp_path):
             open(os.path.join(tmp2, "a"), "w").write("2")
         open(os.path.join(tmp, "a"), "w").write("1")
     assert open(os.path.join(path, "a")).read() == "1" and os.listdir(tmp_path) == ["m"]
+
+
+def test_mean_pooling_head_pools_real_tokens_and_survives_a_round_trip(tmp_path):
+    """pooling="mean" (issue 20's sentence-head variant): the head reads the mean of the states of the
+    tokens the mask keeps, so padding does not change the logits; saved in config.json and reloaded."""
+    import paddle
+    from paddle_electra.heads import ElectraForSequenceClassification
+    paddle.seed(0)
+    model = ElectraForSequenceClassification(TINY, num_labels=3, pooling="mean")
+    model.eval()
+    ids = paddle.to_tensor([[2, 7, 9, 11, 3]])
+    padded = paddle.to_tensor([[2, 7, 9, 11, 3, 0, 0]])
+    mask = paddle.to_tensor([[1, 1, 1, 1, 1, 0, 0]])
+    hidden = model.electra(ids)
+    expected = model.classifier(hidden.mean(axis=1))
+    np.testing.assert_allclose(model(ids).numpy(), expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(model(padded, attention_mask=mask).numpy(), expected.numpy(), atol=1e-5)
+    model.save_pretrained(str(tmp_path / "m"))
+    assert json.load(open(tmp_path / "m" / "config.json"))["classifier_pooling"] == "mean"
+    again = ElectraForSequenceClassification.from_pretrained(str(tmp_path / "m"))
+    again.eval()
+    assert again.pooling == "mean"
+    np.testing.assert_allclose(again(ids).numpy(), expected.numpy(), atol=1e-5)
+    with pytest.raises(ConfigError, match="pooling must be one of cls, mean, got 'max'"):
+        ElectraForSequenceClassification(TINY, num_labels=3, pooling="max")

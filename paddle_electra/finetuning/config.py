@@ -90,6 +90,7 @@ class FinetuneConfig:
     dev_file: Optional[str] = None
     test_file: Optional[str] = None
     labels: Optional[List[str]] = None  # classification: the label set (else the task's own, or the data's)
+    classifier_pooling: str = "cls"  # sentence heads: "cls" (the original) or "mean" of the real tokens' states
     max_train_examples: Optional[int] = None  # a subset (the first N, after a seeded shuffle)
     max_eval_examples: Optional[int] = None
     subset_seed: int = 12345
@@ -117,6 +118,8 @@ class FinetuneConfig:
                 raise HparamsError(f"labels must be a list of label names (or \"a,b,c\"), got {self.labels!r}")
             if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
                 raise HparamsError(f"labels must name at least two distinct labels, got {self.labels}")
+        if self.classifier_pooling not in ("cls", "mean"):
+            raise HparamsError(f"classifier_pooling must be \"cls\" or \"mean\", got {self.classifier_pooling!r}")
         from .tasks import TASKS as _TASKS
         if self.task_names[0] not in _TASKS:
             from ..tasks import did_you_mean

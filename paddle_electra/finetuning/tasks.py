@@ -289,6 +289,9 @@ class ClassificationTask(Task):
                     "label": ("label", "gold_label", "score")}
     label_aliases: Dict[str, str] = {}
 
+    def model_kwargs(self) -> Dict:
+        return {**super().model_kwargs(), "pooling": self.config.classifier_pooling}
+
     def _label(self, value: str, where: str):
         value = self.label_aliases.get(value.strip(), value.strip())
         if value not in self.labels:
