@@ -36,7 +36,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from ..io import atomic_dir, load_tensors, save_tensors
-from .data import DataError, PretrainingData, file_md5
+from .train_data import DataError, PretrainingData, file_md5
 from .masking import candidates_mask, gumbel_noise, mask_batch, max_predictions
 from .metrics import auc
 
