@@ -30,19 +30,20 @@ def _configure(args, device=None, num_threads=None):
 # --- pretrain: the trainer's own flags, and the launcher for several processes ------------------------
 def _pretrain_arguments(p):
     from .distributed import add_launch_arguments
-    from .pretraining.trainer import add_arguments
-    add_arguments(p)
+    from .pretraining.config import add_arguments
+    add_arguments(p)  # PretrainConfig's fields
     add_launch_arguments(p)  # --launch-log-dir defaults to OUTPUT_DIR/launch_logs
 
 
 def _pretrain_run(args):
     from . import distributed
     from .pretraining import trainer
+    from .pretraining.config import PretrainConfig
     if args.nproc_per_node > 1 and not distributed.launched():
         return distributed.relaunch("pretrain", args.cli_argv, args.nproc_per_node,
                                     args.launch_log_dir or os.path.join(args.output_dir, "launch_logs"))
     _configure(args)
-    return trainer.run(args)
+    return trainer.run(PretrainConfig.from_args(args), command_args=vars(args))  # run_info.json records them all
 
 
 # --- serve, export, demo ------------------------------------------------------------------------------

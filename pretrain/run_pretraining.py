@@ -4,7 +4,8 @@
     python -m paddle.distributed.launch --nproc_per_node 2 pretrain/run_pretraining.py --data-dir D ...
 
 Resumes from the newest complete checkpoint in O/checkpoints. The loop lives in
-paddle_electra.pretraining.trainer (see docs/pretraining.md for all flags)."""
+paddle_electra.pretraining.trainer, its flags in paddle_electra.pretraining.config (PretrainConfig;
+docs/pretraining.md describes them)."""
 import sys
 
 from paddle_electra.cli import main

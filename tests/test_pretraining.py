@@ -11,10 +11,11 @@ from paddle_electra.config import ElectraConfig
 from paddle_electra.io import DataError
 from paddle_electra.modeling import ElectraForPreTraining
 from paddle_electra.pretraining import masking
-from paddle_electra.pretraining.data import (BuildOptions, ExampleBuilder, ExampleOrder, PretrainingData,
-                                             build_dataset, split_sentences)
+from paddle_electra.pretraining.data import BuildOptions, build_dataset, split_sentences
+from paddle_electra.pretraining.example_builder import ExampleBuilder
 from paddle_electra.pretraining.metrics import auc, summarize
 from paddle_electra.pretraining.objective import RTDConfig, rtd_forward, sample_tokens, scatter_update
+from paddle_electra.pretraining.train_data import ExampleOrder, PretrainingData
 from paddle_electra.tokenizer import bundled_vocab_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,7 @@ import paddle
 import pytest
 
 from paddle_electra.pretraining import fixed_eval
-from paddle_electra.pretraining.data import PretrainingData
+from paddle_electra.pretraining.train_data import PretrainingData
 from paddle_electra.pretraining.masking import candidates_mask
 from test_pretraining_trainer import PY, ROOT, _args, _env, _run, _tiny_configs, data_dir  # noqa: F401
 

@@ -22,10 +22,10 @@ from test_pretraining_trainer import PY, ROOT, _args, _env, _losses, _run, _tiny
 
 
 def _parse(argv):
-    from paddle_electra.pretraining.trainer import add_arguments
+    from paddle_electra.pretraining.config import PretrainConfig, add_arguments
     p = argparse.ArgumentParser()
     add_arguments(p)
-    return p.parse_args(argv)
+    return PretrainConfig.from_args(p.parse_args(argv))
 
 
 def _trainer(data_dir, out, disc, gen, *extra, steps=6, batch=2):  # noqa: F811
@@ -43,7 +43,7 @@ def _tiny_pair(sharing="original", seed=0):
 
 # --- warmup as a ratio ------------------------------------------------------------------------------
 def test_warmup_ratio_overrides_warmup_steps_and_the_default_is_the_original():
-    from paddle_electra.pretraining.trainer import warmup_steps
+    from paddle_electra.pretraining.config import warmup_steps
     assert warmup_steps(_parse(["--data-dir", "d", "--output-dir", "o"])) == 10000  # the original's
     assert warmup_steps(_parse(["--data-dir", "d", "--output-dir", "o", "--warmup-steps", "300"])) == 300
     a = _parse(["--data-dir", "d", "--output-dir", "o", "--warmup-steps", "300", "--warmup-ratio", "0.1",
@@ -55,7 +55,7 @@ def test_warmup_ratio_overrides_warmup_steps_and_the_default_is_the_original():
 
 # --- sampling temperature schedule --------------------------------------------------------------------
 def test_temperature_schedule_values():
-    from paddle_electra.pretraining.trainer import temperature_schedule
+    from paddle_electra.pretraining.config import temperature_schedule
     base = ["--data-dir", "d", "--output-dir", "o", "--max-steps", "8"]
     const = temperature_schedule(_parse(base))
     assert [const(k) for k in (0, 5, 100)] == [1.0, 1.0, 1.0]  # the original: a constant 1

@@ -177,7 +177,7 @@ def test_grad_scaler_state_is_saved_and_restored(tmp_path, monkeypatch):
     from paddle_electra.config import ElectraConfig
     from paddle_electra.modeling import ElectraForPreTraining
     from paddle_electra.optimization import create_optimizer
-    from paddle_electra.pretraining.trainer import load_checkpoint, save_checkpoint
+    from paddle_electra.pretraining.checkpoint import load_checkpoint, save_checkpoint
     cfg = ElectraConfig(vocab_size=30, embedding_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
                         intermediate_size=16, max_position_embeddings=16)
     paddle.seed(0)
@@ -208,7 +208,7 @@ def test_amp_o2_master_weights_are_saved_and_restored(tmp_path):
     from paddle_electra.io import load_tensors
     from paddle_electra.modeling import ElectraForPreTraining
     from paddle_electra.optimization import create_optimizer
-    from paddle_electra.pretraining.trainer import load_checkpoint, save_checkpoint
+    from paddle_electra.pretraining.checkpoint import load_checkpoint, save_checkpoint
     cfg = ElectraConfig(vocab_size=30, embedding_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
                         intermediate_size=16, max_position_embeddings=16)
     paddle.seed(0)

@@ -250,7 +250,7 @@ def _limited_address_space(limit):
 def test_a_corpus_larger_than_the_address_space_trains(data_dir, tmp_path):
     """A 3.6 GB corpus trains in a process limited to 3 GiB of address space (RLIMIT_AS), where
     mapping the whole corpus at once fails: the reader maps only the shards it reads, at most
-    data.MAX_MAPPED_BYTES at a time. The corpus repeats the examples of a built set (the builder
+    train_data.MAX_MAPPED_BYTES at a time. The corpus repeats the examples of a built set (the builder
     streams its input, but tokenizing GiBs of text takes hours on this CPU)."""
     limit, shard_bytes, corpus_bytes = 3 << 30, 128 << 20, 5 << 29
     base = json.load(open(os.path.join(data_dir, "index.json")))

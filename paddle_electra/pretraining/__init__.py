@@ -1,2 +1,4 @@
-"""ELECTRA replaced-token-detection pretraining: example builder (data), masking, the RTD objective,
-metrics, the fleet trainer with resumable checkpoints, and export to from_pretrained dirs."""
+"""ELECTRA replaced-token-detection pretraining: building examples (data, example_builder) and reading
+them (train_data), masking, the RTD objective, metrics, the run's settings (config.PretrainConfig),
+the fleet trainer (trainer, parallel, control, run_log) with resumable checkpoints (checkpoint), the
+fixed-corruption evaluation, probes, and export to from_pretrained dirs."""

@@ -6,21 +6,12 @@ from __future__ import annotations
 
 import os
 
-from ..io import MODEL_DIR, CheckpointError, check_output
-
-
-def find_checkpoint(run_dir: str) -> str:
-    from .checkpoint import MODEL_SUBDIR, STATE_NAME, checkpoint_dirs
-    if os.path.exists(os.path.join(run_dir, STATE_NAME)):  # a checkpoint folder itself
-        return os.path.join(run_dir, MODEL_SUBDIR)
-    found = checkpoint_dirs(run_dir)
-    if not found:
-        raise CheckpointError(f"{run_dir}: no complete checkpoint (expected {run_dir}/checkpoints/checkpoint-N)")
-    return os.path.join(found[-1], MODEL_SUBDIR)
+from ..io import MODEL_DIR, check_output
 
 
 def export(run_dir: str, out: str, overwrite: bool = False) -> str:
     from ..modeling import ElectraForPreTraining
+    from .checkpoint import find_checkpoint
     check_output(out, MODEL_DIR, inputs=[run_dir], overwrite=overwrite)  # never the run itself
     src = find_checkpoint(run_dir)
     model = ElectraForPreTraining.from_pretrained(src)

@@ -36,7 +36,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from ..io import atomic_dir, load_tensors, save_tensors
-from .data import DataError, PretrainingData, file_md5
+from .train_data import DataError, PretrainingData, file_md5
 from .masking import candidates_mask, gumbel_noise, mask_batch, max_predictions
 from .metrics import auc
 
@@ -227,7 +227,7 @@ def frozen_generator(path: str):
     (its newest checkpoint)."""
     from ..io import GENERATOR_CONFIG_NAME
     from ..modeling import ElectraGenerator
-    from .export import find_checkpoint
+    from .checkpoint import find_checkpoint
     src = path if os.path.exists(os.path.join(path, GENERATOR_CONFIG_NAME)) else find_checkpoint(path)
     return ElectraGenerator.from_pretrained(src), os.path.abspath(src)
 

@@ -109,3 +109,17 @@ def rtd_forward(model, batch, gumbel, cfg: RTDConfig, denominators=None):
         ])
         probs = F.sigmoid(disc_logits) * real
     return loss, stats, probs, labels * real
+
+
+class RTDModule(paddle.nn.Layer):
+    """The nn.Layer that DataParallel (or group-sharded) training wraps: forward = the whole RTD
+    objective of `model` (ElectraForPreTraining) under `cfg`, which it reads at every forward (the
+    trainer sets cfg.temperature for each step)."""
+
+    def __init__(self, model, cfg: RTDConfig):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+
+    def forward(self, batch, gumbel, denominators):
+        return rtd_forward(self.model, batch, gumbel, self.cfg, denominators)

@@ -122,7 +122,7 @@ def log(run_dir: str, rec: Dict):
     """Append `rec` to RUN/metrics.jsonl; rewrite the VisualDL run RUN/vdl/probe (probe/<metric>) from
     every probe record there (VisualDL shows one log file per folder, so the folder holds one)."""
     from .metrics import read_metrics
-    from .trainer import METRICS_NAME
+    from .checkpoint import METRICS_NAME
     metrics = os.path.join(run_dir, METRICS_NAME)
     with open(metrics, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec) + "\n")
