@@ -290,7 +290,8 @@ class ClassificationTask(Task):
     label_aliases: Dict[str, str] = {}
 
     def model_kwargs(self) -> Dict:
-        return {**super().model_kwargs(), "pooling": self.config.classifier_pooling}
+        pooling = self.config.classifier_pooling
+        return {**super().model_kwargs(), **({"pooling": pooling} if pooling != "cls" else {})}
 
     def _label(self, value: str, where: str):
         value = self.label_aliases.get(value.strip(), value.strip())
