@@ -43,12 +43,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import runtime
-from .batching import run_bucketed
-from .io import GENERATOR_WEIGHTS_NAME, LABEL_MAP_NAME, WEIGHTS_NAME, atomic_dir, folder_lock, package_home
-from .resolve import resolve
-from .config import CONFIG_NAME, GENERATOR_CONFIG_NAME, ElectraConfig
-from .cpu import cpu_info
+from .. import runtime
+from ..batching import run_bucketed
+from ..io import GENERATOR_WEIGHTS_NAME, LABEL_MAP_NAME, WEIGHTS_NAME, atomic_dir, folder_lock, package_home
+from ..resolve import resolve
+from ..config import CONFIG_NAME, GENERATOR_CONFIG_NAME, ElectraConfig
+from ..cpu import cpu_info
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +82,12 @@ class InferenceError(RuntimeError):
 
 # --- what each task loads: the task registry (paddle_electra.tasks) ----------------------------------
 def task_names() -> Tuple:
-    from .tasks import task_names as names
+    from ..tasks import task_names as names
     return names()
 
 
 def _spec(task: Optional[str]):
-    from .tasks import get_spec
+    from ..tasks import get_spec
     return get_spec(task)
 
 
@@ -98,7 +98,7 @@ def _model_class(task: Optional[str]):
 def _task_dirname(task: Optional[str]) -> str:
     """The cache folder of a task; tasks served by the same class share one ("text-matching" is
     "seq-cls": the same graph)."""
-    from .tasks import SPECS
+    from ..tasks import SPECS
     cls = _model_class(task)
     name = next(n for n, s in SPECS.items() if s.model_class is cls)
     return "backbone" if name is None else name
@@ -376,7 +376,7 @@ def exported_model(model_dir: str, task: Optional[str] = None, rebuild: bool = F
 # --- hardware ---------------------------------------------------------------------------------------
 def cpu_supports_bf16() -> bool:
     """Native bf16 on this CPU (AVX512-BF16 or AMX-BF16), as Paddle's oneDNN build sees it."""
-    from .paddle_compat import supports_bf16_fast
+    from ..paddle_compat import supports_bf16_fast
     native = supports_bf16_fast()
     return cpu_info().has_native_bf16 if native is None else native
 
@@ -1105,7 +1105,7 @@ class ElectraPredictor:
                       max_length: int = 128, batch_size: int = 32, tokenizer=None) -> List:
         """Tokenize (the model dir's vocab, truncated to max_length) and run predict_batches."""
         if tokenizer is None:
-            from .tokenizer import ElectraTokenizer
+            from ..tokenizer import ElectraTokenizer
             tokenizer = ElectraTokenizer.from_pretrained(self.meta.get("source"))
         enc = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
                         max_length=max_length, truncation=True)
