@@ -329,6 +329,17 @@ def test_without_the_rewrites_the_attention_does_not_fuse_and_it_is_said(tmp_pat
     assert any(f"attention of 0 of {TINY.num_hidden_layers} layers" in r.getMessage() for r in caplog.records)
 
 
+@needs_ort
+def test_the_rewrites_match_the_op_order_of_modeling(tmp_path):
+    """rewrites._fusable keys on the ops modeling.attention (scores * (1/sqrt d) + mask -> softmax) and
+    modeling.additive_attention_mask ((1 - mask) * -10000) export to: the one mask and every layer's score
+    scale are rewritten, and every layer's attention fuses. A change of that order in modeling.py fails here."""
+    pred = ElectraPredictor.from_pretrained(_fresh(tmp_path), task="seq-cls", engine="onnxruntime")
+    fused = pred.meta["derived"][inference.ONNX_FUSED]
+    assert fused["rewrites"] == {"masks": 1, "score_divs": TINY.num_hidden_layers}, fused
+    assert fused["fusion"]["Attention"] == TINY.num_hidden_layers, fused
+
+
 # --- serving --------------------------------------------------------------------------------------------
 def test_serve_engine_option_reaches_every_module(monkeypatch):
     from paddle_electra import serving
