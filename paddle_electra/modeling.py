@@ -184,7 +184,8 @@ def attention(q, k, v, mask, dropout):
     """softmax(q k^T / sqrt(d) + mask) v, for q, k, v [..., S, d] and an additive mask that broadcasts to the
     scores [..., S, S]: the attention math of every path, whichever way the heads are cut (ATTENTION_FUNCTIONS).
     The scale goes on the scores, in the original's order; rewrites._fusable matches this op sequence in the
-    exported ONNX graph (tests/test_inference_engines.py fails when it changes and the attention stops fusing)."""
+    exported ONNX graph (test_inference_engines.py::test_the_rewrites_match_the_op_order_of_modeling fails
+    when it changes)."""
     scores = paddle.matmul(q, k, transpose_y=True) * (1.0 / math.sqrt(q.shape[-1])) + mask
     return paddle.matmul(dropout(F.softmax(scores, axis=-1)), v)
 

@@ -1,12 +1,14 @@
 """The ONNX graphs derived from the exported Paddle graph, each made on first use in the cache folder,
 listed in export.json with its recipe and signed with it (cache.derive):
 
-    model.json --paddle2onnx--> model.onnx --_fusable, ORT fusions--> model.fused.onnx --quantize--> model.int8.onnx
-    (the export)                (OpenVINO runs it)                    (ONNX Runtime fp32)             (ONNX Runtime int8)
+    model.json (the export)
+      -> model.onnx         paddle2onnx                               run by OpenVINO
+      -> model.fused.onnx   _fusable, then ONNX Runtime's fusions     run by ONNX Runtime (fp32)
+      -> model.int8.onnx    quantize_dynamic of the fused graph       run by ONNX Runtime (int8)
 
 `_fusable` rewrites paddle2onnx's graph into the form onnxruntime.transformers' BERT attention fusion
 matches; it keys on the op sequence modeling.attention and modeling.additive_attention_mask export to
-(tests/test_inference_engines.py fails when that order changes and the attention no longer fuses).
+(tests/test_inference_engines.py::test_the_rewrites_match_the_op_order_of_modeling fails when it changes).
 Every import of onnx, onnxruntime, onnxoptimizer and paddle2onnx is inside the step that needs it: they are
 optional, and a missing fusion dependency leaves the plain graph, said in export.json.
 """
