@@ -107,6 +107,8 @@ def export_folder(fmt: str, model_dir: str, out_dir: str, task: Optional[str] = 
     model folder `model_dir`. task "auto": the task the folder was fine-tuned for."""
     from . import __version__, inference, model_card
     from .config import ElectraConfig
+    from .inference.cache import versions as tool_versions
+    from .inference.choice import importable, require
     from .heads import normalize_label_map
     from .resolve import resolve
     from .tasks import get_spec, task_of_config
@@ -122,8 +124,8 @@ def export_folder(fmt: str, model_dir: str, out_dir: str, task: Optional[str] = 
     spec = get_spec(task)
     if fmt == "onnx":
         if precision == "int8":
-            inference._require("onnxruntime")  # the quantizer (and paddle2onnx)
-        elif not inference._importable("paddle2onnx"):
+            require("onnxruntime")  # the quantizer (and paddle2onnx)
+        elif not importable("paddle2onnx"):
             raise ImportError("export onnx needs paddle2onnx (pip install paddle2onnx)")
     names = output_names(task, config)
     labels = None
@@ -132,7 +134,7 @@ def export_folder(fmt: str, model_dir: str, out_dir: str, task: Optional[str] = 
         labels = normalize_label_map(extra.get("num_labels"), extra.get("id2label"), extra.get("label2id"))
     export_dir, meta = inference.exported_model(model_dir, task)
     kept_card = model_card.user_card(out_dir) if os.path.isdir(out_dir) else None
-    versions = inference._versions("paddlepaddle", "paddle2onnx", "onnx", "onnxruntime")
+    versions = tool_versions("paddlepaddle", "paddle2onnx", "onnx", "onnxruntime")
     outputs = [{"name": n, "sequence_axis": a} for n, a in zip(names, meta.get("seq_axes") or [None] * len(names))]
     with output_dir(out_dir, EXPORT_DIR, inputs=[model_dir], overwrite=overwrite) as tmp:
         if fmt == "onnx":

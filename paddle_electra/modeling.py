@@ -11,12 +11,26 @@ checkpoint is a name table (see paddle_electra/conversion). TF kernels are
 
 Execution modes are flags that the forwards below read (as nanoGPT's flash/manual switch), set with
 `set_execution_modes(model, fast_cpu_kernels=..., recompute=...)`; both act only in dygraph training
-(`self.training` and `paddle.in_dynamic_mode()`), so evaluation and export run the plain code:
-- `fast_cpu_kernels`: Linear and self-attention use the PyLayers of paddle_electra.fast_cpu (GEMV
-  bias gradients, no head transposes), GELU, LayerNorm and Dropout the compiled kernels of
-  paddle_electra.cpu_kernels (where they build; Paddle's otherwise); the same results up to float
+(`self.training` and `paddle.in_dynamic_mode()`), so evaluation and export run the plain code.
+Attention is one function, `attention(q, k, v, mask, dropout)`; the self-attention layer picks an
+implementation from ATTENTION_FUNCTIONS by name ("eager", "fast_cpu") inside its forward.
+
+Every path a forward runs on, and where it lives:
+- dygraph, plain: this file (`eager_attention`), training and evaluation alike;
+- dygraph, `fast_cpu_kernels`: Linear takes fast_cpu.py's PyLayers (GEMV bias gradients), attention
+  `fast_cpu_attention` here (one head at a time, no head transposes); the same results up to float
   rounding, faster CPU training;
-- `recompute`: each encoder layer's activations are recomputed in the backward pass.
+- compiled kernels, same flag: GELU, LayerNorm and Dropout run cpu_kernels.py (C++ in
+  paddle_electra/csrc/cpu_kernels.cc, built on first use; Paddle's kernels where they do not build);
+- `recompute`: each encoder layer's activations are recomputed in the backward pass (ElectraEncoder,
+  Paddle's fleet recompute);
+- AMP (GPU): pretraining's `--amp bf16|fp16` (paddle_electra/pretraining/trainer.py) runs these forwards
+  under paddle.amp.auto_cast (O2: the model kept in half precision); nothing here changes;
+- Paddle Inference fp32 / bf16 (oneDNN on CPU) and GPU (optionally TensorRT): the static graph of the
+  plain path, exported by paddle_electra/inference/static_export.py and run by inference/paddle.py;
+- ONNX plain / fused / int8: that graph converted by paddle2onnx, rewritten for ONNX Runtime's
+  attention fusion and quantized in inference/rewrites.py, run by inference/onnxruntime.py;
+- OpenVINO: the plain ONNX graph, run by inference/openvino.py.
 """
 from __future__ import annotations
 
@@ -166,6 +180,45 @@ class GDESEmbeddings(nn.Layer):
         return self.dropout(self.LayerNorm(x))
 
 
+def attention(q, k, v, mask, dropout):
+    """softmax(q k^T / sqrt(d) + mask) v, for q, k, v [..., S, d] and an additive mask that broadcasts to the
+    scores [..., S, S]: the attention math of every path, whichever way the heads are cut (ATTENTION_FUNCTIONS).
+    The scale goes on the scores, in the original's order; rewrites._fusable matches this op sequence in the
+    exported ONNX graph (test_inference_engines.py::test_the_rewrites_match_the_op_order_of_modeling fails
+    when it changes)."""
+    scores = paddle.matmul(q, k, transpose_y=True) * (1.0 / math.sqrt(q.shape[-1])) + mask
+    return paddle.matmul(dropout(F.softmax(scores, axis=-1)), v)
+
+
+def eager_attention(layer, hidden, additive_mask):
+    """All heads at once: [B, S, H] -> [B, heads, S, d] by reshape and transpose, and back."""
+    def split(x):
+        return x.reshape([0, 0, layer.num_heads, layer.head_dim]).transpose([0, 2, 1, 3])
+    ctx = attention(split(layer.query(hidden)), split(layer.key(hidden)), split(layer.value(hidden)), additive_mask,
+                    layer.dropout)
+    return ctx.transpose([0, 2, 1, 3]).reshape([0, 0, layer.num_heads * layer.head_dim])
+
+
+def fast_cpu_attention(layer, hidden, additive_mask):
+    """One head at a time from its own column block of the query, key and value kernels (fast_cpu.linear's
+    GEMV bias gradient): no head transposes, forward or backward; the heads concatenated once. The mask
+    [B, 1, 1, S] is expanded to [B, S, S] once for all heads (Paddle's CPU add broadcasts it slowly)."""
+    d = layer.head_dim
+    mask = additive_mask.squeeze(1)
+    mask = mask.expand([mask.shape[0], hidden.shape[1], mask.shape[2]])
+    outs = []
+    for i in range(layer.num_heads):
+        cols = slice(i * d, (i + 1) * d)
+        q, k, v = (fast_cpu.linear(hidden, kernel.weight[:, cols], kernel.bias[cols])
+                   for kernel in (layer.query, layer.key, layer.value))
+        outs.append(attention(q, k, v, mask, layer.dropout))
+    return outs[0] if len(outs) == 1 else paddle.concat(outs, axis=-1)
+
+
+# the self-attention implementations, by name (HF's ALL_ATTENTION_FUNCTIONS): (layer, hidden, mask) -> context
+ATTENTION_FUNCTIONS = {"eager": eager_attention, "fast_cpu": fast_cpu_attention}
+
+
 class ElectraSelfAttention(nn.Layer):  # TF scope attention/self
     fast_cpu_kernels = False
 
@@ -179,18 +232,9 @@ class ElectraSelfAttention(nn.Layer):  # TF scope attention/self
         self.value = _linear(config, H, H)
         self.dropout = Dropout(config.attention_probs_dropout_prob)
 
-    def _split(self, x):  # [B, S, H] -> [B, heads, S, d]
-        return x.reshape([0, 0, self.num_heads, self.head_dim]).transpose([0, 2, 1, 3])
-
     def forward(self, hidden, additive_mask):
-        if _training_fast_path(self):  # per-head column blocks of the kernels: no transposes
-            return fast_cpu.attention(hidden, additive_mask, self.query, self.key, self.value, self.num_heads,
-                                      self.dropout)
-        q, k, v = self._split(self.query(hidden)), self._split(self.key(hidden)), self._split(self.value(hidden))
-        scores = paddle.matmul(q, k, transpose_y=True) * (1.0 / math.sqrt(self.head_dim)) + additive_mask
-        probs = self.dropout(F.softmax(scores, axis=-1))
-        ctx = paddle.matmul(probs, v).transpose([0, 2, 1, 3])
-        return ctx.reshape([0, 0, self.num_heads * self.head_dim])
+        implementation = "fast_cpu" if _training_fast_path(self) else "eager"
+        return ATTENTION_FUNCTIONS[implementation](self, hidden, additive_mask)
 
 
 class ElectraDenseLayerNorm(nn.Layer):

@@ -7,6 +7,7 @@ import paddle
 import pytest
 
 from paddle_electra import inference
+from paddle_electra.inference import predictor, static_export
 from paddle_electra.config import ElectraConfig
 from paddle_electra.heads import (ElectraForQuestionAnswering, ElectraForSequenceClassification,
                                   ElectraForTokenClassification)
@@ -119,8 +120,8 @@ def test_bf16_close_to_dygraph(dirs, task):
 
 
 def test_bf16_refused_without_cpu_support(dirs, monkeypatch):
-    monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: False)
-    monkeypatch.setattr(inference, "gpu_available", lambda: False)
+    monkeypatch.setattr(predictor, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(predictor, "gpu_available", lambda: False)
     with pytest.raises(InferenceError, match="AVX512-BF16 or AMX-BF16"):
         ElectraPredictor.from_pretrained(dirs["pretraining"], precision="bf16")
 
@@ -179,8 +180,8 @@ def test_cache_reused_then_rebuilt_when_weights_change(tmp_path, monkeypatch):
     meta1 = json.load(open(meta_file))
 
     calls = []
-    real_export = inference.export
-    monkeypatch.setattr(inference, "export", lambda *a, **k: calls.append(1) or real_export(*a, **k))
+    real_export = static_export.export
+    monkeypatch.setattr(static_export, "export", lambda *a, **k: calls.append(1) or real_export(*a, **k))
     again = ElectraPredictor.from_pretrained(d)  # same weights: no export
     assert calls == [] and again.export_dir == first.export_dir
     np.testing.assert_array_equal(again(ids), out1)
@@ -210,7 +211,7 @@ def test_read_only_model_dir_uses_home_cache(tmp_path, monkeypatch):
     paddle.seed(12)
     ElectraModel(TINY).save_pretrained(d)
     # running as root, chmod would not stop writes: make the folder look read-only instead
-    monkeypatch.setattr(inference, "_writable", lambda folder: False)
+    monkeypatch.setattr(static_export, "_writable", lambda folder: False)
     pred = ElectraPredictor.from_pretrained(d)
     home = os.environ["PADDLE_ELECTRA_HOME"]  # tests/conftest.py points it into tmp_path
     assert pred.export_dir.startswith(os.path.join(home, ".inference_cache"))

@@ -8,6 +8,7 @@ import paddle
 import pytest
 
 from paddle_electra import inference
+from paddle_electra.inference import cache, static_export
 from paddle_electra.heads import ElectraForSequenceClassification
 from paddle_electra.inference import ElectraPredictor
 from test_inference import TINY, _batch, _dygraph
@@ -42,7 +43,7 @@ def test_a_shipped_graph_cache_is_rebuilt_and_our_own_reused(two_models, monkeyp
     assert np.abs(want_b - want_a).max() > 1e-2  # the two models differ
     np.testing.assert_allclose(got_b, want_b, atol=1e-4)  # b's own weights, not the shipped graph
     # a cache this install signed is used as it is
-    monkeypatch.setattr(inference, "export", lambda *a, **k: pytest.fail("re-exported a signed cache"))
+    monkeypatch.setattr(static_export, "export", lambda *a, **k: pytest.fail("re-exported a signed cache"))
     np.testing.assert_allclose(_logits(a)[0], got_a, atol=0)
     np.testing.assert_allclose(_logits(b)[0], got_b, atol=0)
     assert oct(os.stat(os.path.join(os.environ["PADDLE_ELECTRA_HOME"], inference.KEY_NAME)).st_mode & 0o777) == "0o600"
@@ -79,14 +80,14 @@ def test_two_processes_building_the_cache_at_once_share_one_export(two_models, m
     import threading
     import time
     a, _ = two_models
-    real_export, exports, inside = inference.export, [], threading.Event()
+    real_export, exports, inside = static_export.export, [], threading.Event()
 
     def slow_export(model, path, meta=None):
         exports.append(path)
         inside.set()
         time.sleep(0.5)  # the second loader arrives while the folder is being written
         return real_export(model, path, meta)
-    monkeypatch.setattr(inference, "export", slow_export)
+    monkeypatch.setattr(static_export, "export", slow_export)
     results = {}
 
     def load(name):
@@ -138,14 +139,14 @@ def test_a_read_only_model_folder_with_only_the_paddle_graph_still_gives_int8(tw
     assert fp32.export_dir == os.path.join(a, "inference", "seq-cls")
     # read-only from now on (as root chmod would not stop writes: refuse them instead)
     inside = lambda p: os.path.abspath(p).startswith(os.path.abspath(a) + os.sep)  # noqa: E731
-    real_writable, real_write_file = inference._writable, inference._write_file
-    monkeypatch.setattr(inference, "_writable", lambda folder: not inside(folder) and real_writable(folder))
+    real_writable, real_write_file = static_export._writable, cache.write_file
+    monkeypatch.setattr(static_export, "_writable", lambda folder: not inside(folder) and real_writable(folder))
 
     def write_file(path, build):
         if inside(path):
             raise PermissionError(13, "Permission denied", path)
         return real_write_file(path, build)
-    monkeypatch.setattr(inference, "_write_file", write_file)
+    monkeypatch.setattr(cache, "write_file", write_file)
     int8 = ElectraPredictor.from_pretrained(a, task="seq-cls", device="cpu", engine="onnxruntime", precision="int8")
     assert int8.export_dir.startswith(inference.fallback_cache_root()) and int8.graph.endswith(inference.ONNX_INT8)
     ids, types, mask = _batch()

@@ -13,6 +13,7 @@ import paddle
 import pytest
 
 from paddle_electra import inference
+from paddle_electra.inference import cache, choice, rewrites, static_export
 from paddle_electra.heads import (ElectraForQuestionAnswering, ElectraForSequenceClassification,
                                   ElectraForTokenClassification)
 from paddle_electra.inference import ElectraPredictor, InferenceError, choose_engine
@@ -127,7 +128,7 @@ def test_int8_is_quantized_and_close_to_fp32(dirs, monkeypatch):
     # 7-bit weights only where the CPU lacks VNNI; the recipe holds the choice, so another CPU remakes the graph
     from cpus import CPUS
     for name, info in CPUS.items():  # every family met, whichever this machine is
-        monkeypatch.setattr(inference, "cpu_info", lambda info=info: info)
+        monkeypatch.setattr(rewrites, "cpu_info", lambda info=info: info)
         pred = ElectraPredictor.from_pretrained(dirs["token-cls"], task="token-cls", engine="onnxruntime",
                                                 precision="int8")
         assert pred.meta["derived"][inference.ONNX_INT8]["recipe"]["reduce_range"] == (name == "amd-zen3"), name
@@ -185,8 +186,8 @@ def test_auto_measures_the_engines_records_it_and_reuses_the_cache(tmp_path, mon
     caplog.set_level("INFO", logger="paddle_electra.inference")
     assert choose_engine()[0] == "auto"  # several engines installed: the predictor measures them
     timed = []
-    measure = inference.measure_engines
-    monkeypatch.setattr(inference, "measure_engines", lambda runners, *a: timed.append(sorted(runners)) or
+    measure = choice.measure_engines
+    monkeypatch.setattr(choice, "measure_engines", lambda runners, *a: timed.append(sorted(runners)) or
                         measure(runners, *a))
     pred = ElectraPredictor.from_pretrained(d, task="seq-cls")
     assert timed == [sorted(inference.auto_candidates("fp32"))]
@@ -195,16 +196,16 @@ def test_auto_measures_the_engines_records_it_and_reuses_the_cache(tmp_path, mon
     assert set(figures) == set(timed[0]) and all(f["batch_ms"] > 0 and f["single_ms"] > 0 for f in figures.values())
     assert pred.engine == record["engine"] == min(figures, key=lambda e: figures[e]["score_ms"])
     assert pred.engine_reason == record["reason"] and pred.engine_reason.startswith("auto: fastest here (")
-    assert inference.cpu_info().describe() in pred.engine_reason  # this CPU's figures, not another's
+    assert choice.cpu_info().describe() in pred.engine_reason  # this CPU's figures, not another's
     assert "onnxruntime (fused graph)" in pred.engine_reason and "paddle " in pred.engine_reason
-    assert record["measured_on"] == inference._measure_key("fp32", pred.num_threads)
-    fusion = pred.meta["derived"][inference.ONNX_FUSED]["fusion"]  # the attention of every layer (inference._fusable)
+    assert record["measured_on"] == choice._measure_key("fp32", pred.num_threads)
+    fusion = pred.meta["derived"][inference.ONNX_FUSED]["fusion"]  # the attention of every layer (rewrites._fusable)
     assert fusion["Attention"] == TINY.num_hidden_layers and fusion["SkipLayerNormalization"] > 0, fusion
     first = pred(ids, types, mask)
     _assert_same(first, ElectraPredictor.from_pretrained(d, task="seq-cls", engine="paddle")(ids, types, mask))
     # a second predictor reads the record and the cached graphs: nothing measured, exported or converted again
-    monkeypatch.setattr(inference, "export", lambda *a, **k: pytest.fail("re-exported"))
-    monkeypatch.setattr(inference, "_paddle2onnx", lambda *a, **k: pytest.fail("re-converted"))
+    monkeypatch.setattr(static_export, "export", lambda *a, **k: pytest.fail("re-exported"))
+    monkeypatch.setattr(rewrites, "_paddle2onnx", lambda *a, **k: pytest.fail("re-converted"))
     from onnxruntime.transformers import optimizer
     monkeypatch.setattr(optimizer, "optimize_model", lambda *a, **k: pytest.fail("re-fused"))
     again = ElectraPredictor.from_pretrained(d, task="seq-cls")
@@ -272,10 +273,10 @@ def test_a_graph_is_remade_with_the_graph_it_was_made_from(tmp_path, monkeypatch
 
     def older_fusion(meta):  # as if another onnxruntime version had made the fused graph
         meta["derived"][inference.ONNX_FUSED]["recipe"]["onnxruntime"] = "0.0"
-    inference._update_meta(pred.export_dir, pred.meta["fingerprint"], older_fusion)
+    cache.update_meta(pred.export_dir, pred.meta["fingerprint"], older_fusion)
     made = []
-    write = inference._write_file
-    monkeypatch.setattr(inference, "_write_file", lambda path, build: made.append(os.path.basename(path)) or
+    write = cache.write_file
+    monkeypatch.setattr(cache, "write_file", lambda path, build: made.append(os.path.basename(path)) or
                         write(path, build))
     again = ElectraPredictor.from_pretrained(d, task="seq-cls", engine="onnxruntime", precision="int8")
     assert made == [inference.ONNX_FUSED, inference.ONNX_INT8]  # not the plain graph, which did not change
@@ -307,7 +308,7 @@ def test_a_cache_that_cannot_take_the_onnx_graph(tmp_path, monkeypatch, caplog):
 
     def read_only(path, build):
         raise PermissionError(13, "Permission denied", path)
-    monkeypatch.setattr(inference, "_write_file", read_only)
+    monkeypatch.setattr(cache, "write_file", read_only)
     caplog.set_level("WARNING", logger="paddle_electra.inference")
     pred = ElectraPredictor.from_pretrained(d, task="seq-cls")
     assert pred.engine == "paddle" and pred.engine_reason.startswith("auto: the only engine that loads here")
@@ -320,12 +321,23 @@ def test_a_cache_that_cannot_take_the_onnx_graph(tmp_path, monkeypatch, caplog):
 
 @needs_ort
 def test_without_the_rewrites_the_attention_does_not_fuse_and_it_is_said(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(inference, "_fusable", lambda model: (model, {}))  # paddle2onnx's graph as it comes
+    monkeypatch.setattr(rewrites, "_fusable", lambda model: (model, {}))  # paddle2onnx's graph as it comes
     d = _fresh(tmp_path)
     caplog.set_level("WARNING", logger="paddle_electra.inference")
     pred = ElectraPredictor.from_pretrained(d, task="seq-cls", engine="onnxruntime")
     assert "Attention" not in pred.meta["derived"][inference.ONNX_FUSED]["fusion"]
     assert any(f"attention of 0 of {TINY.num_hidden_layers} layers" in r.getMessage() for r in caplog.records)
+
+
+@needs_ort
+def test_the_rewrites_match_the_op_order_of_modeling(tmp_path):
+    """rewrites._fusable keys on the ops modeling.attention (scores * (1/sqrt d) + mask -> softmax) and
+    modeling.additive_attention_mask ((1 - mask) * -10000) export to: the one mask and every layer's score
+    scale are rewritten, and every layer's attention fuses. A change of that order in modeling.py fails here."""
+    pred = ElectraPredictor.from_pretrained(_fresh(tmp_path), task="seq-cls", engine="onnxruntime")
+    fused = pred.meta["derived"][inference.ONNX_FUSED]
+    assert fused["rewrites"] == {"masks": 1, "score_divs": TINY.num_hidden_layers}, fused
+    assert fused["fusion"]["Attention"] == TINY.num_hidden_layers, fused
 
 
 # --- serving --------------------------------------------------------------------------------------------

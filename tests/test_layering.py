@@ -1,6 +1,6 @@
 """The import graph of paddle_electra: no cycle (function-level imports included), the loading stack
-in its layers (io <- modeling_utils <- modeling, heads <- conversion <- resolve, hf_download), and
-the lowest layer importable without paddle."""
+in its layers (io <- modeling_utils <- modeling, heads <- conversion <- resolve, hf_download), the
+inference package in the order of its pipeline, and the lowest layer importable without paddle."""
 import ast
 import os
 import subprocess
@@ -110,10 +110,41 @@ def test_task_layer():
     """batching <- tasks (the task specs) <- inference, finetuning, hub: a spec knows none of its
     consumers, and each consumer dispatches through the specs."""
     graph = _graph()
-    consumers = {"paddle_electra.inference", "paddle_electra.hub", "paddle_electra.serving",
-                 "paddle_electra.finetuning.trainer", "paddle_electra.finetuning.tasks", "paddle_electra.finetuning.cli"}
+    consumers = {"paddle_electra.hub", "paddle_electra.serving", "paddle_electra.finetuning.trainer",
+                 "paddle_electra.finetuning.tasks", "paddle_electra.finetuning.cli",
+                 *(m for m in graph if m.startswith("paddle_electra.inference"))}
     assert not set(graph["paddle_electra.tasks"]) & consumers, graph["paddle_electra.tasks"]
     assert graph["paddle_electra.batching"] == {}
-    for m in ("paddle_electra.inference", "paddle_electra.hub", "paddle_electra.finetuning.tasks",
-              "paddle_electra.finetuning.trainer"):
+    for m in ("paddle_electra.inference.static_export", "paddle_electra.inference.predictor", "paddle_electra.hub",
+              "paddle_electra.finetuning.tasks", "paddle_electra.finetuning.trainer"):
         assert "paddle_electra.tasks" in graph[m], m
+
+
+INFERENCE_LAYERS = [["cache"], ["static_export"], ["rewrites"], ["paddle", "onnxruntime", "openvino", "choice"],
+                    ["predictor"]]
+
+
+def test_inference_pipeline_layers():
+    """The inference package in the order of its pipeline: the cache folder <- the export <- the ONNX
+    rewrites <- the engines and the choice <- the predictor (the package's __init__ loads the rest on
+    first use); nothing below it (the model, the tasks) imports any of it."""
+    graph = _graph()
+    package = "paddle_electra.inference"
+    rank = {f"{package}.{m}": i for i, layer in enumerate(INFERENCE_LAYERS) for m in layer}
+    assert set(rank) == {m for m in graph if m.startswith(package + ".")}, "a module missing from INFERENCE_LAYERS"
+    wrong = [f"{m} imports {t}" for m in rank for t in graph[m] if t in rank and rank[t] > rank[m]]
+    assert not wrong, wrong
+    assert set(graph[package]) <= {f"{package}.cache", f"{package}.choice"}, graph[package]
+    below = ["paddle_electra.config", "paddle_electra.io", "paddle_electra.modeling_utils", "paddle_electra.modeling",
+             "paddle_electra.heads", "paddle_electra.fast_cpu", "paddle_electra.cpu_kernels", "paddle_electra.tasks",
+             "paddle_electra.batching", "paddle_electra.resolve"]
+    wrong = [f"{m} imports {t}" for m in below for t in graph[m] if t.startswith(package)]
+    assert not wrong, wrong
+
+
+def test_inference_package_imports_no_paddle():
+    """The CLI's parsers read ENGINES and PRECISIONS: importing the package loads cache.py and choice.py only."""
+    code = ("import sys, paddle_electra.inference as i; i.ENGINES, i.PRECISIONS, i.choose_engine; "
+            "print(sorted(m for m in sys.modules if m == 'paddle' or m.startswith('paddle_electra.inference.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['paddle_electra.inference.cache', 'paddle_electra.inference.choice']"
