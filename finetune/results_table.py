@@ -45,10 +45,10 @@ PROTOCOLS = {
     },
     "low": {
         "chnsenticorp": ("chnsenticorp/train.tsv", "chnsenticorp/dev.tsv",
-                         {"max_seq_length": 128, "num_train_epochs": 10, "max_train_examples": 1000},
+                         {"max_seq_length": 128, "num_train_epochs": 20, "max_train_examples": 1000},
                          [("dev_accuracy", "ChnSentiCorp acc. (1,000)")]),
         "msra_ner": ("msra_ner/train.txt", "msra_ner/dev.txt",
-                     {"max_seq_length": 128, "num_train_epochs": 10, "max_train_examples": 1000},
+                     {"max_seq_length": 128, "num_train_epochs": 20, "max_train_examples": 1000},
                      [("dev_f1", "MSRA NER F1 (1,000)")]),
     },
 }

@@ -23,8 +23,10 @@ _EXPORTS = {
 }
 __all__ = list(_EXPORTS)
 
-# installs name resolution (registry, download) for every model's from_pretrained; imports no paddle
-from . import resolve as _resolve  # noqa: E402,F401
+# The one registration made at import: how every model's from_pretrained turns a registered name into
+# a folder (registry, download). The loading base class cannot import `resolve` (it sits above it).
+from . import modeling_utils as _modeling_utils, resolve as _resolve  # noqa: E402
+_modeling_utils.set_resolver(_resolve.resolve)
 
 
 def __getattr__(name):

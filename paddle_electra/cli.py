@@ -132,9 +132,6 @@ SUBCOMMANDS = {
              _pair("paddle_electra.commands", "list_variants.add_arguments", "list_variants.run", configure=False)),
     "demo": ("the main job end to end on the bundled sample (pretrain, fine-tune, hub, serving)",
              _pair("paddle_electra.demo", configure=False)),
-    # the names of earlier releases, which docs and scripts use
-    "export-pdparams": ("same as `export paddlenlp`", _pair("paddle_electra.conversion.paddlenlp_export")),
-    "export-discriminator": ("same as `export pretraining`", _pair("paddle_electra.pretraining.export")),
 }
 
 

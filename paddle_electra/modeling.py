@@ -451,6 +451,6 @@ class ElectraForPreTraining(PretrainingPairMixin, nn.Layer):
             self.generator = ElectraGenerator(generator_config, embeddings=self.discriminator.electra.embeddings)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
-        """Both models on the same input (for inspection); training goes through pretraining.rtd."""
+        """Both models on the same input (for inspection); training goes through pretraining.objective (RTDModule)."""
         return (self.generator(input_ids, token_type_ids, attention_mask, position_ids),
                 self.discriminator(input_ids, token_type_ids, attention_mask, position_ids))

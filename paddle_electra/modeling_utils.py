@@ -7,7 +7,7 @@ A from_pretrained dir holds `config.json` + `model.safetensors` (+ `vocab.txt`).
 ElectraForPreTraining. Pickle formats are never read implicitly.
 
 Names (registered variants, HF repo ids) are turned into folders by the resolver that
-`paddle_electra.resolve` installs with `set_resolver` when the package is imported: resolving may
+paddle_electra/__init__.py registers with `set_resolver` (`paddle_electra.resolve.resolve`): resolving may
 download and convert, which needs the models and converters that import this module, so this module
 calls it without importing it.
 """

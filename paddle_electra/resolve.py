@@ -2,19 +2,15 @@
 HF repo id) from $PADDLE_ELECTRA_HOME/<name>, downloading and converting HFL's HF weights there when
 the network allows; else an error saying what to do.
 
-Importing the package installs `resolve` as the resolver of every model's from_pretrained
+paddle_electra/__init__.py registers `resolve` as the resolver of every model's from_pretrained
 (modeling_utils.set_resolver), so the loading base class needs no import of this layer.
 """
 from __future__ import annotations
 
 import os
 
-from . import modeling_utils
 from .config import CONFIG_NAME, get_variant
-
-
-def models_home() -> str:
-    return os.environ.get("PADDLE_ELECTRA_HOME", os.path.join(os.path.expanduser("~"), ".paddle_electra", "models"))
+from .io import package_home
 
 
 def resolve(name_or_path: str, download: bool = True) -> str:
@@ -26,7 +22,7 @@ def resolve(name_or_path: str, download: bool = True) -> str:
         raise FileNotFoundError(
             f"{name_or_path!r} is neither a folder nor a registered variant "
             f"(see `paddle-electra list`)") from None
-    local = os.path.join(models_home(), variant.name)
+    local = os.path.join(package_home(), variant.name)
     if os.path.exists(os.path.join(local, CONFIG_NAME)):
         return local
     errors = []
@@ -46,5 +42,3 @@ def resolve(name_or_path: str, download: bool = True) -> str:
         f"  paddle-electra convert hf --input <discriminator folder> --generator <generator folder> --output {local}\n"
         f"(or set PADDLE_ELECTRA_HOME to the folder that holds {variant.name}/).")
 
-
-modeling_utils.set_resolver(resolve)

@@ -335,7 +335,7 @@ def test_cli_script(hf, tmp_path):
 
 
 def test_paddlenlp_export_matches(tmp_path):
-    """export-pdparams output loads in PaddleNLP 2.8 and computes what our models compute."""
+    """export paddlenlp output loads in PaddleNLP 2.8 and computes what our models compute."""
     pytest.importorskip("paddlenlp")
     import paddle
     import paddlenlp.transformers as nlp
@@ -361,7 +361,7 @@ def test_paddlenlp_export_matches(tmp_path):
                                ("discriminator", ElectraDiscriminator, nlp.ElectraDiscriminator),
                                ("generator", ElectraGenerator, nlp.ElectraGenerator)):
         out = str(tmp_path / kind)
-        assert main(["export-pdparams", "--input", src, "--output", out, "--model", kind]) == 0
+        assert main(["export", "paddlenlp", "--input", src, "--output", out, "--model", kind]) == 0
         assert sorted(os.listdir(out)) == ["config.json", "model_state.pdparams", "tokenizer_config.json", "vocab.txt"]
         a = ours.from_pretrained(src).eval()
         b = theirs.from_pretrained(out).eval()

@@ -1,5 +1,5 @@
-"""Writers never replace what the user did not ask to replace (convert tf|hf, init, export-pdparams,
-export-discriminator, build_pretraining_dataset, save_pretrained), and convert hf reads nothing
+"""Writers never replace what the user did not ask to replace (convert tf|hf, init, export paddlenlp,
+export pretraining, build_pretraining_dataset, save_pretrained), and convert hf reads nothing
 through a link out of its input folder."""
 import json
 import os
@@ -107,13 +107,13 @@ def test_exports_never_write_over_their_input(tmp_path, capsys):
         .save_pretrained(str(src))
     before = _snapshot(src)
     for out in (src, tmp_path):
-        assert main(["export-pdparams", "--input", str(src), "--output", str(out), "--overwrite"]) == 1
+        assert main(["export", "paddlenlp", "--input", str(src), "--output", str(out), "--overwrite"]) == 1
         assert "the input" in capsys.readouterr().err
-    assert main(["export-discriminator", str(src), str(src), "--overwrite"]) == 1
+    assert main(["export", "pretraining", str(src), str(src), "--overwrite"]) == 1
     assert "the input" in capsys.readouterr().err
     assert _snapshot(src) == before
-    assert main(["export-pdparams", "--input", str(src), "--output", str(tmp_path / "nlp")]) == 0
-    assert main(["export-pdparams", "--input", str(src), "--output", str(tmp_path / "nlp")]) == 0  # previous export
+    assert main(["export", "paddlenlp", "--input", str(src), "--output", str(tmp_path / "nlp")]) == 0
+    assert main(["export", "paddlenlp", "--input", str(src), "--output", str(tmp_path / "nlp")]) == 0  # previous export
 
 
 def test_dataset_builder_keeps_inputs_and_foreign_folders(tmp_path):

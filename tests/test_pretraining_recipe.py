@@ -265,6 +265,6 @@ def test_a_run_with_every_option_records_resumes_and_exports(data_dir, tmp_path)
     # the export is a plain discriminator for fine-tuning, and a gdes pair for --init-from
     from paddle_electra.cli import main
     out = str(tmp_path / "export")
-    assert main(["export-discriminator", full, out]) == 0
+    assert main(["export", "pretraining", full, out]) == 0
     assert ElectraDiscriminator.from_pretrained(out).config.hidden_size == 64
     assert ElectraForPreTraining.from_pretrained(out).embedding_sharing == "gdes"

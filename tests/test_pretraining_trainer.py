@@ -1,6 +1,6 @@
 """The pretraining trainer end to end on a tiny config (CPU): SIGKILL + resume reproduces the loss
 curve, 2 processes (gloo) keep identical parameters and match 1 process with the doubled batch,
-export-discriminator writes a dir every model class loads, --init-from continues from it."""
+export pretraining writes a dir every model class loads, --init-from continues from it."""
 import json
 import os
 import re
@@ -143,7 +143,7 @@ def test_export_and_init_from(data_dir, tmp_path):
     run = str(tmp_path / "run")
     _run(_args(data_dir, run, disc, gen, 2, 2))
     out = str(tmp_path / "export")
-    assert main(["export-discriminator", run, out]) == 0
+    assert main(["export", "pretraining", run, out]) == 0
     assert sorted(os.listdir(out)) == ["config.json", "generator.safetensors", "generator_config.json",
                                        "model.safetensors", "vocab.txt"]
     d = ElectraDiscriminator.from_pretrained(out)
@@ -172,7 +172,7 @@ def test_export_and_init_from(data_dir, tmp_path):
     from paddle_electra.pretraining.export import export
     with pytest.raises(Exception, match="no complete checkpoint"):
         export(str(tmp_path), str(tmp_path / "x"))
-    assert main(["export-discriminator", str(tmp_path), str(tmp_path / "x")]) == 1  # the CLI: one line, exit 1
+    assert main(["export", "pretraining", str(tmp_path), str(tmp_path / "x")]) == 1  # the CLI: one line, exit 1
 
 
 def test_gradient_accumulation_and_recompute_match_the_full_batch(data_dir, tmp_path):

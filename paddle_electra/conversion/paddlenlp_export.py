@@ -1,4 +1,4 @@
-"""`paddle-electra export-pdparams`: write a from_pretrained dir in PaddleNLP 2.8's format.
+"""`paddle-electra export paddlenlp`: write a from_pretrained dir in PaddleNLP 2.8's format.
 
 PaddleNLP's ElectraModel builds its encoder from paddle.nn.TransformerEncoderLayer, so only the
 names differ (both are Paddle: no transposes):
@@ -152,7 +152,7 @@ def run(args):
         out = export_paddlenlp(args.input, args.output, model=args.model, allow_pickle=args.allow_pickle,
                                overwrite=args.overwrite)
     except (CheckpointError, ConfigError, FileNotFoundError, OutputError) as e:
-        print(f"paddle-electra export-pdparams: error: {e}", file=sys.stderr)
+        print(f"paddle-electra export paddlenlp: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote PaddleNLP {ARCHITECTURES[args.model]} to {out} "
           f"(load with paddlenlp.transformers.{ARCHITECTURES[args.model]}.from_pretrained)")

@@ -63,7 +63,7 @@ class OutputKind:
                 and all(any(fnmatch.fnmatchcase(n, a) for a in self.allowed) for n in names))
 
 
-# a from_pretrained dir (save_pretrained, convert tf|hf, init, export-discriminator): the model's
+# a from_pretrained dir (save_pretrained, convert tf|hf, init, export pretraining): the model's
 # files, its model card and the predictor's graph cache
 MODEL_DIR = OutputKind("model folder", (CONFIG_NAME,),
                        (CONFIG_NAME, GENERATOR_CONFIG_NAME, WEIGHTS_NAME, GENERATOR_WEIGHTS_NAME, EMBEDDING_DELTAS_NAME,
@@ -100,8 +100,10 @@ def check_output(path: str, kind: Optional[OutputKind] = None, inputs: Iterable[
 
 # --- this package's own folder (caches, keys) --------------------------------------------------------
 def package_home() -> str:
-    """Where paddle_electra keeps its caches: $PADDLE_ELECTRA_HOME, else ~/.paddle_electra."""
-    return os.environ.get("PADDLE_ELECTRA_HOME") or os.path.join(os.path.expanduser("~"), ".paddle_electra")
+    """paddle_electra's one folder: $PADDLE_ELECTRA_HOME, else ~/.paddle_electra/models. Registered
+    models live in <home>/<name>/, caches and keys in dot folders beside them (.kernel_cache,
+    .inference_cache, .inference_key, .tmp)."""
+    return os.environ.get("PADDLE_ELECTRA_HOME") or os.path.join(os.path.expanduser("~"), ".paddle_electra", "models")
 
 
 def lock_path(path: str) -> str:

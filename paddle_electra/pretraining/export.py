@@ -1,4 +1,4 @@
-"""`paddle-electra export-discriminator RUN_DIR OUT`: the newest checkpoint of a pretraining run (or a
+"""`paddle-electra export pretraining RUN_DIR OUT`: the newest checkpoint of a pretraining run (or a
 given checkpoint folder) as a from_pretrained pretraining dir: config.json + model.safetensors (the
 discriminator), generator_config.json + generator.safetensors, vocab.txt. ElectraDiscriminator,
 ElectraGenerator, ElectraModel, the task heads and ElectraForPreTraining (--init-from) all load it."""
