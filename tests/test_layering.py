@@ -106,14 +106,38 @@ def test_io_layer_imports_no_paddle_and_no_model():
     assert out.strip() == "['paddle_electra.modeling_utils']"
 
 
+def _in(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
 def test_task_layer():
-    """batching <- tasks (the task specs) <- inference, finetuning, hub: a spec knows none of its
-    consumers, and each consumer dispatches through the specs."""
+    """batching <- tasks (the task specs with their decode and metrics: the package paddle_electra.tasks)
+    <- inference, finetuning, hub, serving, pipeline: a spec knows none of its consumers (tasks imports
+    nothing of finetuning), and each consumer dispatches through the specs."""
     graph = _graph()
-    consumers = {"paddle_electra.inference", "paddle_electra.hub", "paddle_electra.serving",
-                 "paddle_electra.finetuning.trainer", "paddle_electra.finetuning.tasks", "paddle_electra.finetuning.cli"}
-    assert not set(graph["paddle_electra.tasks"]) & consumers, graph["paddle_electra.tasks"]
+    tasks = [m for m in graph if _in(m, "paddle_electra.tasks")]
+    assert {"paddle_electra.tasks", "paddle_electra.tasks.qa", "paddle_electra.tasks.metrics"} <= set(tasks)
+    assert "paddle_electra.finetuning.qa" not in graph and "paddle_electra.finetuning.metrics" not in graph
+    consumers = ("paddle_electra.inference", "paddle_electra.hub", "paddle_electra.serving", "paddle_electra.finetuning",
+                 "paddle_electra.pipeline", "paddle_electra.deploy", "paddle_electra.batch_predict",
+                 "paddle_electra.pretraining")
+    wrong = [f"{m} imports {t}" for m in tasks for t in graph[m] if _in(t, *consumers)]
+    assert not wrong, wrong  # in particular: tasks does not import finetuning
     assert graph["paddle_electra.batching"] == {}
     for m in ("paddle_electra.inference", "paddle_electra.hub", "paddle_electra.finetuning.tasks",
-              "paddle_electra.finetuning.trainer"):
-        assert "paddle_electra.tasks" in graph[m], m
+              "paddle_electra.finetuning.trainer", "paddle_electra.pipeline"):
+        assert any(_in(t, "paddle_electra.tasks") for t in graph[m]), m
+
+
+def test_hub_and_serving_layers():
+    """hub reads its data through tasks (not finetuning); serving's request handling knows modules by the
+    interface it defines (ServedModule), not by importing the hub (nor by duck typing)."""
+    graph = _graph()
+    hub = [m for m in graph if _in(m, "paddle_electra.hub")]
+    serving = [m for m in graph if _in(m, "paddle_electra.serving")]
+    assert {"paddle_electra.hub", "paddle_electra.hub.tasks", "paddle_electra.hub.data"} <= set(hub)
+    assert {"paddle_electra.serving", "paddle_electra.serving.app", "paddle_electra.serving.server"} <= set(serving)
+    wrong = [f"{m} imports {t}" for m in hub for t in graph[m] if _in(t, "paddle_electra.finetuning")]
+    wrong += [f"{m} imports {t}" for m in serving for t in graph[m] if _in(t, "paddle_electra.hub")]
+    assert not wrong, wrong
+    assert "paddle_electra.serving.app" in graph["paddle_electra.hub"]
