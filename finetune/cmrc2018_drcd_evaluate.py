@@ -4,7 +4,7 @@
 
 PREDICTIONS.json is {question_id: answer_text}. The last line printed is one JSON object with
 AVERAGE, F1, EM (percent), TOTAL, SKIP and FILE, as the official script prints it. Semantics and
-the one documented deviation: paddle_electra/finetuning/metrics.py.
+the one documented deviation: paddle_electra/tasks/metrics.py.
 """
 import argparse
 import json
@@ -16,7 +16,7 @@ def main(argv=None):
     p.add_argument("dataset_file", help="official dataset file (SQuAD format)")
     p.add_argument("prediction_file", help="your prediction file")
     args = p.parse_args(argv)
-    from paddle_electra.finetuning.metrics import cmrc_evaluate_files
+    from paddle_electra.tasks.metrics import cmrc_evaluate_files
     try:
         result = cmrc_evaluate_files(args.dataset_file, args.prediction_file)
     except (OSError, ValueError) as e:

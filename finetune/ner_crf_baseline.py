@@ -1,6 +1,6 @@
 """An independent baseline for MSRA NER (issue 20): a linear-chain CRF on character features
 (sklearn-crfsuite), trained on the same seeded sample of train sentences the fine-tuning protocol uses
-and scored on the same dev set with the same scorer (seqeval chunk F1, `finetuning.metrics.chunk_f1`).
+and scored on the same dev set with the same scorer (seqeval chunk F1, `tasks.metrics.chunk_f1`).
 A fine-tuned encoder far below it on the same split points at the recipe, not at the data.
 
     python finetune/ner_crf_baseline.py --data-dir ../shared/data --n-train 5000 [--max-length 128]
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="write the scores as JSON here")
     a = p.parse_args(argv)
     import sklearn_crfsuite
-    from paddle_electra.finetuning.metrics import chunk_f1
+    from paddle_electra.tasks.metrics import chunk_f1
 
     train = read_split(a.data_dir, "train", a.n_train)
     dev = read_split(a.data_dir, "dev", None)

@@ -14,7 +14,7 @@ discriminator / pretraining / backbone dir (or a dir fine-tuned for another head
 backbone and initialises a new head; `model.load_report.newly_initialized` names the new tensors.
 
 The QA featurizer (sliding windows, character offsets) and the n-best answer search live in
-paddle_electra.finetuning.qa; which task uses which head, and how, in the task specs of
+paddle_electra.tasks.qa; which task uses which head, and how, in the task specs of
 paddle_electra.tasks.
 """
 from __future__ import annotations

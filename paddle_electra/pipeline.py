@@ -88,7 +88,7 @@ class Pipeline:
 
     def __init__(self, task: Optional[str], model: str, engine: str = "auto", precision: str = "fp32",
                  max_seq_len: Optional[int] = None, batch_size: int = 32, device: Optional[str] = None,
-                 num_threads: Optional[int] = None, split_char: str = "\002", suffix: bool = False):
+                 num_threads: Optional[int] = None, split_char: Optional[str] = None, suffix: Optional[bool] = None):
         from .config import CONFIG_NAME, ElectraConfig
         from .heads import normalize_label_map
         from .inference import ElectraPredictor
@@ -118,7 +118,10 @@ class Pipeline:
             raise ValueError(f"max_seq_len must be in [3, {limit}] for this model, got {self.max_seq_len}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size, self.split_char, self.suffix = int(batch_size), split_char, bool(suffix)
+        self.batch_size = int(batch_size)
+        # the task's options (token-cls: split_char, suffix); one the task does not have is an error
+        self.options = self.spec.options(**{k: v for k, v in (("split_char", split_char), ("suffix", suffix))
+                                            if v is not None})
         self.tokenizer = ElectraTokenizer.from_pretrained(self.model_dir)
         self.predictor = ElectraPredictor.from_pretrained(self.model_dir, task=self.task, precision=precision,
                                                           engine=engine, device=device, num_threads=num_threads)
@@ -132,12 +135,13 @@ class Pipeline:
     def _spans(self, text: str) -> Optional[List[Tuple[int, int]]]:
         """token-cls with `split_char` in the text: the character span of each word (else None: one
         unit per character)."""
-        if self.split_char not in text:
+        split_char = self.options.split_char
+        if split_char not in text:
             return None
         spans, pos = [], 0
-        for word in text.split(self.split_char):
+        for word in text.split(split_char):
             spans.append((pos, pos + len(word)))
-            pos += len(word) + len(self.split_char)
+            pos += len(word) + len(split_char)
         return spans
 
     def predict(self, inputs: Sequence[Any], where: str = "input") -> List:
@@ -146,14 +150,14 @@ class Pipeline:
         texts = [as_texts(x, self.task, f"{where} {i}") for i, x in enumerate(inputs)]
         texts = check_data(texts, self.task)
         preds, truncated = predict(self.spec, self.tokenizer, self.predictor, self._settings, texts,
-                                   self.max_seq_len, self.batch_size, labels=self.labels, suffix=self.suffix,
-                                   split_char=self.split_char)
+                                   self.max_seq_len, self.batch_size, labels=self.labels, options=self.options)
         if truncated and not self._warned_truncation:
             logger.warning("texts longer than max_seq_len=%d tokens are truncated (longer text first); "
                            "this warning is shown once", self.max_seq_len)
             self._warned_truncation = True
-        return [format_result(self.task, p, t[0], self._spans(t[0]) if self.task == "token-cls" else None,
-                              self.suffix) for p, t in zip(preds, texts)]
+        if self.task != "token-cls":
+            return [format_result(self.task, p) for p in preds]
+        return [format_result(self.task, p, t[0], self._spans(t[0]), self.options.suffix) for p, t in zip(preds, texts)]
 
     def __call__(self, inputs, batch_size: Optional[int] = None):
         if batch_size is not None:
@@ -174,7 +178,8 @@ def pipeline(task: Optional[str], model: str, engine: str = "auto", precision: s
     ("seq-cls", "text-matching", "text-regression", "token-cls", "reading-comprehension"; None: the
     folder's own). `engine` / `precision`: ElectraPredictor's ("auto" / "fp32"; "int8" on ONNX Runtime,
     "bf16" on native-bf16 CPUs). Keywords: max_seq_len (default min(512, the model's)), batch_size (32),
-    device, num_threads, split_char (token-cls: words split by it instead of characters), suffix."""
+    device, num_threads; token-cls only (another task refuses them): split_char (words split by it instead of
+    characters), suffix (labels as "PER-B")."""
     return Pipeline(task, model, engine=engine, precision=precision, **kwargs)
 
 

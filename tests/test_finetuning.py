@@ -12,10 +12,10 @@ import pytest
 
 from paddle_electra.io import CheckpointError
 from paddle_electra.config import ElectraConfig, generator_config_for
-from paddle_electra.finetuning import metrics
+from paddle_electra.tasks import metrics
 from paddle_electra.finetuning.config import FinetuneConfig, HparamsError
-from paddle_electra.finetuning.qa import (AnswerNotFound, doc_spans, featurize_qa, max_context_flags,
-                                          postprocess_qa)
+from paddle_electra.tasks.qa import (AnswerNotFound, doc_spans, featurize_qa, max_context_flags,
+                                     postprocess_qa)
 from paddle_electra.finetuning.tasks import DataError, get_task, truncate_pair
 from paddle_electra.heads import (ElectraForQuestionAnswering, ElectraForSequenceClassification,
                                   ElectraForTokenClassification, answer_mask_from)

@@ -105,18 +105,28 @@ def test_io_layer_imports_no_paddle_and_no_model():
     assert out.strip() == "['paddle_electra.modeling_utils']"
 
 
+def _in(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
 def test_task_layer():
-    """batching <- tasks (the task specs) <- inference, finetuning, hub: a spec knows none of its
-    consumers, and each consumer dispatches through the specs."""
+    """batching <- tasks (the task specs with their decode and metrics: the package paddle_electra.tasks)
+    <- inference, finetuning, hub, serving, pipeline: a spec knows none of its consumers (tasks imports
+    nothing of finetuning), and each consumer dispatches through the specs."""
     graph = _graph()
-    consumers = {"paddle_electra.hub", "paddle_electra.serving", "paddle_electra.finetuning.trainer",
-                 "paddle_electra.finetuning.tasks", "paddle_electra.finetuning.cli",
-                 *(m for m in graph if m.startswith("paddle_electra.inference"))}
-    assert not set(graph["paddle_electra.tasks"]) & consumers, graph["paddle_electra.tasks"]
+    tasks = [m for m in graph if _in(m, "paddle_electra.tasks")]
+    assert {"paddle_electra.tasks", "paddle_electra.tasks.qa", "paddle_electra.tasks.metrics"} <= set(tasks)
+    assert "paddle_electra.finetuning.qa" not in graph and "paddle_electra.finetuning.metrics" not in graph
+    consumers = ("paddle_electra.inference", "paddle_electra.hub", "paddle_electra.serving", "paddle_electra.finetuning",
+                 "paddle_electra.pipeline", "paddle_electra.deploy", "paddle_electra.batch_predict",
+                 "paddle_electra.pretraining")
+    wrong = [f"{m} imports {t}" for m in tasks for t in graph[m] if _in(t, *consumers)]
+    assert not wrong, wrong  # in particular: tasks does not import finetuning
     assert graph["paddle_electra.batching"] == {}
     for m in ("paddle_electra.inference.static_export", "paddle_electra.inference.predictor", "paddle_electra.hub",
-              "paddle_electra.finetuning.tasks", "paddle_electra.finetuning.trainer"):
-        assert "paddle_electra.tasks" in graph[m], m
+              "paddle_electra.finetuning.tasks",
+              "paddle_electra.finetuning.trainer", "paddle_electra.pipeline"):
+        assert any(_in(t, "paddle_electra.tasks") for t in graph[m]), m
 
 
 INFERENCE_LAYERS = [["cache"], ["static_export"], ["rewrites"], ["paddle", "onnxruntime", "openvino", "choice"],
@@ -135,8 +145,8 @@ def test_inference_pipeline_layers():
     assert not wrong, wrong
     assert set(graph[package]) <= {f"{package}.cache", f"{package}.choice"}, graph[package]
     below = ["paddle_electra.config", "paddle_electra.io", "paddle_electra.modeling_utils", "paddle_electra.modeling",
-             "paddle_electra.heads", "paddle_electra.fast_cpu", "paddle_electra.cpu_kernels", "paddle_electra.tasks",
-             "paddle_electra.batching", "paddle_electra.resolve"]
+             "paddle_electra.heads", "paddle_electra.fast_cpu", "paddle_electra.cpu_kernels", "paddle_electra.batching",
+             "paddle_electra.resolve", *(m for m in graph if _in(m, "paddle_electra.tasks"))]
     wrong = [f"{m} imports {t}" for m in below for t in graph[m] if t.startswith(package)]
     assert not wrong, wrong
 
@@ -147,3 +157,17 @@ def test_inference_package_imports_no_paddle():
             "print(sorted(m for m in sys.modules if m == 'paddle' or m.startswith('paddle_electra.inference.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['paddle_electra.inference.cache', 'paddle_electra.inference.choice']"
+
+
+def test_hub_and_serving_layers():
+    """hub reads its data through tasks (not finetuning); serving's request handling knows modules by the
+    interface it defines (ServedModule), not by importing the hub (nor by duck typing)."""
+    graph = _graph()
+    hub = [m for m in graph if _in(m, "paddle_electra.hub")]
+    serving = [m for m in graph if _in(m, "paddle_electra.serving")]
+    assert {"paddle_electra.hub", "paddle_electra.hub.tasks", "paddle_electra.hub.data"} <= set(hub)
+    assert {"paddle_electra.serving", "paddle_electra.serving.app", "paddle_electra.serving.server"} <= set(serving)
+    wrong = [f"{m} imports {t}" for m in hub for t in graph[m] if _in(t, "paddle_electra.finetuning")]
+    wrong += [f"{m} imports {t}" for m in serving for t in graph[m] if _in(t, "paddle_electra.hub")]
+    assert not wrong, wrong
+    assert "paddle_electra.serving.app" in graph["paddle_electra.hub"]

@@ -55,14 +55,15 @@ _HEAD_RENAMES = {
 # config fields that describe HF's file, not the model
 _HF_ONLY_FIELDS = ("architectures", "_name_or_path", "transformers_version", "torch_dtype")
 
-# what each kind of HF model becomes: (our class, constructor settings saved in config.json)
+# what each kind of HF model becomes (a head kind by the name of its task spec, paddle_electra.tasks): (our
+# class, constructor settings saved in config.json)
 CLASSES = {
     "discriminator": (ElectraDiscriminator, {}),
     "generator": (ElectraGenerator, {}),
     "backbone": (ElectraModel, {}),
-    "sequence-classification": (ElectraForSequenceClassification, {"classifier_head": "hf"}),
-    "token-classification": (ElectraForTokenClassification, {}),
-    "question-answering": (ElectraForQuestionAnswering, {"qa_simple": True}),
+    "seq-cls": (ElectraForSequenceClassification, {"classifier_head": "hf"}),
+    "token-cls": (ElectraForTokenClassification, {}),
+    "reading-comprehension": (ElectraForQuestionAnswering, {"qa_simple": True}),
 }
 
 # Published HFL configs that do not describe their weights, and what the weights need. The legal
@@ -126,10 +127,10 @@ def _read_one(path: str) -> Dict[str, np.ndarray]:
 def _kind(names, source: str) -> str:
     found = {kind for kind, prefix in (
         ("discriminator", "discriminator_predictions."), ("generator", ("generator_predictions.", "generator_lm_head.")),
-        ("sequence-classification", "classifier.out_proj."), ("question-answering", "qa_outputs."))
+        ("seq-cls", "classifier.out_proj."), ("reading-comprehension", "qa_outputs."))
         if any(k.startswith(prefix) for k in names)}
-    if any(k.startswith("classifier.") for k in names) and "sequence-classification" not in found:
-        found.add("token-classification")
+    if any(k.startswith("classifier.") for k in names) and "seq-cls" not in found:
+        found.add("token-cls")
     if any(k.startswith(("sequence_summary.", "classifier.summary")) for k in names):
         raise CheckpointError(f"{source}: an HF ElectraForMultipleChoice (sequence_summary.*) has no counterpart "
                               f"here; convert its backbone by removing the head tensors, or fine-tune ours")
@@ -241,9 +242,9 @@ def _read_model(folder: str):
 
 # --- parity with transformers (optional: needs torch and transformers) -------------------------------
 _HF_CLASSES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM", "backbone": "ElectraModel",
-               "sequence-classification": "ElectraForSequenceClassification",
-               "token-classification": "ElectraForTokenClassification",
-               "question-answering": "ElectraForQuestionAnswering"}
+               "seq-cls": "ElectraForSequenceClassification",
+               "token-cls": "ElectraForTokenClassification",
+               "reading-comprehension": "ElectraForQuestionAnswering"}
 
 
 def measure_parity(hf_folder: str, ours: str, kind: str, config: ElectraConfig, batch=(2, 16)) -> Dict:
@@ -260,7 +261,7 @@ def measure_parity(hf_folder: str, ours: str, kind: str, config: ElectraConfig, 
     ids = np.random.RandomState(0).randint(1, config.vocab_size, size=batch)
     with torch.no_grad():
         out = hf_model(input_ids=torch.tensor(ids))
-    ref = [out.start_logits, out.end_logits] if kind == "question-answering" else \
+    ref = [out.start_logits, out.end_logits] if kind == "reading-comprehension" else \
         [out.last_hidden_state if kind == "backbone" else out.logits]
     with paddle.no_grad():
         got = model(paddle.to_tensor(ids))

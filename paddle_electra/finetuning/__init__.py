@@ -1,2 +1,3 @@
-"""Fine-tuning as the original does it: Task plug-ins (tasks.py), the QA features and answer search
-(qa.py), metrics (metrics.py) and the trainer loop (trainer.py)."""
+"""Fine-tuning as the original does it: dataset readers bound to the task specs of paddle_electra.tasks
+(tasks.py), the hparams (config.py), the trial loop (trainer.py) and the finetune / evaluate commands
+(cli.py)."""

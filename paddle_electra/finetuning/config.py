@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import typing
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
+
+logger = logging.getLogger(__name__)
 
 SIZE_LEARNING_RATES = {"small": 3e-4, "small-ex": 3e-4, "base": 1e-4, "large": 5e-5}
 
@@ -44,6 +47,28 @@ def _describe(kind) -> str:
 
 class HparamsError(ValueError):
     """An hparams file or key is wrong."""
+
+
+# keys of earlier releases an hparams file may still give (with a warning, until the next release): the
+# original's `joint_prediction` is `qa_simple` inverted (the QA head's one name: heads' `simple`, config.json's
+# `qa_simple`)
+RENAMED_HPARAMS = {"joint_prediction": ("qa_simple", lambda joint: not joint)}  # one release: remove in 0.2
+
+
+def upgrade_hparams(d: Dict, source: str = "hparams", warn: bool = True) -> Dict:
+    """`d` with the keys of RENAMED_HPARAMS under their names now (a warning each, when `warn`)."""
+    d = dict(d)
+    for old, (new, convert) in RENAMED_HPARAMS.items():
+        if old not in d:
+            continue
+        value = d.pop(old)
+        if new in d:
+            raise HparamsError(f"{source}: {old!r} and {new!r} are the same hparam; give {new!r} only")
+        if warn:
+            logger.warning("%s: hparam %r is now %r (the opposite: joint_prediction false is qa_simple true); the "
+                           "old name is accepted until the next release", source, old, new)
+        d[new] = convert(value) if isinstance(value, bool) else value  # not a bool: the type check names it
+    return d
 
 
 @dataclass
@@ -81,7 +106,7 @@ class FinetuneConfig:
     doc_stride: int = 128
     n_best_size: int = 20
     max_answer_length: int = 30
-    joint_prediction: bool = True   # the original's joint head; False: plain start/end (HF style)
+    qa_simple: bool = False         # the plain start/end head (HF style); False: the original's joint head
     beam_size: int = 20
     answerable_classifier: bool = True
     answerable_weight: float = 0.5
@@ -160,6 +185,7 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, d: Dict, source: str = "hparams") -> "FinetuneConfig":
+        d = upgrade_hparams(d, source)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -1,6 +1,6 @@
 """Fine-tuning dataset tasks: each a reader bound to a task spec of paddle_electra.tasks (which owns
-the features, batches, loss, predictions and scores), registered by name. A user adds a dataset by
-writing one class:
+the features, batches, loss, predictions and scores) with the spec's options from the hparams,
+registered by name. A user adds a dataset by writing one class:
 
     @register
     class MyTask(SentencePairTask):   # or SentenceClassificationTask, PairRegressionTask, ...
@@ -34,11 +34,12 @@ import json
 import logging
 import os
 import random
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from .. import tasks as specs
 from ..io import DataError  # noqa: F401 - raised for every bad data file (and re-exported)
-from ..tasks import ClassificationExample, QAExample, TaggingExample
+from ..tasks import ClassificationExample, TaggingExample
+from ..tasks.squad import read_squad, read_text, text_field  # noqa: F401 - the readers below use them (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -62,23 +63,6 @@ def get_task(name: str, config, tokenizer) -> "Task":
 
 
 # --- reading files -----------------------------------------------------------------------------------
-def read_text(path: str) -> str:
-    """The file as text: UTF-8, a byte-order mark dropped; not UTF-8 -> DataError with the line."""
-    if os.path.isdir(path):
-        raise DataError(f"{path} is a folder; expected a data file")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start}); "
-                        f"save the file as UTF-8") from None
-
-
 def read_tsv(path: str) -> List[List[str]]:
     """Rows of a tab-separated file (no quoting: one row per line). A field may be as long as the file (csv's
     default limit of 131,072 characters is a guard against runaway quoted fields, which unquoted files have
@@ -111,71 +95,12 @@ def read_json_lines(path: str) -> List[Tuple[int, Dict]]:
     return rows
 
 
-def text_field(value, where: str, name: str) -> str:
-    """A non-empty text, or DataError naming the field."""
-    if not isinstance(value, str):
-        raise DataError(f"{where}: field {name!r} must be a text, got "
-                        f"{'nothing' if value is None else type(value).__name__ + ' ' + repr(value)[:40]}")
-    if not value.strip():
-        raise DataError(f"{where}: field {name!r} is empty")
-    return value
-
-
-def read_squad(source) -> List[QAExample]:
-    """SQuAD-format questions (CMRC 2018, DRCD) from a file or its parsed dict, every field checked;
-    an error names the file and the JSON path (data[i].paragraphs[j].qas[k].field)."""
-    name = source if isinstance(source, (str, os.PathLike)) else "the dataset"
-    if isinstance(source, (str, os.PathLike)):
-        try:
-            source = json.loads(read_text(os.fspath(source)))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{name}: not valid JSON ({e})") from None
-
-    def need(obj, key, kind, where):
-        if not isinstance(obj, dict) or key not in obj:
-            raise DataError(f"{name}: {where}: field {key!r} is missing")
-        if not isinstance(obj[key], kind):
-            raise DataError(f"{name}: {where}.{key}: expected a {kind.__name__}, got {type(obj[key]).__name__}")
-        return obj[key]
-
-    out, no_question = [], []
-    for a, article in enumerate(need(source, "data", list, "top level")):
-        for p, para in enumerate(need(article, "paragraphs", list, f"data[{a}]")):
-            where = f"data[{a}].paragraphs[{p}]"
-            if not isinstance(para, dict):
-                raise DataError(f"{name}: {where}: expected an object, got {type(para).__name__}")
-            context = text_field(para.get("context"), f"{name}: {where}", "context")
-            for q, item in enumerate(need(para, "qas", list, where)):
-                qw = f"{where}.qas[{q}]"
-                if not isinstance(item, dict):
-                    raise DataError(f"{name}: {qw}: expected an object, got {type(item).__name__}")
-                if isinstance(item.get("question"), str) and not item["question"].strip():
-                    no_question.append(qw)  # CMRC 2018's trial set has two: nothing to ask, skipped
-                    continue
-                question = text_field(item.get("question"), f"{name}: {qw}", "question")
-                if "id" not in item:
-                    raise DataError(f"{name}: {qw}: field 'id' is missing")
-                answers = item.get("answers", [])
-                if not isinstance(answers, list):
-                    raise DataError(f"{name}: {qw}.answers: expected a list, got {type(answers).__name__}")
-                for k, ans in enumerate(answers):
-                    aw = f"{name}: {qw}.answers[{k}]"
-                    text_field(ans.get("text") if isinstance(ans, dict) else None, aw, "text")
-                    start = ans.get("answer_start")
-                    if isinstance(start, bool) or not isinstance(start, int):  # -1 occurs (unplaced answers)
-                        raise DataError(f"{aw}: field 'answer_start' must be an integer character offset, "
-                                        f"got {start!r}")
-                out.append(QAExample(str(item["id"]).strip(), question, context, list(answers)))
-    if no_question:
-        logger.warning("%s: skipped %d questions whose 'question' field is empty: %s", name, len(no_question),
-                       ", ".join(no_question[:5]) + (", ..." if len(no_question) > 5 else ""))
-    return out
-
-
 # --- the task base ---------------------------------------------------------------------------------
 class Task:
     """A dataset bound to a spec. Subclasses set `name`, `spec` (a paddle_electra.tasks spec),
-    `extensions` and implement read_file; the rest comes from the spec."""
+    `extensions` and implement read_file; `options` (the spec's, from the hparams) when the spec has
+    some to set. Features, batches, loss, predictions and scores are the spec's, called with this
+    task's labels and options (`featurize`, `predictions`, `score` name the calls the trainer makes)."""
 
     name: str = ""
     spec: specs.TaskSpec = specs.get_spec(None)
@@ -189,6 +114,11 @@ class Task:
     def __init__(self, config, tokenizer):
         self.config, self.tokenizer = config, tokenizer
         self._examples: Dict[str, list] = {}
+
+    @property
+    def options(self) -> specs.Options:
+        """The spec's options for this run (its defaults unless a task kind maps hparams to them)."""
+        return self.spec.Options()
 
     # --- data ----------------------------------------------------------------------------------
     def data_file(self, split: str) -> str:
@@ -235,31 +165,22 @@ class Task:
     def set_labels(self, labels: Sequence[str]):
         self.labels = tuple(labels)
 
-    # --- model, features, loss, predictions, scores: the spec's -----------------------------------
+    # --- the spec's calls with this task's labels and options -------------------------------------
     def model_kwargs(self) -> Dict:
-        return self.spec.model_kwargs(self.labels)
+        return self.spec.model_kwargs(self.labels, self.options)
 
     def build_model(self, name_or_path: str):
         return self.spec.model_class.from_pretrained(name_or_path, **self.model_kwargs())
 
-    def encode_options(self) -> Dict:
-        return {}
-
     def featurize(self, examples: list, is_training: bool) -> list:
-        return self.spec.encode(self.tokenizer, examples, self.config.max_seq_length, labels=self.labels,
-                                is_training=is_training, **self.encode_options())
-
-    def collate(self, features: list, is_training: bool = True):
-        return self.spec.collate(features)
-
-    def loss(self, model, batch):
-        return self.spec.loss(model, batch, **self.encode_options())
+        return self.spec.encode(self.tokenizer, examples, self.config.max_seq_length, self.labels, is_training,
+                                self.options)
 
     def predictions(self, examples, features, rows) -> list:
-        return [p for p, _ in self.spec.decode(examples, features, rows, labels=self.labels)]
+        return [p for p, _ in self.spec.decode(examples, features, rows, self.labels, self.options)]
 
     def score(self, split: str, examples: list, features: list, rows) -> Dict[str, float]:
-        return self.spec.score(examples, features, rows, labels=self.labels, **self.encode_options())
+        return self.spec.score(examples, features, rows, self.labels, self.options)
 
 
 # --- classification -------------------------------------------------------------------------------
@@ -489,22 +410,19 @@ class SpanQATask(Task):
     eval_metric = "f1"
     writes_answers = True
 
-    def model_kwargs(self):
+    @property
+    def options(self):
         c = self.config
-        return self.spec.model_kwargs(simple=not c.joint_prediction, beam_size=c.beam_size,
-                                      answerable=c.answerable_classifier)
-
-    def encode_options(self):
-        c = self.config
-        return {"doc_stride": c.doc_stride, "max_query_length": c.max_query_length,
-                "n_best_size": c.n_best_size, "max_answer_length": c.max_answer_length,
-                "answerable_weight": c.answerable_weight}
+        return self.spec.options(simple=c.qa_simple, beam_size=c.beam_size, answerable=c.answerable_classifier,
+                                 doc_stride=c.doc_stride, max_query_length=c.max_query_length,
+                                 n_best_size=c.n_best_size, max_answer_length=c.max_answer_length,
+                                 answerable_weight=c.answerable_weight)
 
     def read_file(self, path, split):
         return read_squad(path)
 
     def predictions(self, examples, features, rows) -> Dict[str, str]:
-        answers = self.spec.decode(examples, features, rows, **self.encode_options())
+        answers = self.spec.decode(examples, features, rows, options=self.options)
         return {e.qid: a["answer"] for e, a in zip(examples, answers)}
 
 

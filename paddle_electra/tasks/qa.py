@@ -10,7 +10,8 @@ predictions are `context[start:end]` of the chosen tokens. Everything else is th
 max query 64 tokens, doc stride 128, the "max context" rule for tokens seen in several windows,
 n-best 20, max answer 30 tokens, and out-of-window training answers pointing at [CLS].
 
-Used by the cmrc2018/drcd tasks and by the hub module's reading-comprehension task.
+Used by the reading-comprehension spec (tasks/reading_comprehension.py): fine-tuning's cmrc2018 / drcd,
+the hub module, the pipeline.
 """
 from __future__ import annotations
 
@@ -190,12 +191,6 @@ def postprocess_qa(features: Sequence[QAFeature], outputs: Sequence[Dict[str, np
     for entry, p in zip(nbest, softmax([x["start_logit"] + x["end_logit"] for x in nbest], dtype="float64")):
         entry["probability"] = float(p)
     return nbest
-
-
-def head_outputs_to_rows(names: Sequence[str], arrays: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
-    """Split batched head outputs (first axis = feature) into one dict per feature."""
-    arrays = [np.asarray(a) for a in arrays]
-    return [{k: a[i] for k, a in zip(names, arrays)} for i in range(len(arrays[0]))]
 
 
 JOINT_OUTPUT_NAMES = ("start_logits", "start_top_log_probs", "start_top_index", "end_top_log_probs",

@@ -20,7 +20,10 @@ with the bugs of PaddleHub's own ELECTRA modules fixed:
 - the serving method passes arguments by keyword (PaddleHub's shifted `batch_size` into
   `split_char`) and validates requests, answering errors in PaddleHub's envelope.
 
-The server (`python -m paddle_electra.hub serving start ...`) is paddle_electra.serving.
+This package: the module (here), its table of tasks (tasks.py: PaddleHub's batch layouts, head outputs,
+per-batch metrics, task aliases over the specs of paddle_electra.tasks), the tokenizer and dataset of
+PaddleHub's data side (data.py). The server (`python -m paddle_electra.hub serving start ...`) is
+paddle_electra.serving; a request is checked once, by `validate_request`.
 """
 from __future__ import annotations
 
@@ -28,53 +31,41 @@ import json
 import logging
 import os
 import shutil
-import sys
 import weakref
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 from paddlehub.module.module import serving
 from paddlehub.module.nlp_module import TransformerModule
-from paddlenlp.transformers import ElectraTokenizer as _PaddleNLPElectraTokenizer
 
-from . import runtime
-from .batching import pad
-from .io import CheckpointError, load_pdparams, temporary_folder
-from .modeling_utils import load_state_strict
-from .resolve import resolve
-from .config import CONFIG_NAME, ElectraConfig, get_variant
-from .finetuning import qa
-from .finetuning.tasks import read_squad
-from .heads import normalize_label_map
-from .modeling import ElectraModel
-from .tasks import IGNORE_INDEX, DygraphPredictor, _type, check_data, get_spec, predict, task_names
-from .tokenizer import ElectraTokenizer, bundled_vocab_path, truncated_pair_lengths
+from .. import runtime
+from ..batching import pad
+from ..io import CheckpointError, load_pdparams, temporary_folder
+from ..modeling_utils import load_state_strict
+from ..resolve import resolve
+from ..config import CONFIG_NAME, ElectraConfig, get_variant
+from ..heads import normalize_label_map
+from ..modeling import ElectraModel
+from ..serving.app import ServedModule, ServingRequest
+from ..tasks import IGNORE_INDEX, DygraphPredictor, check_data, check_text, get_spec, predict
+from ..tasks.inputs import type_name as _type
+from ..tasks.reading_comprehension import windows_needed
+from ..tokenizer import ElectraTokenizer, bundled_vocab_path, truncated_pair_lengths
+from .data import HubTokenizer, ReadingComprehensionDataset  # noqa: F401 - the package's API
+from .tasks import ALIASES, HUB_TASKS, HubTask, hub_task  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-TASKS = task_names(hub_only=True)
+TASKS = tuple(HUB_TASKS)
 IGNORE_LABEL = IGNORE_INDEX  # label of positions that do not count (padding), PaddleHub's datasets' default
+# a serving request's fields and their defaults (PaddleHub's predict_method)
+REQUEST_FIELDS = {"data": None, "max_seq_len": 128, "batch_size": 32, "use_gpu": False, "split_char": "\002",
+                  "return_prob": False, "pooling": None}
 
 
-class HubTokenizer(_PaddleNLPElectraTokenizer):
-    """What `get_tokenizer()` returns: PaddleHub's datasets (ChnSentiCorp, MSRA_NER, LCQMC, ...) accept
-    only PaddleNLP tokenizers, so this is one, but every word is split by paddle_electra's tokenizer
-    (the original's FullTokenizer; PaddleNLP's ElectraTokenizer splits symbols differently)."""
-
-    def __init__(self, vocab_file: Optional[str] = None, **kwargs):
-        vocab_file = vocab_file or bundled_vocab_path()
-        # lower-casing is done (after accent stripping, as the original) by the backend below;
-        # PaddleNLP would otherwise lower-case before it
-        super().__init__(vocab_file, do_lower_case=False, **kwargs)
-        self.backend_tokenizer = ElectraTokenizer(vocab_file)
-
-    def _tokenize(self, text, **kwargs):
-        return self.backend_tokenizer.tokenize(text)
-
-
-# --- request / input checking (check_data: paddle_electra.tasks, shared with the pipeline) ----------
+# --- argument checks (check_data, check_text: paddle_electra.tasks, shared with the pipeline) -------
 def check_int(name: str, value, lo: int, hi: Optional[int] = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {_type(value)} {value!r}")
@@ -118,7 +109,7 @@ def join_pairs(query_ids: np.ndarray, title_ids: np.ndarray, pad_id: int, max_le
 
 
 # --- the module ----------------------------------------------------------------------------------
-class ElectraHubModule(nn.Layer, TransformerModule):
+class ElectraHubModule(nn.Layer, TransformerModule, ServedModule):
     """Base of the ELECTRA hub modules; subclasses set `variant` (a registry name)."""
 
     variant: str = None
@@ -135,7 +126,7 @@ class ElectraHubModule(nn.Layer, TransformerModule):
             raise TypeError(f"{type(self).__name__}: unknown argument(s) {', '.join(sorted(kwargs))}; accepted: "
                             "task, load_checkpoint, label_map, num_classes, suffix, use_fast_path, precision, "
                             "num_threads, engine, ignore_label, max_serving_texts, max_serving_chars")
-        self.spec = get_spec(task, hub_only=True)  # PaddleHub 2.0's names are accepted with a warning
+        self.spec, self.hub_task = hub_task(task)  # PaddleHub 2.0's names are accepted with a warning
         if self.variant is None:
             raise TypeError("ElectraHubModule is a base class: a hub module sets `variant`")
         if label_map is not None and not self.spec.labelled:
@@ -175,7 +166,7 @@ class ElectraHubModule(nn.Layer, TransformerModule):
 
     def _load(self, load_checkpoint, labels, labels_given):
         """-> (model, the from_pretrained dir it was loaded from, or None for a .pdparams)."""
-        cls, kw = self.spec.model_class, self.spec.model_kwargs(labels)
+        cls, kw = self.spec.model_class, self.spec.model_kwargs(labels)  # a new head: the class's defaults
         if load_checkpoint is not None:
             if not isinstance(load_checkpoint, (str, os.PathLike)):
                 raise TypeError(f"load_checkpoint must be a path, got {_type(load_checkpoint)}")
@@ -263,7 +254,7 @@ class ElectraHubModule(nn.Layer, TransformerModule):
             return None
         if self._predictor is None:
             try:
-                from .inference import ElectraPredictor
+                from ..inference import ElectraPredictor
             except ImportError:
                 self.use_fast_path = False
                 return None
@@ -280,8 +271,15 @@ class ElectraHubModule(nn.Layer, TransformerModule):
                 device="cpu", engine=self.engine)
         return self._predictor
 
+    def _options(self, spec, split_char: str = "\002", pooling: str = "cls"):
+        """The spec's options from the module's settings: those its HubTask names (token-cls: split_char,
+        suffix, ignore_label; embeddings: pooling)."""
+        given = {"split_char": split_char, "suffix": self.suffix, "ignore_label": self.ignore_label,
+                 "pooling": pooling}
+        return spec.options(**{k: given[k] for k in HUB_TASKS[spec.name].options})
+
     def _predict(self, spec, texts: List[List[str]], max_seq_len: int, batch_size: int, use_gpu: bool,
-                 **options) -> list:
+                 options) -> list:
         """spec's predictions of PaddleHub examples: encode (windows included), run grouped by length
         (the fast path, or the layer itself: the backbone for embeddings of a task module), decode."""
         self._set_device(use_gpu)
@@ -290,7 +288,7 @@ class ElectraHubModule(nn.Layer, TransformerModule):
         predictor = (self._fast_path(use_gpu) if model is self.model else None) or DygraphPredictor(model, spec)
         # the same path as paddle_electra.pipeline (tasks.predict)
         out, truncated = predict(spec, self.tokenizer, predictor, model, texts, max_seq_len, batch_size,
-                                 labels=self.labels, suffix=self.suffix, **options)
+                                 labels=self.labels, options=options)
         if truncated and not self._warned_truncation:
             logger.warning("texts longer than max_seq_len=%d tokens are truncated (longer text first); "
                            "this warning is shown once", max_seq_len)
@@ -317,7 +315,7 @@ class ElectraHubModule(nn.Layer, TransformerModule):
             return self.get_embedding(examples, max_seq_len=max_seq_len, batch_size=batch_size, use_gpu=use_gpu)
         if not isinstance(split_char, str) or not split_char:
             raise ValueError(f"split_char must be a non-empty string, got {split_char!r}")
-        out = self._predict(self.spec, examples, max_seq_len, batch_size, use_gpu, split_char=split_char)
+        out = self._predict(self.spec, examples, max_seq_len, batch_size, use_gpu, self._options(self.spec, split_char))
         if not out or not isinstance(out[0], tuple):  # reading comprehension: answers only
             return out
         results, probs = [r for r, _ in out], [p for _, p in out]
@@ -331,7 +329,8 @@ class ElectraHubModule(nn.Layer, TransformerModule):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         examples = check_data(data, None)
         self._check_run_args(max_seq_len, batch_size)
-        return self._predict(get_spec(None), examples, max_seq_len, batch_size, use_gpu, pooling=pooling)
+        spec = get_spec(None)
+        return self._predict(spec, examples, max_seq_len, batch_size, use_gpu, self._options(spec, pooling=pooling))
 
     # --- training with hub.Trainer ----------------------------------------------------------------
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
@@ -344,7 +343,7 @@ class ElectraHubModule(nn.Layer, TransformerModule):
         with labels / start_positions (outputs, loss, metrics)."""
         pad_id = self.config.pad_token_id
         if query_input_ids is not None:  # PaddleHub's text-matching layout
-            if not any("query_input_ids" in layout for layout in self.spec.hub_fields):
+            if not any("query_input_ids" in layout for layout in self.hub_task.fields):
                 raise ValueError(f"query/title inputs are for task 'text-matching', not {self.task!r}")
             ids, types = join_pairs(query_input_ids.numpy(), title_input_ids.numpy(), pad_id,
                                     self.config.max_position_embeddings)
@@ -359,22 +358,22 @@ class ElectraHubModule(nn.Layer, TransformerModule):
         targets = {k: v for k, v in (("labels", labels), ("start_positions", start_positions),
                                      ("end_positions", end_positions)) if v is not None}
         if not targets:
-            return self.spec.head_output(self.model(input_ids, token_type_ids, attention_mask, position_ids))
+            return self.hub_task.head_output(self.model(input_ids, token_type_ids, attention_mask, position_ids))
         batch.update(targets)
-        outputs, loss = self.spec.forward(self.model, batch, ignore_label=self.ignore_label)
-        metrics = self.spec.batch_metrics(outputs, batch, labels=self.labels, suffix=self.suffix,
-                                          ignore_label=self.ignore_label)
-        return self.spec.head_output(outputs), loss, metrics
+        options = self._options(self.spec)
+        outputs, loss = self.spec.forward(self.model, batch, options)
+        metrics = self.hub_task.batch_metrics(outputs, batch, self.labels, options)
+        return self.hub_task.head_output(outputs), loss, metrics
 
     def _step(self, batch):
-        """PaddleHub's positional batch (the spec's `hub_fields` layout) through forward."""
+        """PaddleHub's positional batch (a layout of the task's HubTask.fields) through forward."""
         fields = list(batch)
-        layout = next((names for names in self.spec.hub_fields if len(names) == len(fields)), None)
+        layout = next((names for names in self.hub_task.fields if len(names) == len(fields)), None)
         if layout is None:
-            if not self.spec.hub_fields:
+            if not self.hub_task.fields:
                 raise RuntimeError("task None (embeddings) has nothing to train; create the module with a task")
             raise ValueError(f"task {self.task!r}: a batch of {len(fields)} fields, expected "
-                             f"{' or '.join(map(str, self.spec.hub_fields))}")
+                             f"{' or '.join(map(str, self.hub_task.fields))}")
         return self(**dict(zip(layout, fields)))
 
     def training_step(self, batch, batch_idx: int):
@@ -391,87 +390,74 @@ class ElectraHubModule(nn.Layer, TransformerModule):
                        split_char: str = "\002", return_prob: bool = False, pooling: Optional[str] = None,
                        **extra):
         """`POST /predict/<name>` with {"data": [[...], ...], ...}: every argument by keyword (PaddleHub's
-        own passed batch_size into split_char), requests checked against the server's limits.
-        paddle_electra.serving's server calls check_request and run_request itself, so that requests that
+        own passed batch_size into split_char), requests checked against the module's limits.
+        paddle_electra.serving's server calls validate_request and run_request itself, so that requests that
         wait together share model calls."""
-        data, batch_size, kwargs = self.check_request(data, max_seq_len, batch_size, use_gpu, split_char,
-                                                      return_prob, pooling, **extra)
-        return self.run_request(data, batch_size, **kwargs)
+        request = self.validate_request({"data": data, "max_seq_len": max_seq_len, "batch_size": batch_size,
+                                         "use_gpu": use_gpu, "split_char": split_char, "return_prob": return_prob,
+                                         "pooling": pooling, **extra})
+        return self.run_request(request.data, request.batch_size, **request.settings)
 
-    def check_request(self, data=None, max_seq_len: int = 128, batch_size: int = 32, use_gpu: bool = False,
-                      split_char: str = "\002", return_prob: bool = False, pooling: Optional[str] = None,
-                      **extra):
-        """A serving request's fields checked -> (data, batch_size, the other arguments of run_request)."""
+    def check_request(self, data=None, **fields) -> ServingRequest:
+        """validate_request of keyword fields (PaddleHub's serving method's arguments)."""
+        return self.validate_request({"data": data, **fields})
+
+    def validate_request(self, fields: Dict[str, Any], max_texts: Optional[int] = None,
+                         max_text_chars: Optional[int] = None) -> ServingRequest:
+        """The one check of a serving request, for PaddleHub's `hub serving` (predict_method) and
+        paddle_electra.serving: its fields (REQUEST_FIELDS, their defaults when not given) -> ServingRequest;
+        TypeError / ValueError naming the field. Texts are held to max_serving_texts / max_serving_chars, or
+        to a server's tighter `max_texts` / `max_text_chars`."""
+        for name in fields:
+            check_text(name, "a field name of the request")
+        extra = sorted(set(fields) - set(REQUEST_FIELDS))
         if extra:
-            raise ValueError(f"unknown request field(s): {', '.join(sorted(extra))}; accepted: data, max_seq_len, "
-                             f"batch_size, use_gpu, split_char, return_prob, pooling")
+            raise ValueError(f"unknown request field(s): {', '.join(extra)}; accepted: {', '.join(REQUEST_FIELDS)}")
+        f = {**REQUEST_FIELDS, **fields}
+        data, batch_size, max_seq_len = f["data"], f["batch_size"], f["max_seq_len"]
         if data is None:
             raise ValueError('the request has no "data" field: send {"data": [["text"], ...]}')
-        check_data(data, self.task, max_texts=self.max_serving_texts, max_chars=self.max_serving_chars)
+        max_texts = min(self.max_serving_texts, max_texts or self.max_serving_texts)
+        max_chars = min(self.max_serving_chars, max_text_chars or self.max_serving_chars)
+        check_data(data, self.task, max_texts=max_texts, max_chars=max_chars)
         check_int("batch_size", batch_size, 1, self.max_serving_texts)
         self._check_run_args(max_seq_len, batch_size)
-        for name, value in (("return_prob", return_prob), ("use_gpu", use_gpu)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be true or false, got {_type(value)}")
+        for name in ("return_prob", "use_gpu"):
+            if not isinstance(f[name], bool):
+                raise TypeError(f"{name} must be true or false, got {_type(f[name])}")
+        pooling, split_char = f["pooling"], f["split_char"]
         if self.task is None:
             pooling = "cls" if pooling is None else pooling
             if pooling not in ("cls", "mean"):
                 raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
-            return data, batch_size, {"max_seq_len": max_seq_len, "pooling": pooling, "use_gpu": use_gpu}
+            return ServingRequest(data, batch_size, {"max_seq_len": max_seq_len, "pooling": pooling,
+                                                     "use_gpu": f["use_gpu"]})
         if pooling is not None:  # it was silently ignored
             raise ValueError(f"pooling is a field of the embeddings module (task None); this module's task is "
                              f"{self.task!r}, whose results it does not change: leave it out")
         if not isinstance(split_char, str) or not split_char:
             raise ValueError(f"split_char must be a non-empty string, got {split_char!r}")
+        check_text(split_char, "split_char", max_chars)
         if self.task == "reading-comprehension":
             self._check_windows(data, max_seq_len)
-        return data, batch_size, {"max_seq_len": max_seq_len, "split_char": split_char, "use_gpu": use_gpu,
-                                  "return_prob": return_prob}
+        return ServingRequest(data, batch_size, {"max_seq_len": max_seq_len, "split_char": split_char,
+                                                 "use_gpu": f["use_gpu"], "return_prob": f["return_prob"]})
 
     def _check_windows(self, data, max_seq_len: int) -> None:
         """A reading-comprehension request runs a window per doc_stride of each context: at most
-        max_serving_texts windows a request (huge contexts held the module for minutes). Counted on
-        characters, which are never fewer than the tokens they give."""
-        stride = min(qa.DOC_STRIDE, max(1, max_seq_len // 4))
-        windows = 0
-        for context, question in data:
-            room = max(1, max_seq_len - min(len(question), qa.MAX_QUERY_LENGTH) - 3)
-            windows += 1 + max(0, -(-(len(context) - room) // stride))
+        max_serving_texts windows a request (huge contexts held the module for minutes)."""
+        windows, stride = windows_needed(data, max_seq_len)
         if windows > self.max_serving_texts:
             raise ValueError(f"the contexts of this request need up to {windows} windows of max_seq_len={max_seq_len} "
                              f"(doc stride {stride}); at most {self.max_serving_texts} per request: send shorter "
                              f"contexts or fewer examples")
 
-    def run_request(self, data, batch_size, **kwargs):
-        """A checked request's results (predict, or get_embedding for task None)."""
+    def run_request(self, data, batch_size: int, max_seq_len: int = 128, use_gpu: bool = False,
+                    split_char: str = "\002", return_prob: bool = False, pooling: str = "cls"):
+        """A checked request's results (predict, or get_embedding for task None): the ServingRequest's
+        data, batch_size and settings."""
         if self.task is None:
-            return self.get_embedding(data, batch_size=batch_size, **kwargs)
-        return self.predict(data, batch_size=batch_size, **kwargs)
-
-
-class ReadingComprehensionDataset(paddle.io.Dataset):
-    """Training records for task reading-comprehension in the PaddleHub dataset style (PaddleHub has
-    none): a SQuAD-format file (CMRC 2018, DRCD) or its parsed dict (read by finetuning.tasks.read_squad)
-    -> one record per window, (input_ids, token_type_ids, start_position, end_position) padded to
-    max_seq_len; positions 0 ([CLS]) when the window does not hold the answer, as the original.
-    `tokenizer` is the module's get_tokenizer() (or a paddle_electra ElectraTokenizer)."""
-
-    def __init__(self, squad, tokenizer, max_seq_len: int = 512, doc_stride: int = qa.DOC_STRIDE):
-        tok = tokenizer.backend_tokenizer if isinstance(tokenizer, HubTokenizer) else tokenizer
-        feats = get_spec("reading-comprehension").encode(tok, read_squad(squad), max_seq_len, is_training=True,
-                                                         doc_stride=doc_stride)
-        self.records = [(pad([f.input_ids], 0, max_seq_len)[0], pad([f.token_type_ids], 0, max_seq_len)[0],
-                         np.array(f.start_position, dtype="int64"), np.array(f.end_position, dtype="int64"))
-                        for f in feats]
-
-    def __getitem__(self, idx):
-        return self.records[idx]
-
-    def __len__(self):
-        return len(self.records)
-
-
-if __name__ == "__main__":  # `python -m paddle_electra.hub serving start ...`: paddle_electra.serving
-    from .serving import main
-    runtime.configure_process()  # an entry point: the process is ours (paddle-electra serve does the same)
-    sys.exit(main())
+            return self.get_embedding(data, max_seq_len=max_seq_len, batch_size=batch_size, pooling=pooling,
+                                      use_gpu=use_gpu)
+        return self.predict(data, max_seq_len=max_seq_len, split_char=split_char, batch_size=batch_size,
+                            use_gpu=use_gpu, return_prob=return_prob)
