@@ -99,13 +99,13 @@ def main(argv=None):
                     raise RuntimeError(f"server answered {body}")
 
         engines = {
-            "predictor": lambda: predictor.predict_texts(texts, max_length=args.max_seq_len,
+            "predictor": lambda: predictor.predict_texts(texts, max_seq_length=args.max_seq_len,
                                                          batch_size=args.batch_size),
             "hub.Module.predict": lambda: module.predict(data, max_seq_len=args.max_seq_len,
                                                          batch_size=args.batch_size),
             "hub serving": serve,
             "predictor per request": lambda: [predictor.predict_texts(texts[i:i + args.batch_size],
-                                                                      max_length=args.max_seq_len,
+                                                                      max_seq_length=args.max_seq_len,
                                                                       batch_size=args.batch_size)
                                               for i in range(0, len(texts), args.batch_size)],
         }

@@ -32,7 +32,7 @@ def add_arguments(p):
     p.add_argument("--engine", default="auto", choices=ENGINES)
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-seq-len", type=int, default=None, help="default: min(512, the model's)")
+    p.add_argument("--max-seq-length", type=int, default=None, help="default: min(512, the model's)")
     p.add_argument("--device", default=None, help="cpu, gpu, gpu:1 (default: the GPU when there is one)")
     p.add_argument("--num-threads", type=int, default=None)
 
@@ -140,7 +140,7 @@ def _predict(args, lines: List[str], source: str):
     from tqdm import tqdm
     from .pipeline import input_keys, pipeline
     pipe = pipeline(args.task, args.model_dir, engine=args.engine, precision=args.precision,
-                    batch_size=args.batch_size, max_seq_len=args.max_seq_len, device=args.device,
+                    batch_size=args.batch_size, max_seq_length=args.max_seq_length, device=args.device,
                     num_threads=args.num_threads)
     items = read_inputs(lines, source, input_keys(pipe.task))
     # check every line before the model runs (the pipeline's own checks, per line)

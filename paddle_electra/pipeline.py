@@ -87,7 +87,7 @@ class Pipeline:
     """`pipeline(...)`'s object: call it with one input or a list of them."""
 
     def __init__(self, task: Optional[str], model: str, engine: str = "auto", precision: str = "fp32",
-                 max_seq_len: Optional[int] = None, batch_size: int = 32, device: Optional[str] = None,
+                 max_seq_length: Optional[int] = None, batch_size: int = 32, device: Optional[str] = None,
                  num_threads: Optional[int] = None, split_char: Optional[str] = None, suffix: Optional[bool] = None):
         from .config import CONFIG_NAME, ElectraConfig
         from .heads import normalize_label_map
@@ -113,9 +113,9 @@ class Pipeline:
             extra = self.config.extra
             self.labels = normalize_label_map(extra.get("num_labels"), extra.get("id2label"), extra.get("label2id"))
         limit = self.config.max_position_embeddings
-        self.max_seq_len = int(max_seq_len or min(512, limit))
-        if not 3 <= self.max_seq_len <= limit:
-            raise ValueError(f"max_seq_len must be in [3, {limit}] for this model, got {self.max_seq_len}")
+        self.max_seq_length = int(max_seq_length or min(512, limit))
+        if not 3 <= self.max_seq_length <= limit:
+            raise ValueError(f"max_seq_length must be in [3, {limit}] for this model, got {self.max_seq_length}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
@@ -150,10 +150,10 @@ class Pipeline:
         texts = [as_texts(x, self.task, f"{where} {i}") for i, x in enumerate(inputs)]
         texts = check_data(texts, self.task)
         preds, truncated = predict(self.spec, self.tokenizer, self.predictor, self._settings, texts,
-                                   self.max_seq_len, self.batch_size, labels=self.labels, options=self.options)
+                                   self.max_seq_length, self.batch_size, labels=self.labels, options=self.options)
         if truncated and not self._warned_truncation:
-            logger.warning("texts longer than max_seq_len=%d tokens are truncated (longer text first); "
-                           "this warning is shown once", self.max_seq_len)
+            logger.warning("texts longer than max_seq_length=%d tokens are truncated (longer text first); "
+                           "this warning is shown once", self.max_seq_length)
             self._warned_truncation = True
         if self.task != "token-cls":
             return [format_result(self.task, p) for p in preds]
@@ -177,7 +177,7 @@ def pipeline(task: Optional[str], model: str, engine: str = "auto", precision: s
     """A callable predicting with the fine-tuned model folder (or registered name) `model` for `task`
     ("seq-cls", "text-matching", "text-regression", "token-cls", "reading-comprehension"; None: the
     folder's own). `engine` / `precision`: ElectraPredictor's ("auto" / "fp32"; "int8" on ONNX Runtime,
-    "bf16" on native-bf16 CPUs). Keywords: max_seq_len (default min(512, the model's)), batch_size (32),
+    "bf16" on native-bf16 CPUs). Keywords: max_seq_length (default min(512, the model's)), batch_size (32),
     device, num_threads; token-cls only (another task refuses them): split_char (words split by it instead of
     characters), suffix (labels as "PER-B")."""
     return Pipeline(task, model, engine=engine, precision=precision, **kwargs)

@@ -501,7 +501,7 @@ def test_tiny_regression_the_worked_example(tmp_path, pretrained_dir):
     feats = t.featurize(examples, False)
     want = t.predictions(examples, feats, predict(t, model, make_predictor(model, t, "dygraph"), feats, 4))
     pred = ElectraPredictor.from_pretrained(model_dir, task="text-regression")
-    got = pred.predict_texts([e.text_a for e in examples], [e.text_b for e in examples], max_length=24)
+    got = pred.predict_texts([e.text_a for e in examples], [e.text_b for e in examples], max_seq_length=24)
     np.testing.assert_allclose([g[0] for g in got], want, atol=1e-4)
     assert t.score("dev", examples, feats, predict(t, model, make_predictor(model, t, "inference"), feats, 4)) == \
         pytest.approx(res["trials"][0]["dev"], abs=1e-3)

@@ -279,7 +279,7 @@ def test_predict_texts_tokenizes_with_the_model_vocab(dirs):
     from paddle_electra.tokenizer import ElectraTokenizer
     pred = ElectraPredictor.from_pretrained(dirs["pretraining"], task="discriminator")
     texts, pairs = ["今天天气很好", "这本书不错。"], ["是的", "我也觉得很好看"]
-    got = pred.predict_texts(texts, pairs, max_length=8)
+    got = pred.predict_texts(texts, pairs, max_seq_length=8)
     enc = ElectraTokenizer.from_pretrained(dirs["pretraining"])(texts, pairs, max_length=8, truncation=True)
     for g, ids, types in zip(got, enc["input_ids"], enc["token_type_ids"]):
         assert len(ids) <= 8 and g.shape == (len(ids),)

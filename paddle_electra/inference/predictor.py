@@ -183,12 +183,12 @@ class ElectraPredictor:
             raise ValueError(f"{self.task} needs token_type_ids: answers are searched in segment 1")
 
     def predict_texts(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None,
-                      max_length: int = 128, batch_size: int = 32, tokenizer=None) -> List:
-        """Tokenize (the model dir's vocab, truncated to max_length) and run predict_batches."""
+                      max_seq_length: int = 128, batch_size: int = 32, tokenizer=None) -> List:
+        """Tokenize (the model dir's vocab, truncated to max_seq_length) and run predict_batches."""
         if tokenizer is None:
             tokenizer = ElectraTokenizer.from_pretrained(self.meta.get("source"))
         enc = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
-                        max_length=max_length, truncation=True)
+                        max_length=max_seq_length, truncation=True)
         return self.predict_batches(enc["input_ids"], enc["token_type_ids"], batch_size=batch_size)
 
     def __repr__(self):

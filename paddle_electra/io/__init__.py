@@ -19,8 +19,8 @@ from typing import Dict, Iterable, Optional, Sequence
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-CONFIG_NAME = "config.json"
-GENERATOR_CONFIG_NAME = "generator_config.json"
+from ..config import CONFIG_NAME, GENERATOR_CONFIG_NAME  # noqa: F401 (the config files' names, with the rest)
+
 WEIGHTS_NAME = "model.safetensors"
 GENERATOR_WEIGHTS_NAME = "generator.safetensors"
 # a pretraining dir with gradient-disentangled embedding sharing (ElectraForPreTraining, embedding_sharing="gdes"):

@@ -5,7 +5,7 @@ A spec holds, in one place:
 - `model_class` and `model_kwargs(labels, options)` (the head and its settings), `outputs(model)`
   (output names and which axis follows the input length), `min_seq_len(model)`;
 - `example(texts, options)`: an example from PaddleHub-style `[text_a(, text_b)]` (the input of the
-  hub module, the pipeline and serving); `encode(tokenizer, examples, max_seq_len, labels, is_training,
+  hub module, the pipeline and serving); `encode(tokenizer, examples, max_seq_length, labels, is_training,
   options)`: features (sliding windows included), labelled when the examples are;
 - `collate(features)`: a training batch; `forward(model, batch, options)` -> (outputs, loss);
 - `decode(examples, features, rows, labels, options)`: one prediction per example from the
@@ -164,10 +164,10 @@ class TaskSpec:
     def example(self, texts: Sequence[str], options: Optional[Options] = None):
         return ClassificationExample(*texts)
 
-    def encode(self, tokenizer, examples: Sequence[ClassificationExample], max_seq_len: int,
+    def encode(self, tokenizer, examples: Sequence[ClassificationExample], max_seq_length: int,
                labels: Optional[Sequence[str]] = None, is_training: bool = False,
                options: Optional[Options] = None) -> List[SequenceFeature]:
-        """`[CLS] a [SEP] (b [SEP])`; longer than max_seq_len: the tokenizer's truncation (the
+        """`[CLS] a [SEP] (b [SEP])`; longer than max_seq_length: the tokenizer's truncation (the
         original's: the longer text loses its last token, the second on ties), `truncated` set."""
         feats: List[Optional[SequenceFeature]] = [None] * len(examples)
         for n in (1, 2):
@@ -178,10 +178,10 @@ class TaskSpec:
             b = [examples[i].text_b for i in group] if n == 2 else None
             enc = tokenizer(a, b)
             ids, types = enc["input_ids"], enc["token_type_ids"]
-            long = [j for j, x in enumerate(ids) if len(x) > max_seq_len]
+            long = [j for j, x in enumerate(ids) if len(x) > max_seq_length]
             if long:
                 cut = tokenizer([a[j] for j in long], [b[j] for j in long] if b else None,
-                                max_length=max_seq_len, truncation=True)
+                                max_length=max_seq_length, truncation=True)
                 for k, j in enumerate(long):
                     ids[j], types[j] = cut["input_ids"][k], cut["token_type_ids"][k]
             long = set(long)

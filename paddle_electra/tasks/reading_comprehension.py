@@ -22,7 +22,7 @@ class QAOptions(Options):
     beam_size: Optional[int] = None     # the joint head's top-k of starts and ends
     answerable: Optional[bool] = None   # the joint head's answerable classifier
     # windows and answers
-    doc_stride: Optional[int] = None    # None: min(128, max_seq_len // 4)
+    doc_stride: Optional[int] = None    # None: min(128, max_seq_length // 4)
     max_query_length: int = qa.MAX_QUERY_LENGTH
     n_best_size: int = qa.N_BEST_SIZE
     max_answer_length: int = qa.MAX_ANSWER_LENGTH
@@ -57,12 +57,12 @@ class ReadingComprehension(TaskSpec):
     def example(self, texts, options=None):
         return QAExample("", question=texts[1], context=texts[0])
 
-    def encode(self, tokenizer, examples: Sequence[QAExample], max_seq_len: int, labels=None,
+    def encode(self, tokenizer, examples: Sequence[QAExample], max_seq_length: int, labels=None,
                is_training: bool = False, options=None) -> List[qa.QAFeature]:
-        """Windows of each (question, context); doc_stride None: min(128, max_seq_len // 4). With
+        """Windows of each (question, context); doc_stride None: min(128, max_seq_length // 4). With
         `is_training`, examples whose answer cannot be placed are skipped (logged)."""
         o = self._options(options)
-        stride = o.doc_stride or min(qa.DOC_STRIDE, max(1, max_seq_len // 4))
+        stride = o.doc_stride or min(qa.DOC_STRIDE, max(1, max_seq_length // 4))
         feats, skipped = [], 0
         for i, e in enumerate(examples):
             kw = {}
@@ -72,13 +72,13 @@ class ReadingComprehension(TaskSpec):
                     continue
                 kw = {"answer_text": e.answers[0]["text"], "answer_start": int(e.answers[0]["answer_start"])}
             try:
-                feats.extend(qa.featurize_qa(tokenizer, e.question, e.context, max_seq_len, stride,
+                feats.extend(qa.featurize_qa(tokenizer, e.question, e.context, max_seq_length, stride,
                                              o.max_query_length, example_index=i, **kw))
             except qa.AnswerNotFound as err:
                 skipped += 1
                 logger.info("question %s: %s", e.qid or i, err)
             except ValueError as err:
-                raise ValueError(f"example {i}: {err} (raise max_seq_len or shorten the question)") from None
+                raise ValueError(f"example {i}: {err} (raise max_seq_length or shorten the question)") from None
         if skipped:
             logger.warning("%d training questions skipped: their answer is not in the context", skipped)
         return feats
@@ -116,12 +116,12 @@ class ReadingComprehension(TaskSpec):
         return {"em": float(res["EM"]), "f1": float(res["F1"]), "average": float(res["AVERAGE"])}
 
 
-def windows_needed(data: Sequence[Sequence[str]], max_seq_len: int) -> Tuple[int, int]:
-    """(at most how many windows `[[context, question], ...]` need at max_seq_len, the default doc
+def windows_needed(data: Sequence[Sequence[str]], max_seq_length: int) -> Tuple[int, int]:
+    """(at most how many windows `[[context, question], ...]` need at max_seq_length, the default doc
     stride they are cut with): counted on characters, which are never fewer than the tokens they give."""
-    stride = min(qa.DOC_STRIDE, max(1, max_seq_len // 4))
+    stride = min(qa.DOC_STRIDE, max(1, max_seq_length // 4))
     windows = 0
     for context, question in data:
-        room = max(1, max_seq_len - min(len(question), qa.MAX_QUERY_LENGTH) - 3)
+        room = max(1, max_seq_length - min(len(question), qa.MAX_QUERY_LENGTH) - 3)
         windows += 1 + max(0, -(-(len(context) - room) // stride))
     return windows, stride

@@ -48,7 +48,7 @@ def model_settings(config) -> Any:
                            beam_size=int(extra.get("qa_beam_size", 20)))
 
 
-def predict(spec: TaskSpec, tokenizer, predictor, model, texts: Sequence[Sequence[str]], max_seq_len: int,
+def predict(spec: TaskSpec, tokenizer, predictor, model, texts: Sequence[Sequence[str]], max_seq_length: int,
             batch_size: int, labels: Optional[Sequence[str]] = None,
             options: Optional[Options] = None) -> Tuple[List, bool]:
     """The one prediction path of the hub module, its serving and paddle_electra.pipeline: PaddleHub-style
@@ -57,7 +57,7 @@ def predict(spec: TaskSpec, tokenizer, predictor, model, texts: Sequence[Sequenc
     whether any text was truncated). `model`: the model or model_settings(config) (names the outputs);
     `options`: the spec's (spec.options(...)), None for its defaults."""
     examples = [spec.example(t, options) for t in texts]
-    feats = spec.encode(tokenizer, examples, max_seq_len, options=options)
+    feats = spec.encode(tokenizer, examples, max_seq_length, options=options)
     truncated = any(isinstance(f, SequenceFeature) and f.truncated for f in feats)
     outs = predictor.predict_batches([f.input_ids for f in feats], [f.token_type_ids for f in feats],
                                      batch_size=batch_size) if feats else []

@@ -23,7 +23,7 @@ class TaggingOptions(Options):
 
 class TokenClassification(TaskSpec):
     """logits [B, S, num_labels]; each unit (character or word) takes the label of its first word
-    piece; texts longer than max_seq_len are read in windows of half-overlapping pieces, each piece
+    piece; texts longer than max_seq_length are read in windows of half-overlapping pieces, each piece
     labelled from the window where it has the most context; entity (chunk) F1."""
     name, texts = "token-cls", (1,)
     Options = TaggingOptions
@@ -57,14 +57,14 @@ class TokenClassification(TaskSpec):
                     first[c], cont[c] = t, c > s
         return ids, first, cont
 
-    def encode(self, tokenizer, examples: Sequence[TaggingExample], max_seq_len: int,
+    def encode(self, tokenizer, examples: Sequence[TaggingExample], max_seq_length: int,
                labels: Optional[Sequence[str]] = None, is_training: bool = False,
                options=None) -> List[TaggingFeature]:
         words = sorted({w for e in examples if e.words is not None for w in e.words})
         cache = dict(zip(words, (p[1:-1] for p in tokenizer(words)["input_ids"]))) if words else {}
         tag_id = {t: i for i, t in enumerate(labels or ())}
         cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-        room = max_seq_len - 2
+        room = max_seq_length - 2
         feats = []
         for ei, e in enumerate(examples):
             ids, first, cont = self._units(tokenizer, e, cache)
