@@ -354,7 +354,7 @@ def test_text_regression_through_the_hub_module(installed, home, tmp_path):
     assert len(scores) == len(data) and all(isinstance(x, float) for x in scores) and fast._predictor is not None
     np.testing.assert_allclose(scores, slow.predict(data, max_seq_len=24), atol=1e-4)
     ref = ElectraPredictor.from_pretrained(model_dir, task="text-regression").predict_texts(
-        [a for a, _ in data], [b for _, b in data], max_length=24)
+        [a for a, _ in data], [b for _, b in data], max_seq_length=24)
     np.testing.assert_allclose(scores, [r[0] for r in ref], atol=1e-4)
     assert slow.predict(data[:2], max_seq_len=24, return_prob=True)[1] == [None, None]  # a score has no probabilities
     with pytest.raises(ValueError, match="label_map is for"):
