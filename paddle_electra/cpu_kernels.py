@@ -48,12 +48,11 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
 from typing import Optional, Tuple
 
 from . import paddle_compat
 from .cpu import CpuInfo, cpu_info
-from .io import atomic_dir, folder_lock, package_home
+from .io import atomic_dir, file_digest, folder_lock, package_home
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +84,6 @@ def build_folder(key: dict) -> str:
 LIBRARY_SHA = "library_sha256"  # build.json's record of the library's bytes, checked before every load
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def cache_state(folder: str, key: dict) -> Tuple[str, str]:
     """(state, library path) of the build in `folder`: "ok" when its build.json records exactly `key` and
@@ -107,7 +99,7 @@ def cache_state(folder: str, key: dict) -> Tuple[str, str]:
     if not isinstance(meta, dict) or {k: v for k, v in meta.items() if k != LIBRARY_SHA} != key:
         return "absent", library
     try:
-        same = meta.get(LIBRARY_SHA) == _sha256(library)
+        same = meta.get(LIBRARY_SHA) == file_digest(library)
     except OSError:
         same = False
     return ("ok" if same else "damaged"), library
@@ -161,7 +153,7 @@ def _build(folder: str, key: dict) -> None:
                 os.rename(os.path.join(built, name), os.path.join(out, name))
         shutil.rmtree(os.path.join(out, ".build"))
         with open(os.path.join(out, BUILD_META), "w", encoding="utf-8") as f:
-            json.dump({**key, LIBRARY_SHA: _sha256(os.path.join(out, f"{NAME}.so"))}, f, indent=1)
+            json.dump({**key, LIBRARY_SHA: file_digest(os.path.join(out, f"{NAME}.so"))}, f, indent=1)
 
 
 def _load(info: CpuInfo) -> str:

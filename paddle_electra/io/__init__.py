@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import os
 import re
 import shutil
@@ -96,6 +97,15 @@ def check_output(path: str, kind: Optional[OutputKind] = None, inputs: Iterable[
             f"and is not a previous {kind.name if kind else 'output'}; choose an empty or new folder, or pass "
             f"--overwrite (overwrite=True) to replace its contents")
     return os.path.abspath(path)
+
+
+def file_digest(path: str, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 # --- this package's own folder (caches, keys) --------------------------------------------------------

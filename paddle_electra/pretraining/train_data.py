@@ -13,14 +13,13 @@ MAX_MAPPED_BYTES at once), so a corpus larger than memory or address space strea
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..io import DataError  # one class for every data error: here a pretraining data folder is missing,
+from ..io import DataError, file_digest  # one class for every data error: here a pretraining data folder is missing,
 # incomplete or does not fit the run
 
 FORMAT = "paddle-electra-pretraining-v1"
@@ -33,11 +32,7 @@ def shard_name(index: int) -> str:
 
 
 def file_md5(path: str) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "md5")
 
 class PretrainingData:
     """The examples of a built folder. `batch(indices)` -> padded numpy arrays.
