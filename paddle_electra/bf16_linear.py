@@ -105,7 +105,7 @@ def _compile(build_directory: str) -> str:
     libs = _paddle_libs()
     os.makedirs(build_directory, exist_ok=True)
     load(name=NAME, sources=[SOURCE], extra_cxx_cflags=list(CXX_FLAGS),
-         extra_ldflags=[f"-L{libs}", f"-l:{ONEDNN}", "-fopenmp", f"-Wl,-rpath,{libs}"],
+         extra_ldflags=[f"-L{libs}", f"-l:{ONEDNN}"] + cpu_kernels._link_flags(),  # Paddle's libiomp5: one pool
          build_directory=build_directory)
     return os.path.join(build_directory, NAME)
 

@@ -11,9 +11,11 @@
 // version before building). Transposes are strides of the memory descriptors, never copies.
 // Primitives are created once per (M, K, N, kind) and kept for the process.
 //
-// Threads: oneDNN runs on its OpenMP runtime (libgomp); every call sets that runtime's thread count
-// to `threads` (the process's math-library threads, passed from Python) for the calling thread.
-#include <dlfcn.h>
+// Threads: one OpenMP pool for everything. libdnnl.so.3 names libgomp, but in a Paddle process its
+// GOMP_* calls bind to Paddle's libiomp5 (loaded first, by libpaddle), the pool of MKL's GEMMs; this
+// library links libiomp5 too (bf16_linear.py), so its conversions run on that pool, never on a second
+// one whose spinning threads would take the cores from the first. Every call sets the pool's thread
+// count to `threads` (the process's math-library threads, passed from Python) for the calling thread.
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -81,13 +83,9 @@ constexpr int64_t kMinParallel = 1 << 15;
   } while (0)
 
 void SetThreads(int64_t threads) {
-  // oneDNN's OpenMP runtime is libgomp (libdnnl.so.3 links it); set its count, not another runtime's
-  using SetFn = void (*)(int);
-  static SetFn set = [] {
-    void* h = dlopen("libgomp.so.1", RTLD_NOW | RTLD_NOLOAD);
-    return h ? reinterpret_cast<SetFn>(dlsym(h, "omp_set_num_threads")) : nullptr;
-  }();
-  if (set) set(static_cast<int>(threads));
+#ifdef _OPENMP
+  omp_set_num_threads(static_cast<int>(threads));  // for this (the calling) thread's parallel regions
+#endif
 }
 
 struct Runtime {
