@@ -433,6 +433,8 @@ def finished_trials(config: FinetuneConfig, results_path: str) -> List[Dict]:
     got = recorded.get("hparams") if isinstance(recorded, dict) else None
     if isinstance(got, dict):  # recorded by the previous release: its key names
         got = upgrade_hparams(got, results_path, warn=False)
+        if "amp" not in got and want.get("amp") == "off":  # recorded before the key existed: fp32
+            got["amp"] = "off"
     if got != want:
         changed = sorted(k for k in set(want) | set(got or {}) if (got or {}).get(k) != want.get(k))
         raise HparamsError(f"{results_path}: recorded with other hparams ({', '.join(changed)}); --resume needs "
