@@ -3,6 +3,9 @@ global batch 32 x 128, tokens/s of full training steps (forward, backward, AdamW
 
 - ours, one process using every core (pretrain/run_pretraining.py, the real trainer);
 - ours, one process per core (`paddle.distributed.launch`, data parallel, one thread each);
+- both again with `--amp bf16` where the CPU has native bf16 (avx512_bf16 / amx_bf16: every Linear's
+  GEMMs in bf16 with fp32 weights and accumulation, paddle_electra/bf16_linear.py); its roofline share
+  is still over the fp32 GEMM rate;
 - a plain PyTorch loop doing the same RTD step with HF transformers' ELECTRA classes (run_torch);
 - PaddleNLP 2.8 ElectraForTotalPretraining + ElectraPretrainingCriterion on the same discriminator
   config (its generator is built from the same config, and it computes logits over the whole
@@ -10,7 +13,8 @@ global batch 32 x 128, tokens/s of full training steps (forward, backward, AdamW
 and the share of the fp32 roofline: model GEMM FLOPs per step (3 x forward) x steps/s over the
 fp32 GEMM rate measured here (2048^3 matmul, all cores).
 
-    python benchmarks/pretrain_throughput.py [--steps 10] [--skip-steps 10] [--skip-paddlenlp] [--skip-torch] [--json OUT]
+    python benchmarks/pretrain_throughput.py [--steps 10] [--skip-steps 10] [--skip-paddlenlp] [--skip-torch]
+        [--skip-bf16] [--json OUT]
 """
 from __future__ import annotations
 
@@ -46,19 +50,19 @@ def build_data(tmp, L):
     return out
 
 
-def run_ours(tmp, data, nproc, B, steps, skip):
+def run_ours(tmp, data, nproc, B, steps, skip, amp="off"):
     """tokens/s of the `steps` steps after `skip` untimed ones, from the trainer's metrics.jsonl."""
-    out = os.path.join(tmp, f"ours{nproc}")
+    out = os.path.join(tmp, f"ours{nproc}-{amp}")
     args = ["--data-dir", data, "--model", "chinese-electra-small", "--output-dir", out,
             "--max-steps", str(skip + steps), "--train-batch-size", str(B // nproc), "--logging-steps", "1",
-            "--save-steps", "1000000", "--warmup-steps", "10", "--no-progress"]
+            "--save-steps", "1000000", "--warmup-steps", "10", "--no-progress", "--amp", amp]
     script = os.path.join(ROOT, "pretrain", "run_pretraining.py")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if nproc == 1:
         cmd = [sys.executable, script] + args
     else:
         cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc),
-               "--log_dir", os.path.join(tmp, f"log{nproc}"), script] + args
+               "--log_dir", os.path.join(tmp, f"log{nproc}-{amp}"), script] + args
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
@@ -192,6 +196,7 @@ def main():
     p.add_argument("--skip-paddlenlp", action="store_true")
     p.add_argument("--torch-steps", type=int, default=5, help="timed steps of the PyTorch loop")
     p.add_argument("--skip-torch", action="store_true")
+    p.add_argument("--skip-bf16", action="store_true", help="no `--amp bf16` runs of ours")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     from paddle_electra.config import get_variant
@@ -219,8 +224,24 @@ def main():
             res[f"ours_{nproc}proc_tokens_per_s"] = tps
             res[f"ours_{nproc}proc_roofline_share"] = share
             print(f"ours, {nproc} process(es): {tps:.0f} tokens/s, {100 * share:.1f}% of the fp32 roofline", flush=True)
-    best = max(v_ for k, v_ in res.items() if k.startswith("ours_") and k.endswith("tokens_per_s"))
+        from paddle_electra import bf16_linear
+        why = "--skip-bf16" if args.skip_bf16 else bf16_linear.unavailable(info)
+        res["ours_bf16"] = why or "ran"
+        if why:
+            print(f"ours --amp bf16: not run ({why})", flush=True)
+        else:
+            for nproc in sorted({1, cores} if cores > 1 else {1}):
+                tps = run_ours(tmp, data, nproc, B, args.steps, args.skip_steps, amp="bf16")
+                share = flops * tps / (B * L) / peak
+                res[f"ours_bf16_{nproc}proc_tokens_per_s"] = tps
+                res[f"ours_bf16_{nproc}proc_fp32_roofline_share"] = share
+                print(f"ours --amp bf16, {nproc} process(es): {tps:.0f} tokens/s, {100 * share:.1f}% of the fp32 "
+                      f"roofline; {tps / res[f'ours_{nproc}proc_tokens_per_s']:.2f}x ours fp32", flush=True)
+    best = max(v_ for k, v_ in res.items() if k.startswith("ours_") and "bf16" not in k and k.endswith("tokens_per_s"))
     res["ours_best_tokens_per_s"] = best
+    bf16_runs = [v_ for k, v_ in res.items() if k.startswith("ours_bf16_") and k.endswith("tokens_per_s")]
+    if bf16_runs:
+        res["ours_bf16_best_tokens_per_s"] = max(bf16_runs)
     if not args.skip_paddlenlp:
         tps = run_paddlenlp(B, L, args.paddlenlp_steps)
         pflops = model_flops(v.discriminator, v.discriminator, B, L, L, generator_everywhere=True)
@@ -234,6 +255,9 @@ def main():
         res.update(pytorch_tokens_per_s=tps, ratio_best_ours_vs_pytorch=best / tps)
         print(f"PyTorch loop (HF ELECTRA classes, {available_cores()} threads): {tps:.0f} tokens/s; "
               f"ratio (our best / PyTorch): {best / tps:.2f}x")
+        if bf16_runs:
+            res["ratio_best_ours_bf16_vs_pytorch_fp32"] = max(bf16_runs) / tps
+            print(f"ratio (our best --amp bf16 / PyTorch fp32): {max(bf16_runs) / tps:.2f}x")
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.2f}")
     if args.json:

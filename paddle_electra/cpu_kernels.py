@@ -48,7 +48,7 @@ import logging
 import os
 import platform
 import shutil
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from . import paddle_compat
 from .cpu import CpuInfo, cpu_info
@@ -69,28 +69,28 @@ def cache_root() -> str:
     return os.environ.get(CACHE_ENV) or os.path.join(package_home(), ".kernel_cache")
 
 
-def build_key(source: bytes, info: CpuInfo) -> dict:
+def build_key(source: bytes, info: CpuInfo, cxx_flags=CXX_FLAGS) -> dict:
     """What a build depends on; a cached build is used only where all of it is the same."""
     import paddle
     return {"source_sha256": hashlib.sha256(source).hexdigest(), "paddle": paddle.__version__,
-            "cxx_flags": list(CXX_FLAGS), "cpu": info.model, "vendor": info.vendor, "cpu_flags": sorted(info.flags)}
+            "cxx_flags": list(cxx_flags), "cpu": info.model, "vendor": info.vendor, "cpu_flags": sorted(info.flags)}
 
 
-def build_folder(key: dict) -> str:
+def build_folder(key: dict, name: str = NAME) -> str:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    return os.path.join(cache_root(), f"{NAME}-{digest}")
+    return os.path.join(cache_root(), f"{name}-{digest}")
 
 
 LIBRARY_SHA = "library_sha256"  # build.json's record of the library's bytes, checked before every load
 
 
 
-def cache_state(folder: str, key: dict) -> Tuple[str, str]:
+def cache_state(folder: str, key: dict, name: str = NAME) -> Tuple[str, str]:
     """(state, library path) of the build in `folder`: "ok" when its build.json records exactly `key` and
     the SHA-256 of the library's bytes it recorded at the build; "damaged" when the key matches but the
     library's bytes do not (overwritten, truncated, missing: loading it could crash the process with
     SIGILL or SIGBUS); "absent" otherwise (no build, or a build for another key)."""
-    library = os.path.join(folder, f"{NAME}.so")
+    library = os.path.join(folder, f"{name}.so")
     try:
         with open(os.path.join(folder, BUILD_META), encoding="utf-8") as f:
             meta = json.load(f)
@@ -105,10 +105,10 @@ def cache_state(folder: str, key: dict) -> Tuple[str, str]:
     return ("ok" if same else "damaged"), library
 
 
-def cached_library(folder: str, key: dict) -> Optional[str]:
+def cached_library(folder: str, key: dict, name: str = NAME) -> Optional[str]:
     """The built library in `folder` if its build.json records exactly `key` and the library is the one
     built (its SHA-256); else None."""
-    state, library = cache_state(folder, key)
+    state, library = cache_state(folder, key, name)
     return library if state == "ok" else None
 
 
@@ -144,34 +144,44 @@ def _compile(build_directory: str) -> str:
 
 
 def _build(folder: str, key: dict) -> None:
-    """Compile into a temporary folder beside `folder`, record the key and the library's SHA-256 in its
-    build.json, then let it replace `folder` in one rename (io.atomic_dir; the caller holds the lock)."""
+    build_into(folder, key, lambda directory: _compile(directory), NAME)
+
+
+def build_into(folder: str, key: dict, compile_: Callable[[str], str], name: str) -> None:
+    """Compile (`compile_(build directory)` -> the folder it built) into a temporary folder beside
+    `folder`, record the key and the library's SHA-256 in its build.json, then let it replace `folder`
+    in one rename (io.atomic_dir; the caller holds the lock)."""
     with atomic_dir(folder) as out:
-        built = _compile(os.path.join(out, ".build"))
-        for name in os.listdir(built):
-            if name != "build":  # objects
-                os.rename(os.path.join(built, name), os.path.join(out, name))
+        built = compile_(os.path.join(out, ".build"))
+        for entry in os.listdir(built):
+            if entry != "build":  # objects
+                os.rename(os.path.join(built, entry), os.path.join(out, entry))
         shutil.rmtree(os.path.join(out, ".build"))
         with open(os.path.join(out, BUILD_META), "w", encoding="utf-8") as f:
-            json.dump({**key, LIBRARY_SHA: file_digest(os.path.join(out, f"{NAME}.so"))}, f, indent=1)
+            json.dump({**key, LIBRARY_SHA: file_digest(os.path.join(out, f"{name}.so"))}, f, indent=1)
 
 
 def _load(info: CpuInfo) -> str:
     """Find or build the library for this CPU and register its ops in this process; what was done."""
     with open(SOURCE, "rb") as f:
         key = build_key(f.read(), info)
-    folder = build_folder(key)
-    state, library = cache_state(folder, key)
+    return load_or_build(build_folder(key), key, NAME, lambda folder, key_: _build(folder, key_))
+
+
+def load_or_build(folder: str, key: dict, name: str, build: Callable[[str, dict], None]) -> str:
+    """Register the ops of the library cached in `folder` for `key`, building it first (`build(folder,
+    key)`, under the folder's lock) when it is absent or damaged; what was done."""
+    state, library = cache_state(folder, key, name)
     if state != "ok":
         with folder_lock(folder):  # one builder at a time (its lock file beside the folder it replaces)
-            state, library = cache_state(folder, key)
+            state, library = cache_state(folder, key, name)
             if state != "ok":
                 if state == "damaged":
                     logger.warning("compiled CPU kernels: %s is not the library that was built there (its SHA-256 "
                                    "differs from the one in %s): the cache is damaged; rebuilding it", library,
                                    BUILD_META)
-                _build(folder, key)  # cpp_extension.load registers the ops as it loads them
-                if cached_library(folder, key) is None:
+                build(folder, key)  # cpp_extension.load registers the ops as it loads them
+                if cached_library(folder, key, name) is None:
                     raise RuntimeError(f"the build left no library in {folder}")
                 return f"built {library}"
     paddle_compat.register_custom_ops(library)  # only a library whose bytes are the ones built

@@ -10,7 +10,7 @@ checkpoint is a name table (see paddle_electra/conversion). TF kernels are
 [in, out], as Paddle's Linear weights are: no transposes from TF.
 
 Execution modes are flags that the forwards below read (as nanoGPT's flash/manual switch), set with
-`set_execution_modes(model, fast_cpu_kernels=..., recompute=...)`; both act only in dygraph training
+`set_execution_modes(model, fast_cpu_kernels=..., recompute=..., bf16_gemm=...)`; all act only in dygraph training
 (`self.training` and `paddle.in_dynamic_mode()`), so evaluation and export run the plain code.
 Attention is one function, `attention(q, k, v, mask, dropout)`; the self-attention layer picks an
 implementation from ATTENTION_FUNCTIONS by name ("eager", "fast_cpu") inside its forward.
@@ -22,6 +22,9 @@ Every path a forward runs on, and where it lives:
   rounding, faster CPU training;
 - compiled kernels, same flag: GELU, LayerNorm and Dropout run cpu_kernels.py (C++ in
   paddle_electra/csrc/cpu_kernels.cc, built on first use; Paddle's kernels where they do not build);
+- `bf16_gemm` (CPU `--amp bf16`): every Linear runs bf16_linear.py's op (x and W rounded to bf16 for
+  oneDNN GEMMs with fp32 accumulation, fp32 output, gradients and weights; C++ in
+  paddle_electra/csrc/bf16_linear.cc, built on first use) on CPUs with native bf16; fp32 elsewhere;
 - `recompute`: each encoder layer's activations are recomputed in the backward pass (ElectraEncoder,
   Paddle's fleet recompute);
 - AMP (GPU): pretraining's `--amp bf16|fp16` (paddle_electra/pretraining/trainer.py) runs these forwards
@@ -43,7 +46,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.distributed.fleet.utils import recompute as _recompute  # fleet comes with `import paddle`
 
-from . import cpu_kernels, fast_cpu
+from . import bf16_linear, cpu_kernels, fast_cpu
 from .io import CONFIG_NAME, GENERATOR_CONFIG_NAME, GENERATOR_WEIGHTS_NAME, WEIGHTS_NAME
 from .modeling_utils import PretrainedMixin, PretrainingPairMixin
 from .config import ElectraConfig
@@ -59,10 +62,15 @@ def _training_fast_path(layer) -> bool:
 
 
 class Linear(nn.Linear):
-    """nn.Linear (same parameters) whose dygraph training step can take fast_cpu's GEMV bias gradient."""
+    """nn.Linear (same parameters) whose dygraph training step can take fast_cpu's GEMV bias gradient,
+    or bf16 GEMMs (`bf16_gemm`)."""
     fast_cpu_kernels = False
+    bf16_gemm = False
 
     def forward(self, x):
+        if self.bf16_gemm and self.training and paddle.in_dynamic_mode() and self.bias is not None \
+                and bf16_linear.usable_for(x):
+            return bf16_linear.linear(x, self.weight, self.bias)
         if _training_fast_path(self):
             return fast_cpu.linear(x, self.weight, self.bias)
         return super().forward(x)
@@ -302,7 +310,7 @@ _FAST_CPU_LAYERS = (Linear, ElectraSelfAttention, LayerNorm, GELU, Dropout)  # t
 
 
 def set_execution_modes(model: nn.Layer, fast_cpu_kernels: Optional[bool] = None,
-                        recompute: Optional[bool] = None) -> nn.Layer:
+                        recompute: Optional[bool] = None, bf16_gemm: Optional[bool] = None) -> nn.Layer:
     """Set the execution flags (see the module docstring) on every layer of `model` that reads them;
     None leaves a flag as it is. Parameters, names and weights are untouched."""
     for layer in model.sublayers(include_self=True):
@@ -310,6 +318,8 @@ def set_execution_modes(model: nn.Layer, fast_cpu_kernels: Optional[bool] = None
             layer.fast_cpu_kernels = bool(fast_cpu_kernels)
         if recompute is not None and isinstance(layer, ElectraEncoder):
             layer.recompute = bool(recompute)
+        if bf16_gemm is not None and isinstance(layer, Linear):
+            layer.bf16_gemm = bool(bf16_gemm)
     return model
 
 

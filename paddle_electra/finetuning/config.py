@@ -128,6 +128,9 @@ class FinetuneConfig:
     results_dir: Optional[str] = None  # default <data_dir>/results
     device: Optional[str] = None
     num_threads: Optional[int] = None
+    # "bf16": the Linear GEMMs of training in bf16 with fp32 weights and accumulation, on CPUs with native
+    # bf16 (avx512_bf16, amx_bf16; paddle_electra/bf16_linear.py), refused elsewhere; "off": fp32
+    amp: str = "off"
 
     def __post_init__(self):
         if isinstance(self.task_names, str):
@@ -165,6 +168,8 @@ class FinetuneConfig:
         for k in ("max_seq_length", "train_batch_size", "eval_batch_size", "num_trials"):
             if int(getattr(self, k)) < 1:
                 raise HparamsError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.amp not in ("off", "bf16"):
+            raise HparamsError(f"amp must be 'off' or 'bf16', got {self.amp!r}")
         if self.eval_backend not in ("dygraph", "inference", "auto"):
             raise HparamsError(f"eval_backend must be 'dygraph', 'inference' or 'auto', got {self.eval_backend!r}")
 

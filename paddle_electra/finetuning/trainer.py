@@ -160,6 +160,19 @@ class _TaskLoss(paddle.nn.Layer):
         return loss * scale if scale != 1.0 else loss
 
 
+def check_amp(config: FinetuneConfig, device: str) -> bool:
+    """Whether training runs modeling.Linear's bf16 GEMMs (amp: bf16); HparamsError where it cannot."""
+    if config.amp != "bf16":
+        return False
+    if device != "cpu":
+        raise HparamsError(f"amp: bf16 in fine-tuning is the CPU's bf16 GEMMs; this run is on {device}")
+    from .. import bf16_linear
+    why = bf16_linear.why_not()  # builds the op on first use
+    if why is not None:
+        raise HparamsError(f"amp: bf16 runs the Linear GEMMs in bf16 where the CPU has native bf16, not here: {why}")
+    return True
+
+
 def train(task: Task, model, config: FinetuneConfig, trial: int, log_path: Optional[str] = None) -> Dict:
     """Train `model` (every process of the job calls this; only the one given `log_path` logs)."""
     from tqdm import tqdm
@@ -287,8 +300,10 @@ def run_trial(config: FinetuneConfig, task: Task, trial: int, tokenizer_vocab: O
     if main_rank:
         os.makedirs(results_dir, exist_ok=True)
     if config.do_train:
-        # the CPU training kernels of paddle_electra.fast_cpu (modeling.py uses them in dygraph training only)
-        set_execution_modes(model, fast_cpu_kernels=paddle.get_device() == "cpu")
+        # the CPU training kernels of paddle_electra.fast_cpu (modeling.py uses them in dygraph training only),
+        # and with amp: bf16 the bf16 GEMMs of modeling.Linear
+        set_execution_modes(model, fast_cpu_kernels=paddle.get_device() == "cpu",
+                            bf16_gemm=check_amp(config, paddle.get_device()))
         out.update(train(task, model, config, trial,
                          os.path.join(results_dir, f"{task.name}_train_trial{trial}.jsonl") if main_rank else None))
         if main_rank and config.save_model and (config.keep_all_models or trial == config.num_trials):
@@ -418,6 +433,8 @@ def finished_trials(config: FinetuneConfig, results_path: str) -> List[Dict]:
     got = recorded.get("hparams") if isinstance(recorded, dict) else None
     if isinstance(got, dict):  # recorded by the previous release: its key names
         got = upgrade_hparams(got, results_path, warn=False)
+        if "amp" not in got and want.get("amp") == "off":  # recorded before the key existed: fp32
+            got["amp"] = "off"
     if got != want:
         changed = sorted(k for k in set(want) | set(got or {}) if (got or {}).get(k) != want.get(k))
         raise HparamsError(f"{results_path}: recorded with other hparams ({', '.join(changed)}); --resume needs "

@@ -108,7 +108,9 @@ class PretrainConfig:
         False, "resume although the data (index.json md5) or --data-ranges differ from the checkpoint's", group=RUN)
     device: Optional[str] = _flag(None, "cpu, gpu, gpu:1 (default: GPU when present)", group=RUN)
     num_threads: Optional[int] = _flag(None, "CPU threads per process (default: cores / processes)", group=RUN)
-    amp: str = _flag("off", "mixed precision (DistributedStrategy.amp); fp16 uses dynamic loss scaling (GPU)",
+    amp: str = _flag("off", "mixed precision (DistributedStrategy.amp); fp16 uses dynamic loss scaling (GPU); "
+                            "on CPU, bf16 runs the Linear GEMMs in bf16 with fp32 weights and accumulation where "
+                            "the CPU has native bf16 (avx512_bf16, amx_bf16), and is refused elsewhere",
                      group=RUN, choices=["off", "bf16", "fp16"])
     amp_level: str = _flag(
         "O1", "with --amp: O1 casts per op; O2 keeps the model in half precision with fp32 master weights "

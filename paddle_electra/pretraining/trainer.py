@@ -77,9 +77,20 @@ class Trainer:
         from ..runtime import resolve_device
         c = self.config
         self.device = resolve_device(c.device)
-        if c.amp != "off" and self.device == "cpu":
-            raise ValueError(f"--amp {c.amp} needs a GPU: Paddle {paddle.__version__} has no bfloat16/float16 "
-                             f"matmul kernel on CPU in dygraph")
+        # on CPU, --amp bf16 is the bf16 GEMMs of modeling.Linear (paddle_electra/bf16_linear.py)
+        self.cpu_bf16_gemm = c.amp == "bf16" and self.device == "cpu"
+        if c.amp == "fp16" and self.device == "cpu":
+            raise ValueError(f"--amp fp16 needs a GPU: Paddle {paddle.__version__} has no float16 matmul kernel on "
+                             f"CPU in dygraph")
+        if self.cpu_bf16_gemm:
+            if c.amp_level == "O2":
+                raise ValueError("--amp-level O2 needs a GPU; on CPU, --amp bf16 (O1) runs the Linear GEMMs in "
+                                 "bf16 with fp32 weights")
+            from .. import bf16_linear
+            why = bf16_linear.why_not()  # builds the op on first use
+            if why is not None:
+                raise ValueError(f"--amp bf16 on CPU runs the Linear GEMMs in bf16 where the CPU has native bf16, "
+                                 f"not here: {why}")
         if c.amp_level == "O2" and c.amp == "off":
             raise ValueError("--amp-level O2 needs --amp fp16 or bf16")
         if c.sharding_stage == 2 and self.device == "cpu":
@@ -116,7 +127,7 @@ class Trainer:
             raise DataError(f"{c.data_dir} was built with a vocab of {self.data.index['vocab_size']} "
                             f"tokens but the model has vocab_size {V}")
         set_execution_modes(self.model, recompute=c.recompute, fast_cpu_kernels=c.fast_cpu_kernels == "on" or (
-            c.fast_cpu_kernels == "auto" and self.device == "cpu"))
+            c.fast_cpu_kernels == "auto" and self.device == "cpu"), bf16_gemm=self.cpu_bf16_gemm)
         self.temperature_at = temperature_schedule(c)
         # the RTD module reads self.rtd_config at every forward: train_step sets its temperature for the step
         self.rtd_config = RTDConfig(c.gen_weight, c.disc_weight, self.temperature_at(0))
@@ -222,7 +233,7 @@ class Trainer:
     def _amp_ctx(self):
         import paddle
         c = self.config
-        if c.amp == "off":
+        if c.amp == "off" or self.cpu_bf16_gemm:  # CPU bf16: the Linear layers' mode, no auto_cast
             return contextlib.nullcontext()
         return paddle.amp.auto_cast(dtype="bfloat16" if c.amp == "bf16" else "float16", level=c.amp_level)
 
