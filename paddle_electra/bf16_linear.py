@@ -8,13 +8,7 @@ to bf16 for its GEMMs). modeling.Linear runs it in dygraph training when its `bf
 
 Why: Paddle 3.3's CPU dygraph matmul has no bf16 kernel, and on CPUs with native bf16 (avx512_bf16:
 AMD Zen 4 / Zen 5, Intel Cooper Lake; AMX-bf16: Sapphire Rapids and later) a bf16 GEMM runs at 2x
-(avx512_bf16) to ~8x (AMX) the fp32 rate. Measured 2026-12-06 on AMD EPYC Zen 5 (2 cores, KVM, another
-2-process training job running: load ~4.7, so these are lower bounds): 1024 x 1024 x 1024, this op
-including its fp32 -> bf16 conversions vs paddle.matmul fp32: 9.9 vs 20.8 ms on one thread (2.10x),
-12.7 vs 34.0 ms on two (2.69x); forward + backward of an ELECTRA-small Linear at 4096 rows
-(256 -> 1024, 1024 -> 256, 256 -> 256) against fast_cpu.linear: 2.1-3.1x; RTD pretraining of
-ELECTRA-small, 32 x 128, one process (benchmarks/pretrain_throughput.py's arm, 3 timed steps):
-877 vs 585 tokens/s (1.50x).
+(avx512_bf16) to ~8x (AMX) the fp32 rate (measured figures: docs/pretraining.md, "--amp bf16 on CPU, measured").
 Where the CPU has no native bf16, oneDNN would emulate it (slower than fp32): `unavailable()` says so
 and `--amp bf16` is refused on such a CPU with that reason.
 
@@ -24,8 +18,8 @@ within the tolerance that test states.
 
 Threads: one OpenMP pool. libdnnl.so.3 names libgomp, but in a Paddle process its OpenMP calls bind to
 Paddle's libiomp5 (loaded first), MKL's pool; the op links libiomp5 too. (Built against libgomp, the
-op's conversions ran on a second pool whose spinning threads took the cores from oneDNN's: 0.35-1.3x
-fp32 at two threads instead of 2.1-3.1x.)
+op's conversions ran on a second pool whose spinning threads took the cores from oneDNN's: slower
+than fp32 at two threads.)
 
 Build: as cpu_kernels.py's (on first use, cached under $PADDLE_ELECTRA_HOME/.kernel_cache by a key of
 the source, Paddle and oneDNN versions, flags and this CPU; built under a lock, renamed into place,
