@@ -1,8 +1,9 @@
-"""Inference throughput of ELECTRA on CPU: our Paddle Inference predictor (fp32, bf16) against ONNX Runtime
-(plain, with its transformers optimizer's fusions, int8 dynamic quantization) and OpenVINO (f32; bf16 where
-native), both on an ONNX export of the same weights, and against
-PaddleNLP 2.8's ElectraModel (dygraph, eval, no_grad, as its users run it) and HF transformers'
-ElectraModel (PyTorch eager), all with the same weights in one process.
+"""Inference throughput of ELECTRA on CPU, per precision: our ElectraPredictor with engine="auto" (what users
+get: it measures the engines installed here that run the precision, re-timed for this run) and on each engine it
+chose among, against the peers of that precision: ONNX Runtime (plain, with its transformers optimizer's
+fusions, int8 dynamic quantization) and OpenVINO (f32; bf16 where native), both on an ONNX export of HF's model
+with the same weights, PaddleNLP 2.8's ElectraModel (dygraph, eval, no_grad, as its users run it) and HF
+transformers' ElectraModel (PyTorch eager; under bf16 autocast where native), all in one process.
 
     python benchmarks/inference_throughput.py                   # ELECTRA-small, 32 x 128 and batch 1
     python benchmarks/inference_throughput.py --model base
@@ -10,9 +11,9 @@ ElectraModel (PyTorch eager), all with the same weights in one process.
 Prints seq/s (median over rounds; engines take turns each round so that a busy machine slows all of
 them alike), batch-1 latency, the ratios, and the share of the roofline: model matmul FLOPs per second
 over the GEMM peak (chained large matmuls, fp32 and bf16, through a predictor with our settings and
-in PyTorch; the faster counts), timed in the same rounds.
-Also runs the predictor without our extra IR pass ("plain" = a plain Paddle Inference export), and our
-ElectraPredictor with engine="onnxruntime" (fp32 on the fused graph, int8 dynamic) on our own ONNX export.
+in PyTorch; the faster counts), timed in the same rounds; then per precision ours (auto) against the
+best peer of that precision in throughput and the fastest at batch 1.
+Also runs the Paddle predictor without our extra IR pass ("plain" = a plain Paddle Inference export).
 Appends a JSON line per run to --output.
 """
 from __future__ import annotations
