@@ -234,6 +234,7 @@ def test_auto_measures_the_engines_records_it_and_reuses_the_cache(tmp_path, mon
     measure = choice.measure_engines
     monkeypatch.setattr(choice, "measure_engines", lambda runners, *a: timed.append(sorted(runners)) or
                         measure(runners, *a))
+    monkeypatch.setattr(choice, "AUTO_SECONDS", 0.2)  # the 2 rounds at least, not 1.5 s per engine: a test's time
     pred = ElectraPredictor.from_pretrained(d, task="seq-cls")
     assert timed == [sorted(inference.auto_candidates("fp32"))]
     record = _measured(pred)
