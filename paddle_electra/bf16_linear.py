@@ -136,6 +136,14 @@ def why_not() -> Optional[str]:
     return why
 
 
+def refusal(setting: str) -> Optional[str]:
+    """None when `setting` (what the user asked for, e.g. "--amp bf16") can run the bf16 GEMMs here (the op
+    is built on the first call); else the message that refuses it, with the reason."""
+    why = why_not()
+    return None if why is None else \
+        f"{setting} runs the Linear GEMMs in bf16 where the CPU has native bf16, not here: {why}"
+
+
 def available() -> bool:
     """Whether the bf16 GEMM op is loaded in this process (see why_not)."""
     return why_not() is None

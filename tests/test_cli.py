@@ -94,6 +94,7 @@ def test_finetune_then_evaluate(console, tmp_path):
     assert evaluated["trials"][0]["dev"]["accuracy"] == trained["trials"][0]["dev"]["accuracy"]
 
 
+@pytest.mark.slow  # kept out of the default run's 10 minutes (make test-all runs it)
 def test_finetune_resume_keeps_the_finished_trials(console, tmp_path):
     """issue 23 item 9: a run stopped between trials redid every trial; --resume keeps those recorded with
     the same hparams (and their saved models) and runs the rest; other hparams are refused in one line."""

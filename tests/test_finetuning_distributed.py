@@ -142,6 +142,7 @@ def test_batch_not_divisible_is_refused_under_the_launcher(data, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow  # kept out of the default run's 10 minutes (make test-all runs it)
 def test_a_failing_rank_ends_the_job_with_its_error(data, tmp_path):
     r = subprocess.run(_finetune_cmd(data, tmp_path, HPARAMS, 2), env=_env(data, INJECT_FAILURE="1"),
                        capture_output=True, text=True, timeout=300)

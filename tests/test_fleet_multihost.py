@@ -170,7 +170,8 @@ def _worker_pid(h, i):
     raise AssertionError(f"no worker process on host {i + 1}")
 
 
-@pytest.mark.parametrize("lost", ["worker process", pytest.param("whole host", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("lost", [pytest.param("worker process", marks=pytest.mark.slow),
+                                  pytest.param("whole host", marks=pytest.mark.slow)])
 def test_a_lost_worker_stops_every_rank_and_the_same_commands_resume(hosts, data_dir, tmp_path, lost):  # noqa: F811
     disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)
     steps = 24
@@ -199,6 +200,7 @@ def test_a_lost_worker_stops_every_rank_and_the_same_commands_resume(hosts, data
     print(f"resumed run vs uninterrupted one-host run: max relative loss difference {worst:.2e}")
 
 
+@pytest.mark.slow  # kept out of the default run's 10 minutes (make test-all runs it)
 def test_sigterm_to_one_hosts_launcher_saves_on_every_rank(hosts, data_dir, tmp_path):  # noqa: F811
     disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)
     steps = 400

@@ -28,7 +28,7 @@ def _have(*modules):
 needs_ort = pytest.mark.skipif(not _have("onnxruntime", "paddle2onnx"),
                                reason="onnxruntime and paddle2onnx are not installed (the test extra has them)")
 needs_ov = pytest.mark.skipif(not _have("openvino", "paddle2onnx"),
-                              reason="openvino is not installed (the bench extra has it)")
+                              reason="openvino is not installed (the hub extra has it)")
 
 MODELS = {"discriminator": (ElectraDiscriminator, {}), "seq-cls": (ElectraForSequenceClassification, {"num_labels": 3}),
           "token-cls": (ElectraForTokenClassification, {"num_labels": 5}),
@@ -140,7 +140,7 @@ def test_int8_is_quantized_and_close_to_fp32(dirs, monkeypatch):
 def test_choice_overrides_and_refusals(dirs, monkeypatch):
     assert choose_engine("auto", "fp32", "gpu")[0] == "paddle"
     assert choose_engine("auto", "fp32", "gpu:1")[0] == "paddle"
-    assert choose_engine("auto", "bf16", "cpu")[0] == "paddle"
+    assert choose_engine("auto", "bf16", "gpu")[0] == "paddle"
     assert choose_engine("paddle") == ("paddle", "engine='paddle' asked for")
     with pytest.raises(ValueError, match="'onnx'"):
         choose_engine("onnx")
@@ -148,7 +148,7 @@ def test_choice_overrides_and_refusals(dirs, monkeypatch):
         ElectraPredictor.from_pretrained(dirs["seq-cls"], task="seq-cls", engine="onnx")
     with pytest.raises(ValueError, match="precision='int8' is not available with engine='paddle'"):
         choose_engine("paddle", "int8")
-    with pytest.raises(ValueError, match="bf16.*paddle"):
+    with pytest.raises(ValueError, match="bf16.*paddle.*openvino"):
         choose_engine("onnxruntime", "bf16")
     with pytest.raises(InferenceError, match="runs on CPU"):
         choose_engine("onnxruntime", "fp32", "gpu")
@@ -162,6 +162,27 @@ def test_choice_overrides_and_refusals(dirs, monkeypatch):
     assert choose_engine("paddle")[0] == "paddle"  # the argument wins over the variable
 
 
+@pytest.mark.parametrize("installed", [(), ("onnxruntime",), ("openvino",), ("onnxruntime", "openvino")])
+def test_auto_takes_for_each_precision_the_engines_installed_that_run_it(monkeypatch, installed):
+    """fp32: every engine; bf16: Paddle Inference and OpenVINO; int8: ONNX Runtime. One such engine installed:
+    that one, said why; several: ("auto", ...), which the predictor measures (the packages are faked here:
+    the predictor-level measurement is tested below and, for bf16, on CPUs with native bf16)."""
+    monkeypatch.setattr(choice, "importable", lambda m: m in installed or m == "paddle2onnx")
+    want = {"fp32": ["paddle", *installed], "bf16": ["paddle"] + [e for e in installed if e == "openvino"],
+            "int8": [e for e in installed if e == "onnxruntime"]}
+    for precision, engines in want.items():
+        assert choice.auto_candidates(precision) == engines, precision
+        if not engines:  # int8 without onnxruntime: the package is named
+            with pytest.raises(ImportError, match="pip install onnxruntime"):
+                choose_engine("auto", precision)
+            continue
+        engine, why = choose_engine("auto", precision)
+        if len(engines) > 1:
+            assert (engine, why) == ("auto", f"measured among {', '.join(engines)}"), precision
+        else:
+            assert engine == engines[0] and "only" in why, (precision, why)
+
+
 def test_missing_onnxruntime_is_named(dirs, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
     monkeypatch.setitem(sys.modules, "openvino", None)
@@ -173,6 +194,30 @@ def test_missing_onnxruntime_is_named(dirs, monkeypatch):
         choose_engine("auto", "int8")
     with pytest.raises(ImportError, match="pip install onnxruntime"):
         ElectraPredictor.from_pretrained(dirs["seq-cls"], task="seq-cls", engine="onnxruntime")
+
+
+@needs_ov
+@pytest.mark.skipif(not inference.cpu_supports_bf16(), reason="CPU without native bf16 (AVX512-BF16 / AMX): "
+                    "the choice of bf16 engines is tested above on faked packages")
+def test_bf16_on_openvino_and_auto_bf16_measures_paddle_and_openvino(tmp_path, monkeypatch):
+    """OpenVINO compiles the graph with the bf16 precision hint; its outputs are within bf16's rounding of fp32;
+    precision="bf16" with engine="auto" times Paddle Inference and OpenVINO and records it in its own slot."""
+    d = _fresh(tmp_path)
+    ids, types, mask = _batch()
+    want = ElectraPredictor.from_pretrained(d, task="seq-cls", engine="paddle")(ids, types, mask)
+    ov = ElectraPredictor.from_pretrained(d, task="seq-cls", engine="openvino", precision="bf16")
+    assert str(ov._run.compiled.get_property("INFERENCE_PRECISION_HINT")) == "bf16"
+    got = ov(ids, types, mask)
+    assert 1e-5 < float(np.abs(got - want).max()) < 0.15  # bf16 ran, and within its rounding (test_inference.py)
+    timed = []
+    measure = choice.measure_engines
+    monkeypatch.setattr(choice, "measure_engines", lambda runners, *a: timed.append(sorted(runners)) or
+                        measure(runners, *a))
+    pred = ElectraPredictor.from_pretrained(d, task="seq-cls", precision="bf16")
+    assert timed == [["openvino", "paddle"]]
+    record = _measured(pred, "cpu-bf16")
+    assert pred.engine == record["engine"] == min(record["figures"], key=lambda e: record["figures"][e]["score_ms"])
+    assert record["measured_on"]["precision"] == "bf16"
 
 
 def _measured(pred, slot="cpu-fp32"):
@@ -189,6 +234,7 @@ def test_auto_measures_the_engines_records_it_and_reuses_the_cache(tmp_path, mon
     measure = choice.measure_engines
     monkeypatch.setattr(choice, "measure_engines", lambda runners, *a: timed.append(sorted(runners)) or
                         measure(runners, *a))
+    monkeypatch.setattr(choice, "AUTO_SECONDS", 0.2)  # the 2 rounds at least, not 1.5 s per engine: a test's time
     pred = ElectraPredictor.from_pretrained(d, task="seq-cls")
     assert timed == [sorted(inference.auto_candidates("fp32"))]
     record = _measured(pred)

@@ -112,6 +112,7 @@ def _launch(args, log_dir):
     return r
 
 
+@pytest.mark.slow  # kept out of the default run's 10 minutes (make test-all runs it)
 def test_two_processes_match_one_process_with_doubled_batch(data_dir, tmp_path):
     from paddle_electra.io import load_tensors
     disc, gen = _tiny_configs(str(tmp_path), dropout=0.0)
@@ -190,6 +191,7 @@ def test_gradient_accumulation_and_recompute_match_the_full_batch(data_dir, tmp_
         np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=2e-6, err_msg=k)
 
 
+@pytest.mark.slow  # kept out of the default run's 10 minutes (make test-all runs it)
 def test_sharding_stage1_matches_one_process_and_resumes(data_dir, tmp_path):
     """--sharding-stage 1 (fleet hybrid sharding: each of 2 gloo processes holds half of the
     optimizer states): the same losses as one process with the doubled batch, a checkpoint holding
@@ -247,6 +249,7 @@ def _limited_address_space(limit):
     return set_limit
 
 
+@pytest.mark.slow  # kept out of the default run's 10 minutes (make test-all runs it)
 def test_a_corpus_larger_than_the_address_space_trains(data_dir, tmp_path):
     """A 3.6 GB corpus trains in a process limited to 3 GiB of address space (RLIMIT_AS), where
     mapping the whole corpus at once fails: the reader maps only the shards it reads, at most

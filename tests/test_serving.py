@@ -697,7 +697,7 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path, monkeypatch):
     assert io.remove_stale_temporaries() == []  # its own live folder is kept
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "gunicorn"])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["one-process", "gunicorn"])
 def test_sigterm_leaves_no_temporary_folder(installed, electra_home, tmp_path, monkeypatch, workers):
     """issue 23 item 3: SIGTERM to the server left /tmp/paddle-electra-hub-* (~190 MB a task module: the
     weights written for the fast path and their exported graph), weakref.finalize never running."""
@@ -733,6 +733,7 @@ def test_sigterm_leaves_no_temporary_folder(installed, electra_home, tmp_path, m
     assert os.listdir(temporaries) == [killed.name], open(tmp_path / "log").read()[-3000:]
 
 
+@pytest.mark.slow  # kept out of the default run's 10 minutes (make test-all runs it)
 def test_a_module_failing_in_gunicorn_workers_is_one_line(installed, electra_home, tmp_path):
     """issue 23 item 8: each worker printed the error, then gunicorn its shut-down lines and (racing with the
     second worker's exit) HaltServer tracebacks; with a non-load exit code the workers were restarted forever."""

@@ -167,9 +167,9 @@ def check_amp(config: FinetuneConfig, device: str) -> bool:
     if device != "cpu":
         raise HparamsError(f"amp: bf16 in fine-tuning is the CPU's bf16 GEMMs; this run is on {device}")
     from .. import bf16_linear
-    why = bf16_linear.why_not()  # builds the op on first use
-    if why is not None:
-        raise HparamsError(f"amp: bf16 runs the Linear GEMMs in bf16 where the CPU has native bf16, not here: {why}")
+    refused = bf16_linear.refusal("amp: bf16")
+    if refused:
+        raise HparamsError(refused)
     return True
 
 

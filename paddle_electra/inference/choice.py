@@ -1,8 +1,9 @@
 """The engine choice, the one place the "auto" policy lives: which engine runs the exported graph.
 
 `choose_engine` applies the rule (the argument, else $PADDLE_ELECTRA_ENGINE, else "auto": Paddle Inference
-on GPU and for bf16, ONNX Runtime for int8, and for fp32 on CPU a measurement when several engines are
-installed); `auto_engine` makes that measurement on the model at hand once per (model, CPU, threads,
+on GPU, and on CPU for each precision the engine installed here that runs it, or a measurement when several
+are: fp32 Paddle Inference / ONNX Runtime / OpenVINO, bf16 Paddle Inference / OpenVINO, int8 ONNX Runtime);
+`auto_engine` makes that measurement on the model at hand once per (model, CPU, threads,
 package versions) and records it in export.json (`measure_engines` times the engines on a fixed
 workload); `record_engine` writes the choice and its reason there and logs it once per process.
 Figures measured on this project's machines are in docs/inference.md, not here: they differ from CPU
@@ -62,20 +63,19 @@ def require(engine: str) -> None:
 
 # --- the rule -------------------------------------------------------------------------------------------
 def auto_candidates(precision: str = "fp32") -> List[str]:
-    """The engines installed here that can run `precision` on CPU (what engine="auto" measures)."""
-    if precision == "bf16":
-        return ["paddle"]  # oneDNN bf16: the only bf16 engine here
+    """The engines installed here that run `precision` on CPU (what engine="auto" measures): fp32 on each;
+    bf16 on Paddle Inference (oneDNN) and OpenVINO (its bf16 inference precision); int8 on ONNX Runtime
+    (OpenVINO runs the dynamically quantized graph in f32: choose_engine)."""
     onnx = [e for e in ("onnxruntime", "openvino") if all(importable(m) for m in _ENGINE_PACKAGES[e])]
-    if precision == "int8":
-        return [e for e in onnx if e == "onnxruntime"]  # OpenVINO runs the int8 graph in f32 (choose_engine)
-    return ["paddle", *onnx]
+    runs = {"fp32": ("paddle", "onnxruntime", "openvino"), "bf16": ("paddle", "openvino"),
+            "int8": ("onnxruntime",)}[precision]
+    return [e for e in ["paddle", *onnx] if e in runs]
 
 
 def choose_engine(engine: Optional[str] = "auto", precision: str = "fp32", device: str = "cpu") -> Tuple[str, str]:
     """(engine, why): `engine` when given (not "auto"), else $PADDLE_ELECTRA_ENGINE, else for "auto": Paddle
-    Inference on GPU and for bf16, the only engine installed for the precision, or ("auto", ...) when several
-    are installed: the predictor then measures them (auto_engine). Errors for combinations no engine here
-    runs."""
+    Inference on GPU, the only engine installed here that runs the precision, or ("auto", ...) when several
+    are: the predictor then measures them (auto_engine). Errors for combinations no engine here runs."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     engine = engine or "auto"
@@ -93,22 +93,22 @@ def choose_engine(engine: Optional[str] = "auto", precision: str = "fp32", devic
         found = auto_candidates(precision)
         if gpu:
             engine, why = "paddle", "GPU: Paddle Inference (the ONNX engines run on CPU here)"
-        elif precision == "bf16":
-            engine, why = "paddle", "bf16: Paddle Inference's oneDNN bf16 (the only bf16 engine here)"
-        elif precision == "int8":
-            if not found:
-                require("onnxruntime")
-            engine, why = "onnxruntime", "int8: ONNX Runtime's dynamic int8 (the only int8 engine here)"
+        elif precision == "int8" and not found:
+            require("onnxruntime")
         elif len(found) == 1:
-            engine, why = "paddle", ("the only fp32 engine installed here (onnxruntime and paddle2onnx, or openvino, "
-                                     "are not: pip install onnxruntime paddle2onnx)")
+            engine = found[0]
+            why = {"fp32": "the only fp32 engine installed here (onnxruntime and paddle2onnx, or openvino, are not: "
+                           "pip install onnxruntime paddle2onnx)",
+                   "bf16": "bf16: the only bf16 engine installed here, Paddle Inference's oneDNN (openvino is not: "
+                           "pip install openvino)",
+                   "int8": "int8: ONNX Runtime's dynamic int8 (the only int8 engine here)"}[precision]
         else:
             return "auto", f"measured among {', '.join(found)}"
     if engine != "paddle":
         if gpu:
             raise InferenceError(f"engine={engine!r} runs on CPU here; use engine='paddle' on {device}")
-        if precision == "bf16":
-            raise ValueError(f"precision='bf16' runs on engine='paddle' only (oneDNN bf16), not {engine!r}")
+        if precision == "bf16" and engine != "openvino":
+            raise ValueError(f"precision='bf16' runs on engine='paddle' (oneDNN bf16) or 'openvino', not {engine!r}")
         if precision == "int8" and engine == "openvino":
             # OpenVINO does read the dynamically quantized ONNX graph, but its runtime model runs every
             # FullyConnected layer in f32 on it (checked with get_runtime_model(), OpenVINO 2026.4): not int8

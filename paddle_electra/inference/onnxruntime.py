@@ -16,7 +16,8 @@ def graph(export_dir: str, meta: Dict, config: ElectraConfig, precision: str) ->
 class OrtRunner:
     """feeds {name: int64 array} -> the graph's outputs, through one ONNX Runtime session."""
 
-    def __init__(self, path: str, num_threads: int):
+    def __init__(self, path: str, num_threads: int, precision: str = "fp32"):
+        """`precision` is the graph's own (graph() made the int8 graph for int8): nothing to set here."""
         import onnxruntime as ort
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = num_threads, 1

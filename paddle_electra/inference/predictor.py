@@ -88,7 +88,7 @@ class ElectraPredictor:
             raise InferenceError(f"{self.export_dir}: cannot write the {engine} graph there "
                                  f"({e.strerror or e}); use engine='paddle'") from e
         try:
-            return graph, runner(graph, self.num_threads)
+            return graph, runner(graph, self.num_threads, self.precision)
         except Exception as e:  # noqa: BLE001 - the engine's own error types
             raise InferenceError(f"{engine} cannot load {graph}: {type(e).__name__}: {e}") from e
 
@@ -101,8 +101,9 @@ class ElectraPredictor:
         use (or when the weights changed) and loads it. `device`: "cpu", "gpu", "gpu:1"; default the
         GPU when there is one. `engine`: "auto" (choose_engine's rule: on CPU the fastest of the engines
         installed here, measured on this model once and recorded; `remeasure=True` times them again;
-        $PADDLE_ELECTRA_ENGINE overrides it), "paddle", "onnxruntime", "openvino". `precision`: "fp32", "bf16" (Paddle, native-bf16 CPUs or
-        GPUs), "int8" (ONNX Runtime's run of the dynamically quantized ONNX graph)."""
+        $PADDLE_ELECTRA_ENGINE overrides it), "paddle", "onnxruntime", "openvino". `precision`: "fp32", "bf16" (Paddle Inference or OpenVINO on
+        native-bf16 CPUs, Paddle on GPUs), "int8" (ONNX Runtime's run of the dynamically quantized ONNX graph);
+        "auto" measures the engines installed here that run the precision."""
         device = device or ("gpu" if gpu_available() else "cpu")
         chosen, _ = choose_engine(engine, precision, device)  # bad arguments fail before the export
         if precision == "bf16" and device == "cpu" and not cpu_supports_bf16():

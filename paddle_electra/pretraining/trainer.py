@@ -87,10 +87,9 @@ class Trainer:
                 raise ValueError("--amp-level O2 needs a GPU; on CPU, --amp bf16 (O1) runs the Linear GEMMs in "
                                  "bf16 with fp32 weights")
             from .. import bf16_linear
-            why = bf16_linear.why_not()  # builds the op on first use
-            if why is not None:
-                raise ValueError(f"--amp bf16 on CPU runs the Linear GEMMs in bf16 where the CPU has native bf16, "
-                                 f"not here: {why}")
+            refused = bf16_linear.refusal("--amp bf16 on CPU")
+            if refused:
+                raise ValueError(refused)
         if c.amp_level == "O2" and c.amp == "off":
             raise ValueError("--amp-level O2 needs --amp fp16 or bf16")
         if c.sharding_stage == 2 and self.device == "cpu":
