@@ -6,6 +6,9 @@ ElectraForSequenceClassification (paddle.optimizer.AdamW, the same clip and weig
 transformers' ElectraForSequenceClassification in PyTorch eager (torch AdamW, same clip), same
 shapes, same random weights for the backbone, same batches, in one process.
 
+Where the CPU has native bf16, also ours with `amp: "bf16"` (the Linear GEMMs in bf16) and HF's model under
+torch.autocast("cpu", dtype=torch.bfloat16), in the same rounds.
+
 Then the real trainer (`paddle-electra finetune`, ChnSentiCorp format, texts of L tokens, the same
 weights, global batch and length) in 1 process and in one process per core (`--nproc-per-node N`,
 data parallel, one thread each): examples/s from its training log, after --trainer-skip warm-up
@@ -41,13 +44,16 @@ sys.path.insert(0, ROOT)
 from roofline import encoder_flops, gemm_peak  # noqa: E402  (benchmarks/ is the script's folder)
 
 
-def ours(cfg, lr):
+def ours(cfg, lr, bf16=False):
+    """Our classifier and training step as finetuning.trainer runs them; bf16: the Linear GEMMs in bf16 (the
+    hparam amp: "bf16", native-bf16 CPUs)."""
     import paddle
     from paddle_electra.heads import ElectraForSequenceClassification
     from paddle_electra.optimization import create_optimizer
     model = ElectraForSequenceClassification(cfg, num_labels=2)
     from paddle_electra.modeling import set_execution_modes
-    set_execution_modes(model, fast_cpu_kernels=paddle.get_device() == "cpu")  # as finetuning.trainer does
+    set_execution_modes(model, fast_cpu_kernels=paddle.get_device() == "cpu",  # as finetuning.trainer does
+                        bf16_gemm=bf16)
     opt, sched = create_optimizer(model, lr, 1000, 100, layerwise_lr_decay=0.8)
 
     def step(ids, types, mask, labels):
@@ -97,9 +103,11 @@ def paddlenlp(cfg, lr, state):
     return model, step, loaded
 
 
-def hf_torch(cfg, lr, state, threads):
+def hf_torch(cfg, lr, state, threads, bf16=False):
     """HF transformers' ElectraForSequenceClassification in PyTorch eager with the same backbone weights:
-    torch.optim.AdamW (same weight decay exclusions), the same clip and schedule."""
+    torch.optim.AdamW (same weight decay exclusions), the same clip and schedule; bf16: the forward under
+    torch.autocast("cpu", dtype=torch.bfloat16)."""
+    import contextlib
     import torch
     import transformers
     from peers import hf_config, load_into
@@ -115,7 +123,8 @@ def hf_torch(cfg, lr, state, threads):
 
     def step(ids, types, mask, labels):
         t = lambda x: torch.from_numpy(x.numpy())  # noqa: E731  (the same batches as ours)
-        loss = ce(model(input_ids=t(ids), token_type_ids=t(types), attention_mask=t(mask)).logits, t(labels))
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = ce(model(input_ids=t(ids), token_type_ids=t(types), attention_mask=t(mask)).logits, t(labels))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -175,6 +184,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip-paddlenlp", action="store_true")
     p.add_argument("--skip-torch", action="store_true")
+    p.add_argument("--skip-bf16", action="store_true", help="no bf16 arms (ours amp bf16, PyTorch bf16 autocast)")
     p.add_argument("--trainer-skip", type=int, default=3, help="untimed first steps of the real trainer")
     p.add_argument("--skip-trainer", action="store_true", help="no rows of the real trainer")
     p.add_argument("--output", help="append a JSON line with the results")
@@ -199,10 +209,20 @@ def main(argv=None):
         _, nstep, loaded = paddlenlp(cfg, 3e-4, {k: v.numpy() for k, v in model.state_dict().items()})
         engines["paddlenlp"] = nstep
         print(f"paddlenlp: copied {loaded} backbone tensors from ours")
+    from paddle_electra import bf16_linear
+    from paddle_electra.cpu import cpu_info
+    no_bf16 = "--skip-bf16" if args.skip_bf16 else bf16_linear.unavailable(cpu_info())
+    if no_bf16:
+        print(f"bf16 arms (ours amp bf16, PyTorch bf16 autocast): not run ({no_bf16})", flush=True)
+    else:
+        bf16_model, engines["paddle_electra_bf16"] = ours(cfg, 3e-4, bf16=True)
+        bf16_model.set_state_dict(model.state_dict())
     if not args.skip_torch:
         from paddle_electra.runtime import default_num_threads
-        _, tstep = hf_torch(cfg, 3e-4, {k: v.numpy() for k, v in model.state_dict().items()}, default_num_threads())
-        engines["hf_pytorch"] = tstep
+        state = {k: v.numpy() for k, v in model.state_dict().items()}
+        engines["hf_pytorch"] = hf_torch(cfg, 3e-4, state, default_num_threads())[1]
+        if not no_bf16:
+            engines["hf_pytorch_bf16_autocast"] = hf_torch(cfg, 3e-4, state, default_num_threads(), bf16=True)[1]
 
     rng = np.random.RandomState(0)
     B, S = args.batch_size, args.seq_len
@@ -241,7 +261,8 @@ def main(argv=None):
               "per_round": times, "gemm_peak_gflops": peak / 1e9, "flops_per_step": classifier_flops(cfg, B, S)}
     for nproc, v in trainer.items():
         result["examples_per_second"][f"paddle_electra_trainer_{nproc}proc"] = v
-    ours_best = max(v for n, v in result["examples_per_second"].items() if n.startswith("paddle_electra"))
+    ours_best = max(v for n, v in result["examples_per_second"].items()
+                    if n.startswith("paddle_electra") and "bf16" not in n)
     result["ours_best_examples_per_second"] = ours_best
     line = ", ".join(f"{n}: {statistics.median(v):.1f} examples/s" for n, v in times.items())
     if "paddlenlp" in times:
@@ -264,6 +285,12 @@ def main(argv=None):
         result["roofline_ratio_over_hf_pytorch"] = B / best_step / hf
         print(f"ratio ours' best / HF PyTorch: {result['ratio_ours_best_over_hf_pytorch']:.2f}x "
               f"(the roofline allows at most {result['roofline_ratio_over_hf_pytorch']:.2f}x)")
+    if "paddle_electra_bf16" in times:
+        eps = result["examples_per_second"]
+        bf16_ratios = {peer: eps["paddle_electra_bf16"] / eps[peer] for peer in ("hf_pytorch", "hf_pytorch_bf16_autocast",
+                                                                                   "paddle_electra") if peer in eps}
+        result["ratio_ours_bf16_over"] = bf16_ratios
+        print("ours amp bf16 (in-process): " + ", ".join(f"{r:.2f}x {peer}" for peer, r in bf16_ratios.items()))
     load = os.getloadavg()
     result["load_average_end"] = load[0]
     print(f"load average at the end {load[0]:.2f}")

@@ -6,7 +6,8 @@ global batch 32 x 128, tokens/s of full training steps (forward, backward, AdamW
 - both again with `--amp bf16` where the CPU has native bf16 (avx512_bf16 / amx_bf16: every Linear's
   GEMMs in bf16 with fp32 weights and accumulation, paddle_electra/bf16_linear.py); its roofline share
   is still over the fp32 GEMM rate;
-- a plain PyTorch loop doing the same RTD step with HF transformers' ELECTRA classes (run_torch);
+- a plain PyTorch loop doing the same RTD step with HF transformers' ELECTRA classes (run_torch), and where
+  ours ran `--amp bf16`, the same loop under `torch.autocast("cpu", dtype=torch.bfloat16)`;
 - PaddleNLP 2.8 ElectraForTotalPretraining + ElectraPretrainingCriterion on the same discriminator
   config (its generator is built from the same config, and it computes logits over the whole
   vocabulary at every position: that is its design), AdamW + clipping, one process, every core;
@@ -126,10 +127,13 @@ def run_paddlenlp(B, L, steps):
     return B * L * len(times) / sum(times)
 
 
-def run_torch(B, L, steps, threads):
+def run_torch(B, L, steps, threads, bf16=False):
     """A plain PyTorch loop doing the same RTD step: HF ElectraForMaskedLM generator and
     ElectraForPreTraining discriminator sharing the whole embeddings block, generator logits at the
-    masked positions only, gumbel-max sampling, 1 * MLM + 50 * disc, AdamW, global-norm clip 1.0."""
+    masked positions only, gumbel-max sampling, 1 * MLM + 50 * disc, AdamW, global-norm clip 1.0.
+    bf16: the forward under torch.autocast("cpu", dtype=torch.bfloat16) (PyTorch's CPU mixed precision:
+    fp32 weights, bf16 GEMMs), backward and optimizer outside it, as PyTorch documents."""
+    import contextlib
     import numpy as np
     import torch
     import transformers
@@ -159,22 +163,23 @@ def run_torch(B, L, steps, threads):
         masked = torch.from_numpy(m["masked_input_ids"])
         pos = torch.from_numpy(m["masked_lm_positions"])
         w = torch.from_numpy(m["masked_lm_weights"])
-        h = gen.electra(input_ids=masked, attention_mask=mask_t)[0]
-        h = h.gather(1, pos.unsqueeze(-1).expand(-1, -1, h.size(-1)))
-        logits = gen.generator_lm_head(gen.generator_predictions(h))
-        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(m["masked_lm_ids"]).flatten(),
-                                               reduction="none")
-        mlm = (ce * w.flatten()).sum() / (w.sum() + 1e-6)
-        with torch.no_grad():
-            u = torch.rand_like(logits).clamp_(1e-9, 1 - 1e-9)
-            sampled = (logits - torch.log(-torch.log(u))).argmax(-1)
-            fake = masked.clone()
-            fake.scatter_(1, pos, torch.where(w > 0, sampled, fake.gather(1, pos)))
-            labels = (fake != ids_t).float()
-        d_logits = disc(input_ids=fake, attention_mask=mask_t).logits
-        d_loss = (torch.nn.functional.binary_cross_entropy_with_logits(d_logits, labels, reduction="none")
-                  * mask_t).sum() / mask_t.sum()
-        loss = mlm + 50.0 * d_loss
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            h = gen.electra(input_ids=masked, attention_mask=mask_t)[0]
+            h = h.gather(1, pos.unsqueeze(-1).expand(-1, -1, h.size(-1)))
+            logits = gen.generator_lm_head(gen.generator_predictions(h))
+            ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(m["masked_lm_ids"]).flatten(),
+                                                   reduction="none")
+            mlm = (ce * w.flatten()).sum() / (w.sum() + 1e-6)
+            with torch.no_grad():
+                u = torch.rand_like(logits).clamp_(1e-9, 1 - 1e-9)
+                sampled = (logits - torch.log(-torch.log(u))).argmax(-1)
+                fake = masked.clone()
+                fake.scatter_(1, pos, torch.where(w > 0, sampled, fake.gather(1, pos)))
+                labels = (fake != ids_t).float()
+            d_logits = disc(input_ids=fake, attention_mask=mask_t).logits
+            d_loss = (torch.nn.functional.binary_cross_entropy_with_logits(d_logits, labels, reduction="none")
+                      * mask_t).sum() / mask_t.sum()
+            loss = mlm + 50.0 * d_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -182,7 +187,7 @@ def run_torch(B, L, steps, threads):
         loss.item()
         if step:
             times.append(time.perf_counter() - t0)
-        print(f"  pytorch step {step}: {time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"  pytorch{' bf16 autocast' if bf16 else ''} step {step}: {time.perf_counter() - t0:.1f} s", flush=True)
     return B * L * len(times) / sum(times)
 
 
@@ -258,6 +263,11 @@ def main():
         if bf16_runs:
             res["ratio_best_ours_bf16_vs_pytorch_fp32"] = max(bf16_runs) / tps
             print(f"ratio (our best --amp bf16 / PyTorch fp32): {max(bf16_runs) / tps:.2f}x")
+            cast = run_torch(B, L, args.torch_steps, available_cores(), bf16=True)
+            res.update(pytorch_bf16_autocast_tokens_per_s=cast,
+                       ratio_best_ours_bf16_vs_pytorch_bf16_autocast=max(bf16_runs) / cast)
+            print(f"PyTorch loop under bf16 autocast: {cast:.0f} tokens/s; ratio (our best --amp bf16 / PyTorch "
+                  f"bf16 autocast): {max(bf16_runs) / cast:.2f}x")
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.2f}")
     if args.json:

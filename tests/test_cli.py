@@ -75,6 +75,7 @@ def _tiny_sentiment_setup(tmp_path):
     return model
 
 
+@pytest.mark.slow  # the same path in-process: test_finetune_newcomer.py::test_own_tsv_labels_card_evaluate_and_pipeline
 def test_finetune_then_evaluate(console, tmp_path):
     """fine-tune a 1-layer model for a few steps, then `evaluate` the saved model: same dev score."""
     model = _tiny_sentiment_setup(tmp_path)

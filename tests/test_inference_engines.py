@@ -46,6 +46,9 @@ def _one_home(module_home, monkeypatch):
     rule itself (tests/conftest.py pins the Paddle engine for the other test files)."""
     monkeypatch.setenv("PADDLE_ELECTRA_HOME", module_home)
     monkeypatch.delenv(inference.ENGINE_ENV, raising=False)
+    # the measurement's rules at a test's scale: 2 rounds, no pause between turns (the pauses were 13 s per test)
+    monkeypatch.setattr(choice, "AUTO_MAX_ROUNDS", 2)
+    monkeypatch.setattr(choice, "AUTO_SETTLE", 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +237,6 @@ def test_auto_measures_the_engines_records_it_and_reuses_the_cache(tmp_path, mon
     measure = choice.measure_engines
     monkeypatch.setattr(choice, "measure_engines", lambda runners, *a: timed.append(sorted(runners)) or
                         measure(runners, *a))
-    monkeypatch.setattr(choice, "AUTO_SECONDS", 0.2)  # the 2 rounds at least, not 1.5 s per engine: a test's time
     pred = ElectraPredictor.from_pretrained(d, task="seq-cls")
     assert timed == [sorted(inference.auto_candidates("fp32"))]
     record = _measured(pred)

@@ -497,6 +497,7 @@ def test_task_texts_bad_spec_names_it(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason="the shared data sets are not on this machine")
+@pytest.mark.slow  # kept out of the default run's 10 minutes (make test-all runs it)
 def test_the_task_adaptive_set_holds_no_dev_or_test_text(tmp_path):
     """The protocol of docs/results.md: the train splits' text, none of the dev/test splits' texts.
     The official ChnSentiCorp and OCNLI splits share texts, so the check also runs without the exclusion
