@@ -41,9 +41,8 @@ HUB = [
     # optimizer (the attention fusion) imports sympy, the quantizer (precision="int8") ml_dtypes
     "sympy>=1.12",
     "ml_dtypes>=0.3.1",
-    # the third engine "auto" measures (fp32 and bf16; the same ONNX graph): on CPUs with native bf16 it runs
-    # bf16 at 2.7x lower batch-1 latency than Paddle's oneDNN bf16 (docs/inference.md). 180 MB installed,
-    # brings numpy and openvino-telemetry only
+    # the third engine "auto" measures (fp32 and bf16, on the same ONNX graph); where it wins and what it adds
+    # to the install: docs/inference.md
     "openvino>=2025.0,<2027",
     # `serve`'s HTTP server, in one process and in each gunicorn worker (paddle_electra/serving.py): one
     # event loop receives the requests, whole ones go to threads, so idle and slow clients hold none

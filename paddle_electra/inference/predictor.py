@@ -100,10 +100,10 @@ class ElectraPredictor:
         """Predictor for a from_pretrained dir (or registered variant name): exports the graph on first
         use (or when the weights changed) and loads it. `device`: "cpu", "gpu", "gpu:1"; default the
         GPU when there is one. `engine`: "auto" (choose_engine's rule: on CPU the fastest of the engines
-        installed here, measured on this model once and recorded; `remeasure=True` times them again;
-        $PADDLE_ELECTRA_ENGINE overrides it), "paddle", "onnxruntime", "openvino". `precision`: "fp32", "bf16" (Paddle Inference or OpenVINO on
-        native-bf16 CPUs, Paddle on GPUs), "int8" (ONNX Runtime's run of the dynamically quantized ONNX graph);
-        "auto" measures the engines installed here that run the precision."""
+        installed here that run the precision, measured on this model once and recorded; `remeasure=True`
+        times them again; $PADDLE_ELECTRA_ENGINE overrides it), "paddle", "onnxruntime", "openvino".
+        `precision`: "fp32", "bf16" (Paddle Inference or OpenVINO on native-bf16 CPUs, Paddle on GPUs),
+        "int8" (ONNX Runtime's run of the dynamically quantized ONNX graph)."""
         device = device or ("gpu" if gpu_available() else "cpu")
         chosen, _ = choose_engine(engine, precision, device)  # bad arguments fail before the export
         if precision == "bf16" and device == "cpu" and not cpu_supports_bf16():
