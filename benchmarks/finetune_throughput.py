@@ -107,10 +107,9 @@ def hf_torch(cfg, lr, state, threads, bf16=False):
     """HF transformers' ElectraForSequenceClassification in PyTorch eager with the same backbone weights:
     torch.optim.AdamW (same weight decay exclusions), the same clip and schedule; bf16: the forward under
     torch.autocast("cpu", dtype=torch.bfloat16)."""
-    import contextlib
     import torch
     import transformers
-    from peers import hf_config, load_into
+    from peers import autocast, hf_config, load_into
     torch.set_num_threads(threads)
     model = transformers.ElectraForSequenceClassification(hf_config(cfg, num_labels=2))
     load_into(model, state)
@@ -123,7 +122,7 @@ def hf_torch(cfg, lr, state, threads, bf16=False):
 
     def step(ids, types, mask, labels):
         t = lambda x: torch.from_numpy(x.numpy())  # noqa: E731  (the same batches as ours)
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        with autocast(bf16):
             loss = ce(model(input_ids=t(ids), token_type_ids=t(types), attention_mask=t(mask)).logits, t(labels))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

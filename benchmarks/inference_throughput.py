@@ -164,12 +164,11 @@ def hf_model(model_dir, cfg, threads):
 def hf_engine(model, bf16=False):
     """HF's model in eager PyTorch, fp32 or under torch.autocast("cpu", dtype=torch.bfloat16) (how PyTorch users
     run bf16 on CPU)."""
-    import contextlib
     import torch
+    from peers import autocast
 
     def run(ids, types):
-        cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with torch.no_grad(), cast:
+        with torch.no_grad(), autocast(bf16):
             return model(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types),
                          attention_mask=torch.ones_like(torch.from_numpy(ids)))[0].float().numpy()
     return run
@@ -355,7 +354,8 @@ def main(argv=None):
         prec = "bf16" if precision_of(name) == "bf16" else "fp32"  # int8 against the fp32 GEMM peak
         rows[name] = {"seq_per_s": args.batch_size / med, "seq_per_s_best": args.batch_size / min(times[name]),
                       "latency_ms_p50": {n_tok: 1000 * statistics.median(lat[n_tok][name]) for n_tok in lat},
-                      "roofline_share": flops / med / 1e9 / peak[prec], "max_abs_diff_vs_ours_fp32_paddle": agree[name]}
+                      "roofline_share": flops / med / 1e9 / peak[prec], "roofline_of": prec,
+                      "max_abs_diff_vs_ours_fp32_paddle": agree[name]}
     base_nlp = rows.get("PaddleNLP dygraph", {}).get("seq_per_s")
     base_hf = rows.get("HF PyTorch eager", {}).get("seq_per_s")
     # per precision: ours with engine="auto" against the strongest peer of that precision (the targets are
@@ -387,7 +387,7 @@ def main(argv=None):
         x_hf = f"{r['seq_per_s'] / base_hf:.2f}" if base_hf else "-"
         lats = " | ".join(f"{r['latency_ms_p50'][n_tok]:.1f}" for n_tok in lat)
         print(f"| {name} | {r['seq_per_s']:.1f} | {r['seq_per_s_best']:.1f} | {x_best} | {x_nlp} | {x_hf} | "
-              f"{100 * r['roofline_share']:.0f}% of {'bf16' if 'bf16' in name else 'fp32'} | "
+              f"{100 * r['roofline_share']:.0f}% of {r['roofline_of']} | "
               f"{lats} | {r['max_abs_diff_vs_ours_fp32_paddle']:.2g} |")
     print("\nper precision, ours (engine=\"auto\") against the best peer of that precision:\n"
           "| precision | ours | seq/s | best peer | seq/s | ratio | " +

@@ -30,3 +30,11 @@ def load_into(module, state: Dict[str, np.ndarray], prefix: str = "electra."):
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v.T if v.ndim == 2 and not k.endswith(_EMBEDDING_TABLES)
                                                          else v)) for k, v in own.items()}
     module.load_state_dict(tensors, strict=False)
+
+
+def autocast(bf16: bool):
+    """The context a PyTorch peer's forward runs in: torch.autocast("cpu", dtype=torch.bfloat16) for its bf16
+    arm (how PyTorch users run bf16 on CPU), else nothing."""
+    import contextlib
+    import torch
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

@@ -133,11 +133,10 @@ def run_torch(B, L, steps, threads, bf16=False):
     masked positions only, gumbel-max sampling, 1 * MLM + 50 * disc, AdamW, global-norm clip 1.0.
     bf16: the forward under torch.autocast("cpu", dtype=torch.bfloat16) (PyTorch's CPU mixed precision:
     fp32 weights, bf16 GEMMs), backward and optimizer outside it, as PyTorch documents."""
-    import contextlib
     import numpy as np
     import torch
     import transformers
-    from peers import hf_config
+    from peers import autocast, hf_config
     from paddle_electra.config import get_variant
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -163,7 +162,7 @@ def run_torch(B, L, steps, threads, bf16=False):
         masked = torch.from_numpy(m["masked_input_ids"])
         pos = torch.from_numpy(m["masked_lm_positions"])
         w = torch.from_numpy(m["masked_lm_weights"])
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        with autocast(bf16):
             h = gen.electra(input_ids=masked, attention_mask=mask_t)[0]
             h = h.gather(1, pos.unsqueeze(-1).expand(-1, -1, h.size(-1)))
             logits = gen.generator_lm_head(gen.generator_predictions(h))
