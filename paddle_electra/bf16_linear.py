@@ -1,10 +1,12 @@
-"""bf16 GEMMs for CPU training (csrc/bf16_linear.cc, a Paddle custom operator over the oneDNN that
+"""bf16 GEMMs for CPU training (csrc/bf16_linear.cc, Paddle custom operators over the oneDNN that
 ships in the Paddle wheel): `linear(x, weight, bias)` = x W + b with x and W rounded to bf16 (round to
 nearest even), products accumulated in fp32 and an fp32 output; its backward dX = dY W^T and
-dW = X^T dY the same way (dY rounded to bf16), db = the fp32 sum of dY. The parameters, their
+dW = X^T dY the same way (dY rounded to bf16), db = the fp32 sum of dY; `matmul(x, y, transpose_y)`
+the same for batched products (attention's q k^T and p v, the tied LM head). The parameters, their
 gradients and the optimizer stay fp32 (fp32 master weights: each step rounds the current fp32 weights
-to bf16 for its GEMMs). modeling.Linear runs it in dygraph training when its `bf16_gemm` flag is set
-(modeling.set_execution_modes), which `--amp bf16` sets on CPU; evaluation and export run fp32.
+to bf16 for its GEMMs). modeling.py's Linear, self-attention and LM head run them in dygraph training
+when their `bf16_gemm` flag is set (modeling.set_execution_modes), which `--amp bf16` sets on CPU;
+evaluation and export run fp32.
 
 Why: Paddle 3.3's CPU dygraph matmul has no bf16 kernel, and on CPUs with native bf16 (avx512_bf16:
 AMD Zen 4 / Zen 5, Intel Cooper Lake; AMX-bf16: Sapphire Rapids and later) a bf16 GEMM runs at 2x
@@ -158,3 +160,9 @@ def linear(x, weight, bias):
     """x W + b (x [..., in], W [in, out], b [out], float32 CPU tensors) with bf16 GEMMs, fp32 result and
     gradients."""
     return paddle_compat.run_custom_op("electra_bf16_linear", x, weight, bias, paddle_compat.math_threads())[0]
+
+
+def matmul(x, y, transpose_y=False):
+    """paddle.matmul(x, y, transpose_y=...) with bf16 GEMMs, fp32 result and gradients, for float32 CPU
+    tensors x [..., M, K] and y [..., K, N] ([..., N, K] with transpose_y) of the same batch axes, or y 2-D."""
+    return paddle_compat.run_custom_op("electra_bf16_matmul", x, y, bool(transpose_y), paddle_compat.math_threads())[0]

@@ -1,7 +1,8 @@
-"""Compiled CPU training kernels (csrc/cpu_kernels.cc, Paddle custom operators): erf-GELU, LayerNorm and
-dropout, forward and backward, fp32, AVX2 + FMA, multithreaded. modeling.py's GELU, LayerNorm and
-Dropout layers run them in dygraph training when their `fast_cpu_kernels` flag is set and
-`available()`; everywhere else (evaluation, export, GPU, other dtypes) Paddle's own kernels run.
+"""Compiled CPU training kernels (csrc/cpu_kernels.cc, Paddle custom operators): erf-GELU, LayerNorm,
+dropout and attention's masked softmax, forward and backward, fp32, AVX2 + FMA, multithreaded.
+modeling.py's GELU, LayerNorm and Dropout layers and its fast_cpu_attention run them in dygraph training
+when their `fast_cpu_kernels` flag is set and `available()`; everywhere else (evaluation, export, GPU,
+other dtypes) Paddle's own kernels run.
 
 Why: Paddle 3.3's CPU kernels for these are far slower than the memory traffic they need. Measured
 on AMD EPYC (Zen 3, 2 cores), ELECTRA-small fine-tuning, 32 x 128 (docs/pretraining.md section 6):
@@ -218,6 +219,13 @@ def gelu(x):
 def layer_norm(x, weight, bias, epsilon: float):
     """LayerNorm over the last axis of a float32 CPU tensor (weight and bias of its width), with gradients."""
     return paddle_compat.run_custom_op("electra_layer_norm", x, weight, bias, float(epsilon),
+                                       paddle_compat.math_threads())[0]
+
+
+def masked_softmax(scores, mask, scale: float):
+    """softmax(scores * scale + mask) over the last axis, with its gradient (for `scores`): scores [..., R, C]
+    float32 CPU batch matrices, mask [batch, C] (the additive attention mask) added to every row of its matrix."""
+    return paddle_compat.run_custom_op("electra_masked_softmax", scores, mask, float(scale),
                                        paddle_compat.math_threads())[0]
 
 

@@ -22,8 +22,9 @@ Every path a forward runs on, and where it lives:
   rounding, faster CPU training;
 - compiled kernels, same flag: GELU, LayerNorm and Dropout run cpu_kernels.py (C++ in
   paddle_electra/csrc/cpu_kernels.cc, built on first use; Paddle's kernels where they do not build);
-- `bf16_gemm` (CPU `--amp bf16`): every Linear runs bf16_linear.py's op (x and W rounded to bf16 for
-  oneDNN GEMMs with fp32 accumulation, fp32 output, gradients and weights; C++ in
+- `bf16_gemm` (CPU `--amp bf16`): every Linear (the heads' column blocks of fast_cpu_attention too), the
+  attention products and the tied LM head run bf16_linear.py's ops (factors rounded to bf16 for oneDNN
+  GEMMs with fp32 accumulation, fp32 output, gradients and weights; C++ in
   paddle_electra/csrc/bf16_linear.cc, built on first use) on CPUs with native bf16; fp32 elsewhere;
 - `recompute`: each encoder layer's activations are recomputed in the backward pass (ElectraEncoder,
   Paddle's fleet recompute);
@@ -61,6 +62,17 @@ def _training_fast_path(layer) -> bool:
     return layer.fast_cpu_kernels and layer.training and paddle.in_dynamic_mode()
 
 
+def _bf16_path(layer, x) -> bool:
+    return layer.bf16_gemm and layer.training and paddle.in_dynamic_mode() and bf16_linear.usable_for(x)
+
+
+def _matmul(layer, x, y, transpose_y=False):
+    """paddle.matmul(x, y, transpose_y=...), with bf16 GEMMs when `layer`'s `bf16_gemm` mode runs."""
+    if _bf16_path(layer, x):
+        return bf16_linear.matmul(x.contiguous(), y.contiguous(), transpose_y)
+    return paddle.matmul(x, y, transpose_y=transpose_y)
+
+
 class Linear(nn.Linear):
     """nn.Linear (same parameters) whose dygraph training step can take fast_cpu's GEMV bias gradient,
     or bf16 GEMMs (`bf16_gemm`)."""
@@ -68,12 +80,16 @@ class Linear(nn.Linear):
     bf16_gemm = False
 
     def forward(self, x):
-        if self.bf16_gemm and self.training and paddle.in_dynamic_mode() and self.bias is not None \
-                and bf16_linear.usable_for(x):
-            return bf16_linear.linear(x, self.weight, self.bias)
+        return self.linear(x, self.weight, self.bias)
+
+    def linear(self, x, weight, bias):
+        """x weight + bias the way this layer runs now: bf16 GEMMs, fast_cpu's or Paddle's Linear; for this
+        layer's own parameters or a block of their columns (fast_cpu_attention's heads)."""
+        if bias is not None and _bf16_path(self, x):
+            return bf16_linear.linear(x, weight, bias)
         if _training_fast_path(self):
-            return fast_cpu.linear(x, self.weight, self.bias)
-        return super().forward(x)
+            return fast_cpu.linear(x, weight, bias)
+        return F.linear(x, weight, bias)
 
 
 def _linear(config, n_in, n_out):
@@ -188,14 +204,17 @@ class GDESEmbeddings(nn.Layer):
         return self.dropout(self.LayerNorm(x))
 
 
-def attention(q, k, v, mask, dropout):
+def attention(q, k, v, mask, dropout, matmul=paddle.matmul, softmax=None):
     """softmax(q k^T / sqrt(d) + mask) v, for q, k, v [..., S, d] and an additive mask that broadcasts to the
     scores [..., S, S]: the attention math of every path, whichever way the heads are cut (ATTENTION_FUNCTIONS).
-    The scale goes on the scores, in the original's order; rewrites._fusable matches this op sequence in the
-    exported ONNX graph (test_inference_engines.py::test_the_rewrites_match_the_op_order_of_modeling fails
-    when it changes)."""
-    scores = paddle.matmul(q, k, transpose_y=True) * (1.0 / math.sqrt(q.shape[-1])) + mask
-    return paddle.matmul(dropout(F.softmax(scores, axis=-1)), v)
+    The two products by `matmul` (paddle.matmul's signature: the layer's bf16 GEMMs in that mode), the
+    probabilities by `softmax(scores, mask, scale)` where one is given (cpu_kernels.masked_softmax, its mask
+    [B, S]). The scale goes on the scores, in the original's order; rewrites._fusable matches this op sequence
+    in the exported ONNX graph (test_inference_engines.py::test_the_rewrites_match_the_op_order_of_modeling
+    fails when it changes)."""
+    scores, scale = matmul(q, k, transpose_y=True), 1.0 / math.sqrt(q.shape[-1])
+    probs = F.softmax(scores * scale + mask, axis=-1) if softmax is None else softmax(scores, mask, scale)
+    return matmul(dropout(probs), v)
 
 
 def eager_attention(layer, hidden, additive_mask):
@@ -203,23 +222,28 @@ def eager_attention(layer, hidden, additive_mask):
     def split(x):
         return x.reshape([0, 0, layer.num_heads, layer.head_dim]).transpose([0, 2, 1, 3])
     ctx = attention(split(layer.query(hidden)), split(layer.key(hidden)), split(layer.value(hidden)), additive_mask,
-                    layer.dropout)
+                    layer.dropout, layer.matmul)
     return ctx.transpose([0, 2, 1, 3]).reshape([0, 0, layer.num_heads * layer.head_dim])
 
 
 def fast_cpu_attention(layer, hidden, additive_mask):
     """One head at a time from its own column block of the query, key and value kernels (fast_cpu.linear's
-    GEMV bias gradient): no head transposes, forward or backward; the heads concatenated once. The mask
-    [B, 1, 1, S] is expanded to [B, S, S] once for all heads (Paddle's CPU add broadcasts it slowly)."""
+    GEMV bias gradient): no head transposes, forward or backward; the heads concatenated once. The
+    probabilities by the compiled masked softmax (the mask [B, 1, 1, S] as [B, S]) where it runs, else the
+    mask is expanded to [B, S, S] once for all heads (Paddle's CPU add broadcasts it slowly)."""
     d = layer.head_dim
-    mask = additive_mask.squeeze(1)
-    mask = mask.expand([mask.shape[0], hidden.shape[1], mask.shape[2]])
+    if cpu_kernels.usable_for(hidden):
+        mask, softmax = additive_mask.reshape([additive_mask.shape[0], additive_mask.shape[-1]]), \
+            cpu_kernels.masked_softmax
+    else:
+        mask, softmax = additive_mask.squeeze(1), None
+        mask = mask.expand([mask.shape[0], hidden.shape[1], mask.shape[2]])
     outs = []
     for i in range(layer.num_heads):
         cols = slice(i * d, (i + 1) * d)
-        q, k, v = (fast_cpu.linear(hidden, kernel.weight[:, cols], kernel.bias[cols])
+        q, k, v = (kernel.linear(hidden, kernel.weight[:, cols], kernel.bias[cols])
                    for kernel in (layer.query, layer.key, layer.value))
-        outs.append(attention(q, k, v, mask, layer.dropout))
+        outs.append(attention(q, k, v, mask, layer.dropout, layer.matmul, softmax))
     return outs[0] if len(outs) == 1 else paddle.concat(outs, axis=-1)
 
 
@@ -229,6 +253,7 @@ ATTENTION_FUNCTIONS = {"eager": eager_attention, "fast_cpu": fast_cpu_attention}
 
 class ElectraSelfAttention(nn.Layer):  # TF scope attention/self
     fast_cpu_kernels = False
+    bf16_gemm = False
 
     def __init__(self, config: ElectraConfig):
         super().__init__()
@@ -243,6 +268,9 @@ class ElectraSelfAttention(nn.Layer):  # TF scope attention/self
     def forward(self, hidden, additive_mask):
         implementation = "fast_cpu" if _training_fast_path(self) else "eager"
         return ATTENTION_FUNCTIONS[implementation](self, hidden, additive_mask)
+
+    def matmul(self, x, y, transpose_y=False):
+        return _matmul(self, x, y, transpose_y)
 
 
 class ElectraDenseLayerNorm(nn.Layer):
@@ -318,7 +346,7 @@ def set_execution_modes(model: nn.Layer, fast_cpu_kernels: Optional[bool] = None
             layer.fast_cpu_kernels = bool(fast_cpu_kernels)
         if recompute is not None and isinstance(layer, ElectraEncoder):
             layer.recompute = bool(recompute)
-        if bf16_gemm is not None and isinstance(layer, Linear):
+        if bf16_gemm is not None and hasattr(layer, "bf16_gemm"):  # the layers reading it declare it
             layer.bf16_gemm = bool(bf16_gemm)
     return model
 
@@ -374,6 +402,7 @@ class DiscriminatorPredictions(nn.Layer):
 
 class GeneratorPredictions(nn.Layer):
     """TF scope generator_predictions: dense(G->E, gelu) -> LayerNorm -> tied LM head + output_bias."""
+    bf16_gemm = False
 
     def __init__(self, config: ElectraConfig):
         super().__init__()
@@ -384,7 +413,7 @@ class GeneratorPredictions(nn.Layer):
 
     def forward(self, hidden, word_embeddings):
         h = self.LayerNorm(self.act(self.dense(hidden)))
-        return paddle.matmul(h, word_embeddings, transpose_y=True) + self.output_bias
+        return _matmul(self, h, word_embeddings, transpose_y=True) + self.output_bias
 
 
 def gather_positions(sequence, positions):

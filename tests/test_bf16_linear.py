@@ -1,5 +1,6 @@
-"""bf16 GEMMs for CPU training (paddle_electra/bf16_linear.py, csrc/bf16_linear.cc): the op against fp32
-matmuls (forward and both gradients), modeling.Linear's `bf16_gemm` mode, `--amp bf16` / `amp: bf16`
+"""bf16 GEMMs for CPU training (paddle_electra/bf16_linear.py, csrc/bf16_linear.cc): the linear op against
+fp32 matmuls (forward and both gradients), the matmul op against fp32 GEMMs of the rounded factors, the
+`bf16_gemm` mode of modeling's Linear, self-attention and LM head, `--amp bf16` / `amp: bf16`
 refused with the reason on CPUs without native bf16 (fake cpuinfo from tests/cpus.py), and a tiny RTD
 model's loss curve with bf16 GEMMs against fp32's over 300 steps.
 
@@ -124,6 +125,58 @@ def test_op_equals_fp32_gemms_of_the_bf16_rounded_factors(built):
                                @ wr.numpy().astype(np.float64)), rtol=1e-5, atol=1e-5)
 
 
+def _bf16(t):
+    return paddle.cast(paddle.cast(t, "bfloat16"), "float32").numpy().astype(np.float64)
+
+
+@needs_native
+@pytest.mark.parametrize("x_shape,y_shape,transpose_y", [
+    ((2, 3, 5, 7), (2, 3, 7, 4), False),  # attention's p v, heads as a batch axis
+    ((2, 3, 5, 7), (2, 3, 4, 7), True),   # attention's q k^T
+    ((4, 6, 8), (11, 8), True),           # the tied LM head: every row against the embeddings
+    ((4, 6, 8), (8, 11), False),
+    ((6, 8), (8, 11), False),
+], ids=str)
+def test_matmul_op_equals_fp32_gemms_of_the_bf16_rounded_factors(built, x_shape, y_shape, transpose_y):
+    """bf16_linear.matmul = paddle.matmul of the bf16-rounded factors, forward and both gradients (the
+    gradient of the output rounded too), to fp32 summation order."""
+    paddle.seed(2)
+    x, y, g = paddle.randn(x_shape), paddle.randn(y_shape), None
+    xs, ys = x.detach(), y.detach()
+    xs.stop_gradient = ys.stop_gradient = False
+    z = bf16_linear.matmul(xs, ys, transpose_y)
+    g = paddle.randn(z.shape)
+    (z * g).sum().backward()
+    yk = np.swapaxes(_bf16(y), -1, -2) if transpose_y else _bf16(y)  # y as the K x N factor
+    np.testing.assert_allclose(z.numpy(), _bf16(x) @ yk, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(xs.grad.numpy(), _bf16(g) @ np.swapaxes(yk, -1, -2), rtol=1e-5, atol=1e-5)
+    if len(y_shape) == 2:
+        dyk = _bf16(x).reshape(-1, x_shape[-1]).T @ _bf16(g).reshape(-1, z.shape[-1])
+    else:
+        dyk = np.swapaxes(_bf16(x), -1, -2) @ _bf16(g)
+    np.testing.assert_allclose(ys.grad.numpy(), np.swapaxes(dyk, -1, -2) if transpose_y else dyk, rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+def test_matmul_op_names_what_does_not_fit(built):
+    with pytest.raises(Exception, match="contracted axis"):
+        bf16_linear.matmul(paddle.zeros([2, 3]), paddle.zeros([4, 5]))
+    with pytest.raises(Exception, match="same batch axes"):
+        bf16_linear.matmul(paddle.zeros([2, 3, 4]), paddle.zeros([3, 4, 5]))
+
+
+@needs_native
+def test_more_shapes_than_the_primitive_cache_holds(built):
+    """Sequence lengths that vary from batch to batch: past the cache's bound (256 primitives per thread) it
+    starts again, and every result stays right."""
+    paddle.seed(3)
+    w, b = paddle.randn([16, 8]), paddle.zeros([8])
+    wr = _bf16(w)
+    for rows in list(range(1, 300)) + [1, 2]:
+        x = paddle.randn([rows, 16])
+        np.testing.assert_allclose(bf16_linear.linear(x, w, b).numpy(), _bf16(x) @ wr, rtol=1e-5, atol=1e-5)
+
+
 # --- the Linear mode -------------------------------------------------------------------------------
 @needs_native
 def test_linear_mode_runs_bf16_in_training_only(built):
@@ -145,6 +198,33 @@ def test_linear_mode_runs_bf16_in_training_only(built):
 
 def test_default_is_fp32():
     assert Linear(4, 4).bf16_gemm is False
+
+
+@needs_native
+def test_the_mode_reaches_attention_and_the_lm_head_in_training_only(built, monkeypatch):
+    """bf16_gemm set on the RTD model: every Linear, self-attention layer and the generator's LM head take it,
+    their products run the bf16 op in training (the outputs move by bf16 rounding), and evaluation is fp32."""
+    calls = []
+    real = bf16_linear.matmul
+    monkeypatch.setattr(bf16_linear, "matmul", lambda *a: calls.append(a[0].shape) or real(*a))
+    paddle.seed(0)
+    disc = ElectraConfig(**TINY)
+    model = ElectraForPreTraining(disc, disc.replace(hidden_size=32, num_attention_heads=1, intermediate_size=64))
+    ids = paddle.to_tensor(np.random.default_rng(0).integers(5, 200, (2, 9)))
+    model.eval()
+    want = model.generator(ids).numpy(), model.discriminator(ids).numpy()
+    set_execution_modes(model, fast_cpu_kernels=True, bf16_gemm=True)
+    flagged = [type(layer).__name__ for layer in model.sublayers() if getattr(layer, "bf16_gemm", False)]
+    assert {"Linear", "ElectraSelfAttention", "GeneratorPredictions"} <= set(flagged)
+    model.eval()
+    np.testing.assert_array_equal(model.generator(ids).numpy(), want[0])  # evaluation: fp32
+    assert not calls
+    model.train()
+    got = model.generator(ids).numpy(), model.discriminator(ids).numpy()
+    # q k^T and p v for each head of each layer (2 x 1 in the generator, 2 x 2 in the discriminator), the LM head
+    assert len(calls) == 2 * 2 * 1 + 1 + 2 * 2 * 2, calls
+    for g, w in zip(got, want):
+        assert 0 < _rel(g, w) < 2e-2
 
 
 # --- a tiny model's loss curve ---------------------------------------------------------------------
@@ -198,12 +278,13 @@ def _loss_curve(bf16: bool, lr: float = LR, perturb: float = 0.0):
 
 @needs_native
 def test_loss_curve_with_bf16_gemms_follows_fp32(built, monkeypatch):
-    """300 AdamW steps of a tiny RTD model (2 layers, hidden 64; lr 5e-4), every Linear in bf16 vs fp32.
-    Measured 2026-12-06 (AMD EPYC Zen 5): per step within 1% up to step 245, at most 4.1% after (the
-    runs part slowly, as any two runs with different rounding do: fp32 with every initial weight
-    perturbed by 2^-9 relative noise parts at step 192, at most 5.7%); 50-step means within 0.2%,
-    last-100 means within 0.1% (the perturbed fp32 run: 0.2%). Stated tolerance: per step 1% over the
-    first 200 steps, 50-step means and the last-100 mean within 1%."""
+    """300 AdamW steps of a tiny RTD model (2 layers, hidden 64; lr 5e-4), its GEMMs in bf16 (every Linear,
+    the attention products, the LM head) vs fp32. Measured 2026-12-06 (AMD EPYC Zen 4): per step within
+    0.42% over the first 200 steps and within 1% up to step 223, at most 5.1% after (the runs part slowly,
+    as any two runs with different rounding do: fp32 with every initial weight perturbed by 2^-9 relative
+    noise parts at step 192, at most 5.7%, measured on Zen 5 with the Linear GEMMs alone in bf16); 50-step
+    means within 0.25%, the last-100 mean within 0.1%. Stated tolerance: per step 1% over the first 200
+    steps, 50-step means and the last-100 mean within 1%."""
     monkeypatch.setattr(paddle_compat, "_math_threads", 1)
     fp32, bf16 = _loss_curve(False), _loss_curve(True)
     assert fp32[-50:].mean() < 0.6 * fp32[:10].mean()  # it learned

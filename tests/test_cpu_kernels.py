@@ -118,6 +118,29 @@ def test_layer_norm_matches_paddle(kernels, threads, shape, eps):
         _close(g, h, f"layer_norm {name}", atol=cancel if name == "dx" else 0.0)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 5, 7), (3, 128, 128), (2, 9, 300)], ids=str)
+def test_masked_softmax_matches_paddle(kernels, threads, shape):
+    """softmax(scores * scale + mask) with the mask [batch, C] over every row of its matrix, as attention
+    computes it with the mask [batch, 1, C] broadcast: probabilities and the scores' gradient."""
+    B, R, C = shape
+    rng = np.random.default_rng(C)
+    scores = paddle.to_tensor(rng.standard_normal(shape).astype("float32") * 8, stop_gradient=False)
+    keep = rng.random((B, C)) < 0.7
+    keep[:, 0] = True  # every row has a real token
+    mask = paddle.to_tensor(np.where(keep, 0.0, -10000.0).astype("float32"))
+    scale = 0.125
+    want, (want_dx,) = _grads(lambda s: F.softmax(s * scale + mask.unsqueeze(1), axis=-1), [scores], 2)
+    got, (got_dx,) = _grads(lambda s: cpu_kernels.masked_softmax(s, mask, scale), [scores], 2)
+    _close(got, want, "masked softmax")
+    _close(got_dx, want_dx, "masked softmax dx")
+    assert np.all(got[np.broadcast_to(~keep[:, None, :], shape)] == 0)
+
+
+def test_masked_softmax_names_a_mask_of_the_wrong_size(kernels):
+    with pytest.raises(Exception, match=r"mask must have 6 elements"):
+        cpu_kernels.masked_softmax(paddle.zeros([2, 4, 3]), paddle.zeros([2, 4]), 1.0)
+
+
 def test_layer_norm_is_deterministic_for_a_thread_count(kernels, threads):
     rng = np.random.default_rng(3)
     x = paddle.to_tensor(rng.standard_normal((300, 256)).astype("float32"), stop_gradient=False)

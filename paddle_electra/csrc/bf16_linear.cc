@@ -1,15 +1,19 @@
-// bf16 GEMMs for dygraph training on CPUs with native bf16 (avx512_bf16, AMX-bf16): a Paddle custom
-// operator `electra_bf16_linear`, y = x W + b with x and W rounded to bf16, products accumulated in
-// fp32, fp32 output; its gradient dX = dY W^T and dW = X^T dY the same way (dY rounded to bf16), and
-// db = sum of dY over rows in fp32. Built and loaded by paddle_electra/bf16_linear.py, which says why
-// and when it runs.
+// bf16 GEMMs for dygraph training on CPUs with native bf16 (avx512_bf16, AMX-bf16), two Paddle custom
+// operators:
+// - `electra_bf16_linear`: y = x W + b with x and W rounded to bf16, products accumulated in fp32, fp32
+//   output; its gradient dX = dY W^T and dW = X^T dY the same way (dY rounded to bf16), and db = sum of
+//   dY over rows in fp32;
+// - `electra_bf16_matmul`: z = x y (or x y^T), batched over the leading axes (or y 2-D, shared by every
+//   row of x), the same rounding, with its gradients: the attention products and the tied LM head.
+// Built and loaded by paddle_electra/bf16_linear.py, which says why and when they run.
 //
 // The GEMMs are oneDNN's matmul primitive from the libdnnl.so.3 that ships in the Paddle wheel (v3.x,
 // OpenMP runtime). The wheel ships oneDNN's wrapper headers without the oneapi/dnnl/ ones they
 // include, so the few C API calls used here are declared below, as oneDNN 3.x's dnnl.h declares them
 // (the C API and these enum values are stable across 3.x; bf16_linear.py checks the library's major
 // version before building). Transposes are strides of the memory descriptors, never copies.
-// Primitives are created once per (M, K, N, kind) and kept for the process.
+// Primitives are created once per (shape, strides) and kept, per thread, up to kMaxCached of them (then
+// the cache starts again: sequence lengths that vary from batch to batch cannot grow it without bound).
 //
 // Threads: one OpenMP pool for everything. libdnnl.so.3 names libgomp, but in a Paddle process its
 // GOMP_* calls bind to Paddle's libiomp5 (loaded first, by libpaddle), the pool of MKL's GEMMs; this
@@ -21,9 +25,9 @@
 #endif
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -65,6 +69,8 @@ dnnl_status_t dnnl_primitive_create(dnnl_primitive_t* primitive, const_dnnl_prim
 dnnl_status_t dnnl_primitive_execute(const_dnnl_primitive_t primitive, dnnl_stream_t stream, int nargs,
                                      const dnnl_exec_arg_t* args);
 dnnl_status_t dnnl_stream_wait(dnnl_stream_t stream);
+dnnl_status_t dnnl_primitive_destroy(dnnl_primitive_t primitive);
+dnnl_status_t dnnl_memory_destroy(dnnl_memory_t memory);
 }
 
 namespace {
@@ -75,6 +81,7 @@ constexpr int kF32 = 3;              // dnnl_f32
 constexpr unsigned kInOrder = 0x1U;  // dnnl_stream_in_order
 constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgBias = 41;
 constexpr int64_t kMinParallel = 1 << 15;
+constexpr size_t kMaxCached = 256;
 
 #define DNNL_CHECK(call)                                                                   \
   do {                                                                                     \
@@ -102,46 +109,71 @@ Runtime& Rt() {
   return rt;
 }
 
-// A 2-D memory descriptor: dims {r, c}, strides {sr, sc}
-dnnl_memory_desc_t Md(int64_t r, int64_t c, int64_t sr, int64_t sc, int dt) {
-  dnnl_dims_t dims = {r, c}, strides = {sr, sc};
+// A 3-D memory descriptor: dims {b, r, c}, strides {sb, sr, sc} (b = 1: one matrix)
+dnnl_memory_desc_t Md(int64_t b, int64_t r, int64_t c, int64_t sb, int64_t sr, int64_t sc, int dt) {
+  dnnl_dims_t dims = {b, r, c}, strides = {sb, sr, sc};
   dnnl_memory_desc_t md;
-  DNNL_CHECK(dnnl_memory_desc_create_with_strides(&md, 2, dims, dt, strides));
+  DNNL_CHECK(dnnl_memory_desc_create_with_strides(&md, 3, dims, dt, strides));
   return md;
 }
 
-// One matmul primitive: dst[M, N] (f32, dense) = src[M, K] (bf16, strides) x wei[K, N] (bf16, strides)
-// (+ bias[1, N] f32), with its memory objects whose data handles are set per call.
+// A matrix operand of a GEMM: `batch` matrices, `rows` x `cols`, element (i, r, c) at
+// i * sb + r * sr + c * sc (sb = 0: one matrix shared by the whole batch)
+struct View {
+  int64_t batch, rows, cols, sb, sr, sc;
+};
+View Dense(int64_t batch, int64_t rows, int64_t cols) { return {batch, rows, cols, rows * cols, cols, 1}; }
+View Transposed(const View& v) { return {v.batch, v.cols, v.rows, v.sb, v.sc, v.sr}; }
+
+// One matmul primitive: dst[i] (f32, dense) = src[i] (bf16) x wei[i] (bf16) (+ bias[1, N] f32) for each of
+// src's batch matrices, with its memory objects whose data handles are set per call.
 struct Gemm {
   dnnl_primitive_t prim = nullptr;
   dnnl_memory_t src = nullptr, wei = nullptr, bias = nullptr, dst = nullptr;
+  void Destroy() {
+    for (auto m : {src, wei, bias, dst})
+      if (m) dnnl_memory_destroy(m);
+    if (prim) dnnl_primitive_destroy(prim);
+  }
 };
 
-using GemmKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+using GemmKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                           int64_t, bool>;
 
-Gemm& GetGemm(int64_t M, int64_t K, int64_t N, int64_t src_sr, int64_t src_sc, int64_t wei_sr, int64_t wei_sc,
-              bool with_bias) {
-  static std::mutex mu;
-  static std::map<GemmKey, Gemm> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  GemmKey key{M, K, N, src_sr, src_sc, wei_sr, wei_sc, with_bias};
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
+struct GemmCache {
+  std::map<GemmKey, Gemm> gemms;
+  ~GemmCache() { Clear(); }
+  void Clear() {
+    for (auto& kv : gemms) kv.second.Destroy();
+    gemms.clear();
+  }
+};
+
+Gemm& GetGemm(const View& a, const View& b, bool with_bias) {
+  PD_CHECK(a.cols == b.rows, "GEMM shapes do not chain");
+  thread_local GemmCache cache;
+  GemmKey key{a.batch, a.rows, a.cols, b.cols, a.sb, a.sr, a.sc, b.batch, b.sb, b.sr, b.sc, with_bias};
+  auto it = cache.gemms.find(key);
+  if (it != cache.gemms.end()) return it->second;
+  if (cache.gemms.size() >= kMaxCached) cache.Clear();
   Runtime& rt = Rt();
-  dnnl_memory_desc_t s = Md(M, K, src_sr, src_sc, kBf16), w = Md(K, N, wei_sr, wei_sc, kBf16),
-                     d = Md(M, N, N, 1, kF32), b = with_bias ? Md(1, N, N, 1, kF32) : nullptr;
+  const int64_t M = a.rows, N = b.cols;
+  dnnl_memory_desc_t s = Md(a.batch, M, a.cols, a.sb, a.sr, a.sc, kBf16),
+                     w = Md(b.batch, b.rows, N, b.sb, b.sr, b.sc, kBf16),
+                     d = Md(a.batch, M, N, M * N, N, 1, kF32),
+                     bi = with_bias ? Md(1, 1, N, N, N, 1, kF32) : nullptr;
   dnnl_primitive_desc_t pd;
-  DNNL_CHECK(dnnl_matmul_primitive_desc_create(&pd, rt.engine, s, w, b, d, nullptr));
+  DNNL_CHECK(dnnl_matmul_primitive_desc_create(&pd, rt.engine, s, w, bi, d, nullptr));
   Gemm g;
   DNNL_CHECK(dnnl_primitive_create(&g.prim, pd));
   DNNL_CHECK(dnnl_primitive_desc_destroy(pd));
   DNNL_CHECK(dnnl_memory_create(&g.src, s, rt.engine, nullptr));
   DNNL_CHECK(dnnl_memory_create(&g.wei, w, rt.engine, nullptr));
   DNNL_CHECK(dnnl_memory_create(&g.dst, d, rt.engine, nullptr));
-  if (with_bias) DNNL_CHECK(dnnl_memory_create(&g.bias, b, rt.engine, nullptr));
-  for (auto md : {s, w, d, b})
+  if (with_bias) DNNL_CHECK(dnnl_memory_create(&g.bias, bi, rt.engine, nullptr));
+  for (auto md : {s, w, d, bi})
     if (md) dnnl_memory_desc_destroy(md);
-  return cache.emplace(key, g).first->second;
+  return cache.gemms.emplace(key, g).first->second;
 }
 
 void RunGemm(Gemm& g, const void* src, const void* wei, const float* bias, float* dst) {
@@ -197,7 +229,7 @@ std::vector<paddle::Tensor> Bf16LinearForward(const paddle::Tensor& x, const pad
   out_shape.back() = N;
   auto out = paddle::empty(out_shape, paddle::DataType::FLOAT32, x.place());
   if (M > 0) {
-    Gemm& g = GetGemm(M, K, N, K, 1, N, 1, true);
+    Gemm& g = GetGemm(Dense(1, M, K), Dense(1, K, N), true);
     RunGemm(g, xb.data<paddle::bfloat16>(), wb.data<paddle::bfloat16>(), b.data<float>(), out.data<float>());
   }
   return {out, xb, wb};
@@ -220,10 +252,10 @@ std::vector<paddle::Tensor> Bf16LinearBackward(const paddle::Tensor& xb, const p
     return {dx, dw, db};
   }
   // dX[M, K] = dY[M, N] x W^T[N, K]: W^T is W [K, N] read with strides {1, N}
-  Gemm& gx = GetGemm(M, N, K, N, 1, 1, N, false);
+  Gemm& gx = GetGemm(Dense(1, M, N), Transposed(Dense(1, K, N)), false);
   RunGemm(gx, dyb.data<paddle::bfloat16>(), wb.data<paddle::bfloat16>(), nullptr, dx.data<float>());
   // dW[K, N] = X^T[K, M] x dY[M, N]: X^T is X [M, K] read with strides {1, K}
-  Gemm& gw = GetGemm(K, M, N, 1, K, N, 1, false);
+  Gemm& gw = GetGemm(Transposed(Dense(1, M, K)), Dense(1, M, N), false);
   RunGemm(gw, xb.data<paddle::bfloat16>(), dyb.data<paddle::bfloat16>(), nullptr, dw.data<float>());
   // db = column sums of dY (fp32): each thread sums a band of columns over all rows, in row order
   const float* pdy = dy.data<float>();
@@ -257,7 +289,105 @@ std::vector<paddle::DataType> Bf16LinearDtypes(const paddle::DataType& x, const 
   return {x, paddle::DataType::BFLOAT16, paddle::DataType::BFLOAT16};
 }
 
+// The operands of z = x y (or x y^T) as GEMM views: x [..., M, K] -> batch matrices (all of x's rows as
+// one matrix when y is 2-D), y [..., K, N] or [..., N, K] with transpose_y (batch axes equal to x's).
+struct MatmulViews {
+  View x, y;  // y as the K x N factor (a strided view when transposed)
+  std::vector<int64_t> out_shape;
+};
+
+MatmulViews Views(const std::vector<int64_t>& xs, const std::vector<int64_t>& ys, bool transpose_y) {
+  PD_CHECK(xs.size() >= 2 && ys.size() >= 2, "matmul needs x and y of at least 2 axes");
+  const int64_t K = xs.back(), yr = ys[ys.size() - 2], yc = ys.back();
+  const int64_t N = transpose_y ? yr : yc;
+  PD_CHECK((transpose_y ? yc : yr) == K, "matmul: x's last axis must be y's contracted axis");
+  MatmulViews v;
+  int64_t batch = 1;
+  if (ys.size() == 2) {
+    for (size_t i = 0; i + 1 < xs.size(); ++i) batch *= xs[i];
+    v.x = Dense(1, batch, K);  // every row of x against the one y
+    v.y = transpose_y ? Transposed(Dense(1, N, K)) : Dense(1, K, N);
+  } else {
+    PD_CHECK(xs.size() == ys.size() && std::equal(xs.begin(), xs.end() - 2, ys.begin()),
+             "matmul: x and y must have the same batch axes (or y 2-D)");
+    for (size_t i = 0; i + 2 < xs.size(); ++i) batch *= xs[i];
+    v.x = Dense(batch, xs[xs.size() - 2], K);
+    v.y = transpose_y ? Transposed(Dense(batch, N, K)) : Dense(batch, K, N);
+  }
+  v.out_shape = xs;
+  v.out_shape.back() = N;
+  return v;
+}
+
+// x [..., M, K], y [..., K, N] (or [..., N, K] with transpose_y; or 2-D) -> out [..., M, N] (f32), and the
+// bf16 copies of x and y kept for the backward
+std::vector<paddle::Tensor> Bf16MatmulForward(const paddle::Tensor& x, const paddle::Tensor& y, bool transpose_y,
+                                              int64_t threads) {
+  CheckFloatCpu(x, "x");
+  CheckFloatCpu(y, "y");
+  const MatmulViews v = Views(x.shape(), y.shape(), transpose_y);
+  SetThreads(threads);
+  auto xb = Bf16Copy(x, threads);
+  auto yb = Bf16Copy(y, threads);
+  auto out = paddle::empty(v.out_shape, paddle::DataType::FLOAT32, x.place());
+  if (out.numel() > 0 && v.x.cols > 0) {
+    Gemm& g = GetGemm(v.x, v.y, false);
+    RunGemm(g, xb.data<paddle::bfloat16>(), yb.data<paddle::bfloat16>(), nullptr, out.data<float>());
+  } else if (out.numel() > 0) {
+    std::memset(out.data<float>(), 0, sizeof(float) * out.numel());
+  }
+  return {out, xb, yb};
+}
+
+std::vector<paddle::Tensor> Bf16MatmulBackward(const paddle::Tensor& xb, const paddle::Tensor& yb,
+                                               const paddle::Tensor& dz, bool transpose_y, int64_t threads) {
+  CheckFloatCpu(dz, "grad of out");
+  const MatmulViews v = Views(xb.shape(), yb.shape(), transpose_y);
+  SetThreads(threads);
+  auto dzb = Bf16Copy(dz, threads);
+  auto dx = paddle::empty(xb.shape(), paddle::DataType::FLOAT32, dz.place());
+  auto dy = paddle::empty(yb.shape(), paddle::DataType::FLOAT32, dz.place());
+  if (dz.numel() == 0 || v.x.cols == 0) {
+    std::memset(dx.data<float>(), 0, sizeof(float) * dx.numel());
+    std::memset(dy.data<float>(), 0, sizeof(float) * dy.numel());
+    return {dx, dy};
+  }
+  const View dzv = Dense(v.x.batch, v.x.rows, v.y.cols);  // [batch, M, N]
+  // dX = dZ x Y^T (Y^T: the K x N view of y, transposed)
+  Gemm& gx = GetGemm(dzv, Transposed(v.y), false);
+  RunGemm(gx, dzb.data<paddle::bfloat16>(), yb.data<paddle::bfloat16>(), nullptr, dx.data<float>());
+  // dY = X^T dZ ([K, N]) or, with transpose_y, dZ^T X ([N, K]), in y's own layout
+  Gemm& gy = transpose_y ? GetGemm(Transposed(dzv), v.x, false) : GetGemm(Transposed(v.x), dzv, false);
+  if (transpose_y)
+    RunGemm(gy, dzb.data<paddle::bfloat16>(), xb.data<paddle::bfloat16>(), nullptr, dy.data<float>());
+  else
+    RunGemm(gy, xb.data<paddle::bfloat16>(), dzb.data<paddle::bfloat16>(), nullptr, dy.data<float>());
+  return {dx, dy};
+}
+
+std::vector<std::vector<int64_t>> Bf16MatmulShapes(const std::vector<int64_t>& x, const std::vector<int64_t>& y,
+                                                   bool transpose_y) {
+  return {Views(x, y, transpose_y).out_shape, x, y};
+}
+std::vector<paddle::DataType> Bf16MatmulDtypes(const paddle::DataType& x, const paddle::DataType&) {
+  return {x, paddle::DataType::BFLOAT16, paddle::DataType::BFLOAT16};
+}
+
 }  // namespace
+
+PD_BUILD_OP(electra_bf16_matmul)
+    .Inputs({"X", "Y"})
+    .Outputs({"Out", "Xb", "Yb"})
+    .Attrs({"transpose_y: bool", "threads: int64_t"})
+    .SetKernelFn(PD_KERNEL(Bf16MatmulForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(Bf16MatmulShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(Bf16MatmulDtypes));
+
+PD_BUILD_GRAD_OP(electra_bf16_matmul)
+    .Inputs({"Xb", "Yb", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Y")})
+    .Attrs({"transpose_y: bool", "threads: int64_t"})
+    .SetKernelFn(PD_KERNEL(Bf16MatmulBackward));
 
 PD_BUILD_OP(electra_bf16_linear)
     .Inputs({"X", "W", "B"})

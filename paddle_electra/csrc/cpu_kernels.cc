@@ -1,5 +1,5 @@
-// CPU training kernels for paddle_electra (fp32, dygraph): erf-GELU, LayerNorm and dropout, forward
-// and backward, as Paddle custom operators. Built and loaded by paddle_electra/cpu_kernels.py, which
+// CPU training kernels for paddle_electra (fp32, dygraph): erf-GELU, LayerNorm, dropout and attention's
+// masked softmax, forward and backward, as Paddle custom operators. Built and loaded by paddle_electra/cpu_kernels.py, which
 // also says why they exist (Paddle 3.3's own CPU kernels for these are 10-30x slower than they
 // need to be) and how each op is called.
 //
@@ -279,6 +279,78 @@ std::vector<paddle::Tensor> DropoutBackward(const paddle::Tensor& mask, const pa
   return {dx};
 }
 
+// ---- attention probabilities: softmax(x * scale + mask) over the last axis -------------------------
+// x [..., R, C] (batch matrices of R rows), mask [batch, C] added to every row of its matrix (the
+// additive attention mask, which has no gradient). Saves the probabilities for the backward:
+// dx = scale * p * (dp - sum(dp * p)) per row.
+std::vector<paddle::Tensor> MaskedSoftmaxForward(const paddle::Tensor& x, const paddle::Tensor& mask, float scale,
+                                                 int64_t threads) {
+  CheckFloatCpu(x, "scores");
+  CheckFloatCpu(mask, "mask");
+  const auto shape = x.shape();
+  PD_CHECK(shape.size() >= 2, "scores must have at least two axes");
+  const int64_t C = shape.back(), R = shape[shape.size() - 2];
+  const int64_t rows = C ? x.numel() / C : 0, batch = R ? rows / R : 0;
+  PD_CHECK(mask.numel() == batch * C, "mask must have ", batch * C, " elements ([batch, ", C, "]), not ",
+           mask.numel());
+  auto out = paddle::empty(shape, x.dtype(), x.place());
+  const float* px = x.data<float>();
+  const float* pmask = mask.data<float>();
+  float* py = out.data<float>();
+#pragma omp parallel for num_threads(ThreadsFor(x.numel(), threads)) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = px + r * C;
+    const float* mr = pmask + (r / R) * C;
+    float* yr = py + r * C;
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int64_t j = 0; j < C; ++j) {
+      const float v = xr[j] * scale + mr[j];
+      yr[j] = v;
+      mx = v > mx ? v : mx;
+    }
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < C; ++j) {
+      const float e = expf(yr[j] - mx);
+      yr[j] = e;
+      sum += e;
+    }
+    const float inv = 1.0f / sum;
+#pragma omp simd
+    for (int64_t j = 0; j < C; ++j) yr[j] *= inv;
+  }
+  return {out};
+}
+
+std::vector<paddle::Tensor> MaskedSoftmaxBackward(const paddle::Tensor& p, const paddle::Tensor& dp, float scale,
+                                                  int64_t threads) {
+  CheckFloatCpu(dp, "grad of out");
+  const int64_t C = p.shape().back();
+  const int64_t rows = C ? p.numel() / C : 0;
+  auto dx = paddle::empty(p.shape(), p.dtype(), p.place());
+  const float* pp = p.data<float>();
+  const float* pdp = dp.data<float>();
+  float* pdx = dx.data<float>();
+#pragma omp parallel for num_threads(ThreadsFor(p.numel(), threads)) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* prow = pp + r * C;
+    const float* grow = pdp + r * C;
+    float* drow = pdx + r * C;
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t j = 0; j < C; ++j) dot += prow[j] * grow[j];
+#pragma omp simd
+    for (int64_t j = 0; j < C; ++j) drow[j] = scale * prow[j] * (grow[j] - dot);
+  }
+  return {dx};
+}
+
+std::vector<std::vector<int64_t>> MaskedSoftmaxShapes(const std::vector<int64_t>& x, const std::vector<int64_t>&) {
+  return {x};
+}
+std::vector<paddle::DataType> MaskedSoftmaxDtypes(const paddle::DataType& x, const paddle::DataType&) { return {x}; }
+
 std::vector<std::vector<int64_t>> DropoutShapes(const std::vector<int64_t>& x) {
   int64_t n = 1;
   for (auto d : x) n *= d;
@@ -343,3 +415,17 @@ PD_BUILD_GRAD_OP(electra_dropout)
     .Outputs({paddle::Grad("X")})
     .Attrs({"p: float", "threads: int64_t"})
     .SetKernelFn(PD_KERNEL(DropoutBackward));
+
+PD_BUILD_OP(electra_masked_softmax)
+    .Inputs({"X", "Mask"})
+    .Outputs({"Out"})
+    .Attrs({"scale: float", "threads: int64_t"})
+    .SetKernelFn(PD_KERNEL(MaskedSoftmaxForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(MaskedSoftmaxShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(MaskedSoftmaxDtypes));
+
+PD_BUILD_GRAD_OP(electra_masked_softmax)
+    .Inputs({"Out", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"scale: float", "threads: int64_t"})
+    .SetKernelFn(PD_KERNEL(MaskedSoftmaxBackward));
