@@ -12,7 +12,7 @@ checkpoint is a name table (see paddle_electra/conversion). TF kernels are
 Execution modes are flags that the forwards below read (as nanoGPT's flash/manual switch), set with
 `set_execution_modes(model, fast_cpu_kernels=..., recompute=..., bf16_gemm=...)`; all act only in dygraph training
 (`self.training` and `paddle.in_dynamic_mode()`), so evaluation and export run the plain code.
-Attention is one function, `attention(q, k, v, mask, dropout)`; the self-attention layer picks an
+Attention is one function, `attention(q, k, v, mask, dropout, matmul, softmax)`; the self-attention layer picks an
 implementation from ATTENTION_FUNCTIONS by name ("eager", "fast_cpu") inside its forward.
 
 Every path a forward runs on, and where it lives:
@@ -20,8 +20,9 @@ Every path a forward runs on, and where it lives:
 - dygraph, `fast_cpu_kernels`: Linear takes fast_cpu.py's PyLayers (GEMV bias gradients), attention
   `fast_cpu_attention` here (one head at a time, no head transposes); the same results up to float
   rounding, faster CPU training;
-- compiled kernels, same flag: GELU, LayerNorm and Dropout run cpu_kernels.py (C++ in
-  paddle_electra/csrc/cpu_kernels.cc, built on first use; Paddle's kernels where they do not build);
+- compiled kernels, same flag: GELU, LayerNorm, Dropout and fast_cpu_attention's masked softmax run
+  cpu_kernels.py (C++ in paddle_electra/csrc/cpu_kernels.cc, built on first use; Paddle's kernels where
+  they do not build);
 - `bf16_gemm` (CPU `--amp bf16`): every Linear (the heads' column blocks of fast_cpu_attention too), the
   attention products and the tied LM head run bf16_linear.py's ops (factors rounded to bf16 for oneDNN
   GEMMs with fp32 accumulation, fp32 output, gradients and weights; C++ in
