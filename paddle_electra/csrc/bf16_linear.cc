@@ -117,8 +117,7 @@ dnnl_memory_desc_t Md(int64_t b, int64_t r, int64_t c, int64_t sb, int64_t sr, i
   return md;
 }
 
-// A matrix operand of a GEMM: `batch` matrices, `rows` x `cols`, element (i, r, c) at
-// i * sb + r * sr + c * sc (sb = 0: one matrix shared by the whole batch)
+// A matrix operand of a GEMM: `batch` matrices, `rows` x `cols`, element (i, r, c) at i * sb + r * sr + c * sc
 struct View {
   int64_t batch, rows, cols, sb, sr, sc;
 };
@@ -302,14 +301,15 @@ MatmulViews Views(const std::vector<int64_t>& xs, const std::vector<int64_t>& ys
   const int64_t N = transpose_y ? yr : yc;
   PD_CHECK((transpose_y ? yc : yr) == K, "matmul: x's last axis must be y's contracted axis");
   MatmulViews v;
-  int64_t batch = 1;
   if (ys.size() == 2) {
-    for (size_t i = 0; i + 1 < xs.size(); ++i) batch *= xs[i];
-    v.x = Dense(1, batch, K);  // every row of x against the one y
+    int64_t rows = 1;
+    for (size_t i = 0; i + 1 < xs.size(); ++i) rows *= xs[i];
+    v.x = Dense(1, rows, K);  // every row of x against the one y
     v.y = transpose_y ? Transposed(Dense(1, N, K)) : Dense(1, K, N);
   } else {
     PD_CHECK(xs.size() == ys.size() && std::equal(xs.begin(), xs.end() - 2, ys.begin()),
              "matmul: x and y must have the same batch axes (or y 2-D)");
+    int64_t batch = 1;
     for (size_t i = 0; i + 2 < xs.size(); ++i) batch *= xs[i];
     v.x = Dense(batch, xs[xs.size() - 2], K);
     v.y = transpose_y ? Transposed(Dense(batch, N, K)) : Dense(batch, K, N);
