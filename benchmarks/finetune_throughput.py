@@ -13,8 +13,8 @@ Then the real trainer (`paddle-electra finetune`, ChnSentiCorp format, texts of 
 weights, global batch and length) in 1 process and in one process per core (`--nproc-per-node N`,
 data parallel, one thread each), fp32 and (native bf16 only) `amp: "bf16"`: examples/s from its training
 log, after --trainer-skip warm-up steps; ours' best bf16 figure, in-process or trainer, is the one
-compared with the peers. And the fp32 roofline: the classifier's GEMM FLOPs per training step (3 x forward) over the
-2048^3 GEMM rate measured in this run, i.e. the shortest step any implementation could take on this
+compared with the peers. And the fp32 roofline: the classifier's GEMM FLOPs per training step
+(3 x forward) over the 2048^3 GEMM rate measured in this run, i.e. the shortest step any implementation could take on this
 CPU and the largest ratio to HF PyTorch it allows.
 
     python benchmarks/finetune_throughput.py                  # 12 layers, 32 x 128, 3 rounds of 5 steps
@@ -291,8 +291,8 @@ def main(argv=None):
         eps = result["examples_per_second"]
         best_bf16 = max(v for n, v in eps.items() if n.startswith("paddle_electra") and n.endswith("bf16"))
         result["ours_best_bf16_examples_per_second"] = best_bf16
-        bf16_ratios = {peer: best_bf16 / eps[peer] for peer in ("hf_pytorch", "hf_pytorch_bf16_autocast", "paddle_electra")
-                       if peer in eps}
+        peers = ("hf_pytorch", "hf_pytorch_bf16_autocast", "paddle_electra")
+        bf16_ratios = {peer: best_bf16 / eps[peer] for peer in peers if peer in eps}
         result["ratio_ours_bf16_over"] = bf16_ratios
         print(f"ours' best amp bf16 ({best_bf16:.1f} examples/s; in-process {eps['paddle_electra_bf16']:.1f}): "
               + ", ".join(f"{r:.2f}x {peer}" for peer, r in bf16_ratios.items()))

@@ -1,7 +1,7 @@
 // CPU training kernels for paddle_electra (fp32, dygraph): erf-GELU, LayerNorm, dropout and attention's
-// masked softmax, forward and backward, as Paddle custom operators. Built and loaded by paddle_electra/cpu_kernels.py, which
-// also says why they exist (Paddle 3.3's own CPU kernels for these are 10-30x slower than they
-// need to be) and how each op is called.
+// masked softmax, forward and backward, as Paddle custom operators. Built and loaded by
+// paddle_electra/cpu_kernels.py, which also says why they exist (Paddle 3.3's own CPU kernels for these
+// are 10-30x slower than they need to be) and how each op is called.
 //
 // Compiled with -O3 -mavx2 -mfma -ffast-math -fno-finite-math-only, for this file only: fast-math
 // lets GCC vectorize the loops below, reductions included (8 partial sums per AVX2 register instead
