@@ -14,8 +14,8 @@ weights, global batch and length) in 1 process and in one process per core (`--n
 data parallel, one thread each), fp32 and (native bf16 only) `amp: "bf16"`: examples/s from its training
 log, after --trainer-skip warm-up steps; ours' best bf16 figure, in-process or trainer, is the one
 compared with the peers. And the fp32 roofline: the classifier's GEMM FLOPs per training step
-(3 x forward) over the 2048^3 GEMM rate measured in this run, i.e. the shortest step any implementation could take on this
-CPU and the largest ratio to HF PyTorch it allows.
+(3 x forward) over the 2048^3 GEMM rate measured in this run, i.e. the shortest step any
+implementation could take on this CPU and the largest ratio to HF PyTorch it allows.
 
     python benchmarks/finetune_throughput.py                  # 12 layers, 32 x 128, 3 rounds of 5 steps
     python benchmarks/finetune_throughput.py --steps 10 --rounds 5 --output results.jsonl

@@ -229,9 +229,10 @@ def eager_attention(layer, hidden, additive_mask):
 
 def fast_cpu_attention(layer, hidden, additive_mask):
     """One head at a time from its own column block of the query, key and value kernels (each kernel's
-    Linear.linear: fast_cpu's GEMV bias gradient, or the bf16 GEMMs in that mode): no head transposes, forward or backward; the heads concatenated once. The
-    probabilities by the compiled masked softmax (the mask [B, 1, 1, S] as [B, S]) where it runs, else the
-    mask is expanded to [B, S, S] once for all heads (Paddle's CPU add broadcasts it slowly)."""
+    Linear.linear: fast_cpu's GEMV bias gradient, or the bf16 GEMMs in that mode): no head transposes,
+    forward or backward; the heads concatenated once. The probabilities by the compiled masked softmax
+    (the mask [B, 1, 1, S] as [B, S]) where it runs, else the mask is expanded to [B, S, S] once for all
+    heads (Paddle's CPU add broadcasts it slowly)."""
     d = layer.head_dim
     if cpu_kernels.usable_for(hidden):
         mask, softmax = additive_mask.reshape([additive_mask.shape[0], additive_mask.shape[-1]]), \
